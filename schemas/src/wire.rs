@@ -1,0 +1,105 @@
+//! The wire format: one JSON object per Kafka message, the schema version both in the field
+//! `v` and in a message header, the record's identity as the message key.
+
+use serde::Deserialize;
+
+use crate::record::{Record, RecordKey, SchemaVersion};
+
+/// Kafka header that carries the schema version as decimal text, so a consumer can route a
+/// message without parsing it.
+pub const SCHEMA_VERSION_HEADER: &str = "mxpulse-schema-version";
+
+/// A record ready for Kafka.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Envelope {
+    pub topic: &'static str,
+    pub key: RecordKey,
+    pub payload: Vec<u8>,
+}
+
+impl Envelope {
+    /// Value of the [`SCHEMA_VERSION_HEADER`] for what this build writes.
+    pub fn version_header() -> String {
+        SchemaVersion::CURRENT.to_string()
+    }
+}
+
+/// Why bytes are not a record of the expected type. Each variant is a dead-letter reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("not a JSON object: {reason}")]
+    NotJson { reason: String },
+    #[error("unknown schema version {found} (this build reads {supported})")]
+    UnknownVersion {
+        found: String,
+        supported: SchemaVersion,
+    },
+    #[error("header says schema version {header}, payload says {payload}")]
+    VersionMismatch { header: String, payload: String },
+    #[error("missing field `{field}`")]
+    MissingField { field: String },
+    #[error("invalid record: {reason}")]
+    Invalid { reason: String },
+}
+
+/// Serializes a record for its topic.
+pub fn encode<R: Record>(record: &R) -> Envelope {
+    Envelope {
+        topic: R::TOPIC,
+        key: record.key(),
+        // Serializing these types cannot fail: every field is a string, number, bool or a
+        // newtype of one, and no map has non-string keys.
+        payload: serde_json::to_vec(record).unwrap_or_default(),
+    }
+}
+
+/// Only the version of a payload, read before the whole record so that a record of another
+/// version is refused as such rather than as whatever field it happens to lack.
+#[derive(Deserialize)]
+struct VersionProbe {
+    v: Option<serde_json::Value>,
+}
+
+/// Decodes a message of `R`'s topic. `header` is the [`SCHEMA_VERSION_HEADER`] value when the
+/// message carried one.
+pub fn decode<R: Record>(header: Option<&[u8]>, payload: &[u8]) -> Result<R, DecodeError> {
+    let probe: VersionProbe =
+        serde_json::from_slice(payload).map_err(|e| DecodeError::NotJson {
+            reason: e.to_string(),
+        })?;
+    let found = match probe.v {
+        None => return Err(DecodeError::MissingField { field: "v".into() }),
+        Some(v) => v,
+    };
+    let supported = SchemaVersion::CURRENT;
+    if found.as_u64() != Some(u64::from(supported.0)) {
+        return Err(DecodeError::UnknownVersion {
+            found: found.to_string(),
+            supported,
+        });
+    }
+    if let Some(header) = header {
+        let header = String::from_utf8_lossy(header);
+        if header.trim() != found.to_string() {
+            return Err(DecodeError::VersionMismatch {
+                header: header.into_owned(),
+                payload: found.to_string(),
+            });
+        }
+    }
+    serde_json::from_slice(payload).map_err(classify)
+}
+
+fn classify(error: serde_json::Error) -> DecodeError {
+    let text = error.to_string();
+    // serde's derive reports an absent required field as "missing field `name`"; that is
+    // the one data error worth its own variant (a producer that dropped a field).
+    if let Some(rest) = text.strip_prefix("missing field `")
+        && let Some(end) = rest.find('`')
+    {
+        return DecodeError::MissingField {
+            field: rest[..end].to_string(),
+        };
+    }
+    DecodeError::Invalid { reason: text }
+}

@@ -1,0 +1,313 @@
+//! Round trips of every record type through JSON and Arrow, the decode errors that make dead
+//! letters, and the JSON Schema files that must not drift from the types.
+
+use std::path::PathBuf;
+
+use chrono::NaiveDate;
+use mxpulse_schemas::vocabulary::*;
+use mxpulse_schemas::*;
+
+/// A small deterministic generator (xorshift), so the cases cover every optional field set
+/// and unset without a property-testing dependency.
+struct Cases(u64);
+
+impl Cases {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn pick<T: Copy>(&mut self, all: &[T]) -> T {
+        all[(self.next() % all.len() as u64) as usize]
+    }
+    fn maybe<T>(&mut self, make: impl FnOnce(&mut Self) -> T) -> Option<T> {
+        if self.next() % 2 == 0 {
+            Some(make(self))
+        } else {
+            None
+        }
+    }
+}
+
+fn events(n: usize) -> Vec<EventRecord> {
+    let mut c = Cases(0x5eed);
+    (0..n)
+        .map(|i| {
+            let mut e = EventRecord::new(
+                KeyId([1, 2, 3, 4]),
+                EventPseudonym(u128::from(c.next()) << 64 | u128::from(c.next())),
+                // Around the Olympics, and one instant before 1970 to exercise negative days.
+                UnixMillis(if i == 3 {
+                    -1
+                } else {
+                    1_721_000_000_000 + (c.next() % 10_000_000_000) as i64
+                }),
+                format!(
+                    "agent.{}.tchap.gouv.fr",
+                    c.pick(&["interieur", "dinum", "externe"])
+                ),
+                UserPseudonym(c.next()),
+                RoomPseudonym(c.next()),
+                c.pick(EventType::ALL),
+                c.pick(Source::ALL),
+            );
+            e.domain = c.maybe(|_| "interieur.gouv.fr".to_owned());
+            e.msgtype = c.maybe(|c| c.pick(MsgType::ALL));
+            e.rel_type = c.maybe(|c| c.pick(RelType::ALL));
+            e.target = c.maybe(|c| UserPseudonym(c.next()));
+            e.membership = c.maybe(|c| c.pick(Membership::ALL));
+            e.join_rule = c.maybe(|c| c.pick(JoinRule::ALL));
+            e.access_rule = c.maybe(|c| c.pick(AccessRule::ALL));
+            e.encrypted = c.maybe(|c| c.next() % 2 == 0);
+            e.is_direct = c.maybe(|c| c.next() % 2 == 0);
+            e.room_type = c.maybe(|c| c.pick(RoomType::ALL));
+            e.call = c.maybe(|c| c.pick(CallChange::ALL));
+            e.live = c.maybe(|c| c.next() % 2 == 0);
+            e
+        })
+        .collect()
+}
+
+fn visits(n: usize) -> Vec<VisitRecord> {
+    let mut c = Cases(0xda7);
+    (0..n)
+        .map(|_| VisitRecord {
+            v: SchemaVersion::CURRENT,
+            key_id: KeyId([9, 9, 9, 9]),
+            day: NaiveDate::from_ymd_opt(2023, 1, 1).unwrap() + chrono::Days::new(c.next() % 730),
+            server: "agent.dinum.tchap.gouv.fr".into(),
+            user: UserPseudonym(c.next()),
+            device: c.maybe(|c| DevicePseudonym(c.next())),
+            domain: c.maybe(|_| "numerique.gouv.fr".into()),
+            platform: c.pick(Platform::ALL),
+            client: c.pick(Client::ALL),
+        })
+        .collect()
+}
+
+fn accounts(n: usize) -> Vec<AccountRecord> {
+    let mut c = Cases(0xacc);
+    (0..n)
+        .map(|_| AccountRecord {
+            v: SchemaVersion::CURRENT,
+            key_id: KeyId([0xde, 0xad, 0xbe, 0xef]),
+            ts: UnixMillis(1_700_000_000_000 + (c.next() % 100_000_000_000) as i64),
+            server: "agent.externe.tchap.gouv.fr".into(),
+            user: UserPseudonym(c.next()),
+            domain: c.maybe(|_| "gmail.com".into()),
+            change: c.pick(AccountChange::ALL),
+            user_type: c.pick(UserType::ALL),
+        })
+        .collect()
+}
+
+fn check_round_trips<R: Record>(records: Vec<R>) {
+    for record in &records {
+        let envelope = encode(record);
+        assert_eq!(envelope.topic, R::TOPIC);
+        assert_eq!(envelope.key, record.key());
+        let header = Envelope::version_header();
+        let back: R = decode(Some(header.as_bytes()), &envelope.payload).unwrap();
+        assert_eq!(&back, record);
+    }
+    let batch = R::to_record_batch(&records).unwrap();
+    assert_eq!(batch.num_rows(), records.len());
+    assert_eq!(batch.schema(), R::arrow_schema());
+    assert!(batch.schema().field_with_name(R::PARTITION_COLUMN).is_ok());
+    assert_eq!(R::from_record_batch(&batch).unwrap(), records);
+}
+
+#[test]
+fn event_records_round_trip_through_json_and_arrow() {
+    check_round_trips(events(500));
+}
+
+#[test]
+fn visit_records_round_trip_through_json_and_arrow() {
+    check_round_trips(visits(500));
+}
+
+#[test]
+fn account_records_round_trip_through_json_and_arrow() {
+    check_round_trips(accounts(500));
+}
+
+#[test]
+fn pseudonyms_are_fixed_width_hex_on_the_wire() {
+    let mut event = events(1).remove(0);
+    event.sender = UserPseudonym(7);
+    event.event = EventPseudonym(7);
+    let json: serde_json::Value = serde_json::from_slice(&encode(&event).payload).unwrap();
+    assert_eq!(json["sender"], "0000000000000007");
+    assert_eq!(json["event"], "00000000000000000000000000000007");
+    assert_eq!(json["v"], 1);
+    assert_eq!(json["key_id"], "01020304");
+    assert_eq!(encode(&event).key.0, "00000000000000000000000000000007");
+}
+
+#[test]
+fn identities_follow_the_design() {
+    let mut visit = visits(1).remove(0);
+    visit.user = UserPseudonym(1);
+    visit.device = Some(DevicePseudonym(2));
+    visit.day = NaiveDate::from_ymd_opt(2024, 7, 26).unwrap();
+    assert_eq!(
+        visit.key().0,
+        "0000000000000001:0000000000000002:2024-07-26"
+    );
+    visit.device = None;
+    assert_eq!(visit.key().0, "0000000000000001:-:2024-07-26");
+
+    let mut account = accounts(1).remove(0);
+    account.user = UserPseudonym(1);
+    account.change = AccountChange::Deactivated;
+    account.ts = UnixMillis(1_721_000_000_000);
+    assert_eq!(
+        account.key().0,
+        "0000000000000001:deactivated:1721000000000"
+    );
+}
+
+fn payload_with(edit: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>)) -> Vec<u8> {
+    let mut json = serde_json::to_value(&events(1)[0]).unwrap();
+    edit(json.as_object_mut().unwrap());
+    serde_json::to_vec(&json).unwrap()
+}
+
+#[test]
+fn decode_errors_name_what_is_wrong() {
+    let future = payload_with(|o| {
+        o.insert("v".into(), 2.into());
+    });
+    assert_eq!(
+        decode::<EventRecord>(None, &future),
+        Err(DecodeError::UnknownVersion {
+            found: "2".into(),
+            supported: SchemaVersion::V1
+        })
+    );
+
+    let no_version = payload_with(|o| {
+        o.remove("v");
+    });
+    assert_eq!(
+        decode::<EventRecord>(None, &no_version),
+        Err(DecodeError::MissingField { field: "v".into() })
+    );
+
+    let no_sender = payload_with(|o| {
+        o.remove("sender");
+    });
+    assert_eq!(
+        decode::<EventRecord>(None, &no_sender),
+        Err(DecodeError::MissingField {
+            field: "sender".into()
+        })
+    );
+
+    let good = payload_with(|_| {});
+    assert!(matches!(
+        decode::<EventRecord>(Some(b"2"), &good),
+        Err(DecodeError::VersionMismatch { .. })
+    ));
+
+    assert!(matches!(
+        decode::<EventRecord>(None, b"\x00\xffgarbage"),
+        Err(DecodeError::NotJson { .. })
+    ));
+    assert!(matches!(
+        decode::<EventRecord>(None, br#"{"v":1,"event":"#),
+        Err(DecodeError::NotJson { .. })
+    ));
+
+    let bad_type = payload_with(|o| {
+        o.insert("type".into(), "m.room.name".into());
+    });
+    match decode::<EventRecord>(None, &bad_type) {
+        Err(DecodeError::Invalid { reason }) => assert!(reason.contains("m.room.name"), "{reason}"),
+        other => panic!("expected Invalid, got {other:?}"),
+    }
+
+    let bad_pseudonym = payload_with(|o| {
+        o.insert("room".into(), "@alice:example.org".into());
+    });
+    assert!(matches!(
+        decode::<EventRecord>(None, &bad_pseudonym),
+        Err(DecodeError::Invalid { .. })
+    ));
+
+    // A visit is not an event, even though both are JSON objects of version 1.
+    let visit = encode(&visits(1)[0]).payload;
+    assert!(matches!(
+        decode::<EventRecord>(None, &visit),
+        Err(DecodeError::MissingField { .. })
+    ));
+}
+
+#[test]
+fn arrow_read_back_names_the_bad_column() {
+    let batch = EventRecord::to_record_batch(&events(3)).unwrap();
+    let without_room = batch
+        .project(
+            &(0..batch.num_columns())
+                .filter(|&i| batch.schema().field(i).name() != "room")
+                .collect::<Vec<_>>(),
+        )
+        .unwrap();
+    assert_eq!(
+        EventRecord::from_record_batch(&without_room),
+        Err(ArrowFormError::MissingColumn { column: "room" })
+    );
+}
+
+fn schema_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("json")
+}
+
+fn check_schema_file<R: Record>() {
+    let path = schema_dir().join(json_schema_file::<R>());
+    let generated = serde_json::to_string_pretty(&json_schema::<R>()).unwrap() + "\n";
+    if std::env::var_os("MXPULSE_BLESS").is_some() {
+        std::fs::write(&path, &generated).unwrap();
+    }
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        committed == generated,
+        "{} is out of date with the {} type: run `MXPULSE_BLESS=1 cargo test -p mxpulse-schemas` and commit the file",
+        path.display(),
+        std::any::type_name::<R>()
+    );
+}
+
+#[test]
+fn json_schema_files_match_the_types() {
+    check_schema_file::<EventRecord>();
+    check_schema_file::<VisitRecord>();
+    check_schema_file::<AccountRecord>();
+}
+
+#[test]
+fn json_schema_lists_required_fields_and_vocabularies() {
+    let schema = json_schema::<EventRecord>();
+    let required: Vec<&str> = schema["required"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    for field in [
+        "v", "key_id", "event", "ts", "server", "sender", "room", "type", "source",
+    ] {
+        assert!(
+            required.contains(&field),
+            "{field} should be required: {required:?}"
+        );
+    }
+    assert!(!required.contains(&"domain"));
+    let text = schema.to_string();
+    assert!(
+        text.contains("im.vector.room.access_rules") && text.contains("^[0-9a-f]{32}$"),
+        "{text}"
+    );
+}

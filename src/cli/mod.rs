@@ -1,0 +1,94 @@
+//! The command line: one subcommand per job, each in its own module with its clap `Args`
+//! and its `run`. Flags common to several jobs are clap blocks flattened into them.
+
+mod config_cmd;
+mod dev_broker;
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::Config;
+
+/// Usage analytics for federations of Matrix homeservers.
+#[derive(Debug, Parser)]
+#[command(name = "mxpulse", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every subcommand takes.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Configuration file (TOML; every key is documented in mxpulse.example.toml).
+    #[arg(long, global = true, env = "MXPULSE_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Appservice endpoint and Synapse database tap: anonymized records to Kafka.
+    Hooks(PendingArgs),
+    /// Kafka to the Delta lake, exactly once.
+    Ingest(PendingArgs),
+    /// Figures API, read-only SQL over HTTP and the PostgreSQL wire protocol.
+    Serve(PendingArgs),
+    /// A local federation flowing end to end into the figures.
+    Demo(PendingArgs),
+    /// Deterministic federation simulator.
+    Generate(PendingArgs),
+    /// Monthly report exports.
+    Report(PendingArgs),
+    /// Replay a homeserver's history from its database.
+    Backfill(PendingArgs),
+    /// Lake maintenance: compact, vacuum, purge, status.
+    Lake(PendingArgs),
+    /// A throwaway in-memory Kafka-protocol broker on loopback, for tests and local work.
+    DevBroker(dev_broker::DevBrokerArgs),
+    /// Show or check the effective configuration.
+    Config(config_cmd::ConfigArgs),
+}
+
+/// Arguments of a job whose issue is still open; it refuses to run rather than pretend.
+#[derive(Debug, Args)]
+pub struct PendingArgs {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+    rest: Vec<String>,
+}
+
+impl Cli {
+    pub fn run(self) -> anyhow::Result<()> {
+        let name = match &self.command {
+            Command::DevBroker(args) => return dev_broker::run(args),
+            Command::Config(args) => return config_cmd::run(args, &load_config(&self.global)?),
+            Command::Hooks(_) => "hooks",
+            Command::Ingest(_) => "ingest",
+            Command::Serve(_) => "serve",
+            Command::Demo(_) => "demo",
+            Command::Generate(_) => "generate",
+            Command::Report(_) => "report",
+            Command::Backfill(_) => "backfill",
+            Command::Lake(_) => "lake",
+        };
+        anyhow::bail!("`mxpulse {name}` is not built yet: see the open issues in the tracker")
+    }
+}
+
+/// The configuration from `--config` and the process environment.
+pub fn load_config(global: &GlobalArgs) -> anyhow::Result<Config> {
+    Config::load(global.config.as_deref(), std::env::vars()).context("invalid configuration")
+}
+
+/// Logs go to stderr, filtered by `MXPULSE_LOG` (`info` by default; `RUST_LOG` syntax).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MXPULSE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

@@ -1,0 +1,436 @@
+//! The one configuration file (TOML) with environment overrides, as the binary reads it before
+//! handing each library crate its plain config.
+//!
+//! Precedence: built-in defaults, then the file, then `MXPULSE_<SECTION>_<KEY>` variables
+//! (`MXPULSE_KAFKA_BROKERS`, `MXPULSE_PRIVACY_MIN_USERS`), then a subcommand's own flags. An
+//! unknown key or a bad value, in the file or in a variable, is an error that names it.
+//! Every key is documented, with its default, in `mxpulse.example.toml`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Variable holding the pseudonymization key itself (never a file key: it must not be written down).
+pub const PSEUDONYM_KEY_VAR: &str = "MXPULSE_PSEUDONYM_KEY";
+/// Variables that share the prefix but are not configuration keys.
+pub const RESERVED_VARS: &[&str] = &["MXPULSE_CONFIG", "MXPULSE_LOG", PSEUDONYM_KEY_VAR];
+
+const ENV_PREFIX: &str = "MXPULSE_";
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub kafka: KafkaSection,
+    pub pseudonym: PseudonymSection,
+    pub privacy: PrivacySection,
+    pub lake: LakeSection,
+    pub hooks: HooksSection,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaSection {
+    /// `bootstrap.servers`.
+    pub brokers: String,
+    pub client_id: String,
+    /// Further librdkafka properties (`security.protocol`, `sasl.*`, ...), passed as they are.
+    pub properties: BTreeMap<String, String>,
+}
+
+impl Default for KafkaSection {
+    fn default() -> Self {
+        Self {
+            brokers: "127.0.0.1:9092".into(),
+            client_id: "mxpulse".into(),
+            properties: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PseudonymSection {
+    /// File holding the key; empty means the key comes from `MXPULSE_PSEUDONYM_KEY`.
+    pub key_file: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrivacySection {
+    /// k of the small-cell rule: a published figure built from fewer distinct users is suppressed.
+    pub min_users: u32,
+}
+
+impl Default for PrivacySection {
+    fn default() -> Self {
+        Self { min_users: 3 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LakeSection {
+    /// Directory (or object store URL) under which the Delta tables live.
+    pub root: String,
+}
+
+impl Default for LakeSection {
+    fn default() -> Self {
+        Self {
+            root: "./mxpulse-lake".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HooksSection {
+    /// Address of the appservice endpoint, `/metrics` and `/health`.
+    pub listen: SocketAddr,
+    /// E-mail domains tried first when reading a domain out of a localpart, added to the
+    /// built-in list of the State's domains.
+    pub known_domains: Vec<String>,
+}
+
+impl Default for HooksSection {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9100)),
+            known_domains: Vec::new(),
+        }
+    }
+}
+
+/// What is wrong with the configuration, naming where it came from.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the configuration file {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("configuration file {}: {message}", path.display())]
+    File { path: PathBuf, message: String },
+    #[error("environment variable {var}: {message}")]
+    Env { var: String, message: String },
+    #[error("configuration key {key}: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+impl Config {
+    /// Reads the file (if any) and applies the `MXPULSE_*` variables among `env`.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut table =
+            toml::Table::try_from(Config::default()).map_err(|e| ConfigError::Invalid {
+                key: "(defaults)",
+                message: e.to_string(),
+            })?;
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            })?;
+            // Deserializing the file on its own first gives errors with its line and column.
+            let _: Config = toml::from_str(&text).map_err(|e| ConfigError::File {
+                path: path.to_owned(),
+                message: e.to_string(),
+            })?;
+            let from_file: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::File {
+                path: path.to_owned(),
+                message: e.to_string(),
+            })?;
+            merge(&mut table, from_file);
+        }
+        let mut vars: Vec<(String, String)> = env
+            .into_iter()
+            .filter(|(name, _)| {
+                name.starts_with(ENV_PREFIX) && !RESERVED_VARS.contains(&name.as_str())
+            })
+            .collect();
+        vars.sort();
+        for (var, raw) in vars {
+            let Some((section, key)) = env_key(&var, &table) else {
+                continue;
+            };
+            let env_err = |message: String| ConfigError::Env {
+                var: var.clone(),
+                message,
+            };
+            let section_table = table
+                .get_mut(&section)
+                .and_then(toml::Value::as_table_mut)
+                .ok_or_else(|| env_err(format!("no section [{section}]")))?;
+            let current = section_table
+                .get(&key)
+                .ok_or_else(|| env_err(format!("[{section}] has no key `{key}`")))?;
+            let value = env_value(current, &raw).map_err(env_err)?;
+            section_table.insert(key, value);
+            // Check after each variable, so the error names the one at fault.
+            let _: Config = table
+                .clone()
+                .try_into()
+                .map_err(|e: toml::de::Error| env_err(e.message().to_owned()))?;
+        }
+        let config: Config =
+            table
+                .try_into()
+                .map_err(|e: toml::de::Error| ConfigError::Invalid {
+                    key: "(merged)",
+                    message: e.to_string(),
+                })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.privacy.min_users == 0 {
+            return Err(ConfigError::Invalid {
+                key: "privacy.min_users",
+                message: "must be at least 1 (3 is the public-statistics rule)".into(),
+            });
+        }
+        if self.kafka.brokers.trim().is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "kafka.brokers",
+                message: "must name at least one broker".into(),
+            });
+        }
+        if self.lake.root.trim().is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "lake.root",
+                message: "must not be empty".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The effective configuration as TOML (it holds no secret: the key is never a file key).
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_default()
+    }
+}
+
+/// `MXPULSE_PRIVACY_MIN_USERS` -> (`privacy`, `min_users`); `None` for a variable whose second
+/// word is no section (another tool's, or a test's).
+fn env_key(var: &str, table: &toml::Table) -> Option<(String, String)> {
+    let rest = var.strip_prefix(ENV_PREFIX)?.to_ascii_lowercase();
+    let (section, key) = rest.split_once('_')?;
+    table
+        .contains_key(section)
+        .then(|| (section.to_owned(), key.to_owned()))
+}
+
+/// A variable's text as a value of the type the key already has.
+fn env_value(current: &toml::Value, raw: &str) -> Result<toml::Value, String> {
+    Ok(match current {
+        toml::Value::String(_) => toml::Value::String(raw.to_owned()),
+        toml::Value::Integer(_) => toml::Value::Integer(
+            raw.trim()
+                .parse()
+                .map_err(|_| format!("{raw:?} is not an integer"))?,
+        ),
+        toml::Value::Boolean(_) => toml::Value::Boolean(
+            raw.trim()
+                .parse()
+                .map_err(|_| format!("{raw:?} is not true or false"))?,
+        ),
+        toml::Value::Array(_) => toml::Value::Array(
+            raw.split(',')
+                .map(str::trim)
+                .filter(|item| !item.is_empty())
+                .map(|item| toml::Value::String(item.to_owned()))
+                .collect(),
+        ),
+        toml::Value::Float(_) => toml::Value::Float(
+            raw.trim()
+                .parse()
+                .map_err(|_| format!("{raw:?} is not a number"))?,
+        ),
+        toml::Value::Table(_) | toml::Value::Datetime(_) => {
+            return Err("this key can only be set in the configuration file".into());
+        }
+    })
+}
+
+/// Overlays `top` on `base`, table by table.
+fn merge(base: &mut toml::Table, top: toml::Table) {
+    for (key, value) in top {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(base_table)), toml::Value::Table(top_table)) => {
+                merge(base_table, top_table)
+            }
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn file(text: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mxpulse.toml");
+        std::fs::write(&path, text).unwrap();
+        (dir, path)
+    }
+
+    fn example_path() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("mxpulse.example.toml")
+    }
+
+    fn key_paths(table: &toml::Table, prefix: &str, out: &mut Vec<String>) {
+        for (key, value) in table {
+            let path = if prefix.is_empty() {
+                key.clone()
+            } else {
+                format!("{prefix}.{key}")
+            };
+            match value {
+                toml::Value::Table(inner) if !inner.is_empty() => key_paths(inner, &path, out),
+                _ => out.push(path),
+            }
+        }
+    }
+
+    #[test]
+    fn example_file_documents_every_key_with_its_default() {
+        let text = std::fs::read_to_string(example_path()).unwrap();
+        let example: Config = toml::from_str(&text).unwrap();
+        assert_eq!(
+            example,
+            Config::default(),
+            "mxpulse.example.toml must show the defaults"
+        );
+        let (mut documented, mut known) = (Vec::new(), Vec::new());
+        key_paths(&toml::from_str(&text).unwrap(), "", &mut documented);
+        key_paths(
+            &toml::Table::try_from(Config::default()).unwrap(),
+            "",
+            &mut known,
+        );
+        assert_eq!(
+            documented, known,
+            "every key must appear in mxpulse.example.toml"
+        );
+    }
+
+    #[test]
+    fn file_then_environment_override_defaults() {
+        let (_dir, path) =
+            file("[kafka]\nbrokers = \"kafka-1:9092,kafka-2:9092\"\n[privacy]\nmin_users = 5\n");
+        let config = Config::load(
+            Some(&path),
+            vars(&[
+                ("MXPULSE_PRIVACY_MIN_USERS", "10"),
+                ("MXPULSE_HOOKS_KNOWN_DOMAINS", "a.fr, b.fr"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.kafka.brokers, "kafka-1:9092,kafka-2:9092");
+        assert_eq!(config.privacy.min_users, 10);
+        assert_eq!(config.hooks.known_domains, ["a.fr", "b.fr"]);
+        assert_eq!(config.lake.root, LakeSection::default().root);
+    }
+
+    #[test]
+    fn a_string_key_keeps_digits_as_text() {
+        let config = Config::load(None, vars(&[("MXPULSE_LAKE_ROOT", "2024")])).unwrap();
+        assert_eq!(config.lake.root, "2024");
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_that_name_them() {
+        let (_dir, path) = file("[kafka]\nbrokrs = \"x:1\"\n");
+        let err = Config::load(Some(&path), vars(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("brokrs") && err.contains("mxpulse.toml") && err.contains("line 2"),
+            "{err}"
+        );
+
+        let (_dir, path) = file("[kafak]\nbrokers = \"x:1\"\n");
+        let err = Config::load(Some(&path), vars(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("kafak"), "{err}");
+
+        let err = Config::load(None, vars(&[("MXPULSE_KAFKA_BROKRS", "x:1")]))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "environment variable MXPULSE_KAFKA_BROKRS: [kafka] has no key `brokrs`"
+        );
+    }
+
+    #[test]
+    fn bad_values_are_errors_that_name_them() {
+        let (_dir, path) = file("[hooks]\nlisten = \"not an address\"\n");
+        let err = Config::load(Some(&path), vars(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("listen") && err.contains("line 2"), "{err}");
+
+        let err = Config::load(None, vars(&[("MXPULSE_PRIVACY_MIN_USERS", "three")]))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "environment variable MXPULSE_PRIVACY_MIN_USERS: \"three\" is not an integer"
+        );
+
+        let err = Config::load(None, vars(&[("MXPULSE_HOOKS_LISTEN", "127.0.0.1")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("environment variable MXPULSE_HOOKS_LISTEN:"),
+            "{err}"
+        );
+
+        let err = Config::load(None, vars(&[("MXPULSE_PRIVACY_MIN_USERS", "0")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("configuration key privacy.min_users:"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn other_variables_with_the_prefix_are_left_alone() {
+        let config = Config::load(
+            None,
+            vars(&[
+                ("MXPULSE_PSEUDONYM_KEY", "secret"),
+                ("MXPULSE_TEST_BROKERS", "x"),
+                ("MXPULSE_LOG", "debug"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config, Config::default());
+    }
+
+    #[test]
+    fn missing_file_is_an_error_naming_it() {
+        let err = Config::load(Some(Path::new("/nonexistent/mxpulse.toml")), vars(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("/nonexistent/mxpulse.toml"), "{err}");
+    }
+}

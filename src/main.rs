@@ -1,0 +1,23 @@
+//! `mxpulse`: the one binary. It parses the command line, runs the subcommand and maps the
+//! outcome to an exit code; everything else lives in `cli/` and the library crates.
+
+mod cli;
+mod config;
+mod dev_broker;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    cli::init_logging();
+    match cli.run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error:#}");
+            eprintln!("mxpulse: error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

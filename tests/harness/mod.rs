@@ -1,0 +1,197 @@
+//! What the end-to-end tests share: the brokers they run against, started on loopback and
+//! stopped on `Drop`, and rdkafka clients with the short timeouts tests want.
+//!
+//! `scripts/test` starts one broker of each kind for the whole run and passes their addresses
+//! in `MXPULSE_TEST_MOCK_BROKERS` and `MXPULSE_TEST_TANSU_BROKERS`; a plain `cargo test`
+//! without them starts its own (the mock through `mxpulse dev-broker`, tansu from PATH).
+
+#![allow(dead_code)] // Each test binary uses its own part of the harness.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::types::RDKafkaErrorCode;
+
+/// Which broker implementation a test runs against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BrokerKind {
+    /// librdkafka's mock cluster in its own process (`mxpulse dev-broker`).
+    Mock,
+    /// tansu with SQLite storage: an independent Kafka-compatible broker.
+    Tansu,
+}
+
+/// A broker for the test: either the run's shared one or one this value started and owns.
+pub struct Broker {
+    pub kind: BrokerKind,
+    pub bootstrap: String,
+    owned: Option<(Child, tempfile::TempDir)>,
+}
+
+impl Broker {
+    pub fn start(kind: BrokerKind) -> Broker {
+        let var = match kind {
+            BrokerKind::Mock => "MXPULSE_TEST_MOCK_BROKERS",
+            BrokerKind::Tansu => "MXPULSE_TEST_TANSU_BROKERS",
+        };
+        if let Ok(bootstrap) = std::env::var(var)
+            && !bootstrap.is_empty()
+        {
+            return Broker {
+                kind,
+                bootstrap,
+                owned: None,
+            };
+        }
+        match kind {
+            BrokerKind::Mock => start_mock(),
+            BrokerKind::Tansu => start_tansu(),
+        }
+    }
+
+    /// Creates the topics on brokers that need it (the mock broker starts with them).
+    pub fn ensure_topics(&self, topics: &[&str], partitions: i32) {
+        if self.kind == BrokerKind::Mock {
+            return;
+        }
+        let admin: AdminClient<DefaultClientContext> = client_config(&self.bootstrap)
+            .create()
+            .expect("admin client");
+        let new: Vec<NewTopic> = topics
+            .iter()
+            .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
+            .collect();
+        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(20)));
+        let results = block_on(admin.create_topics(&new, &options)).expect("create topics");
+        for result in results {
+            match result {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((topic, code)) => panic!("creating {topic} on {:?}: {code:?}", self.kind),
+            }
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Some((child, _dir)) = &mut self.owned {
+            stop(child);
+        }
+    }
+}
+
+/// Client settings for tests: short session so that group joins and rejoins are quick.
+pub fn client_config(bootstrap: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", bootstrap)
+        .set("session.timeout.ms", "6000")
+        .set("heartbeat.interval.ms", "500")
+        .set("socket.timeout.ms", "10000")
+        .set("message.timeout.ms", "30000");
+    config
+}
+
+pub fn mxpulse_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_mxpulse"))
+}
+
+fn start_mock() -> Broker {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let address_file = dir.path().join("bootstrap");
+    let child = Command::new(mxpulse_bin())
+        .args(["dev-broker", "--address-file"])
+        .arg(&address_file)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn mxpulse dev-broker");
+    let bootstrap = wait_for(Duration::from_secs(30), || {
+        std::fs::read_to_string(&address_file).ok()
+    })
+    .expect("dev-broker did not publish its address within 30 s");
+    Broker {
+        kind: BrokerKind::Mock,
+        bootstrap,
+        owned: Some((child, dir)),
+    }
+}
+
+fn start_tansu() -> Broker {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    let child = tansu_command(dir.path(), port)
+        .spawn()
+        .expect("spawn tansu (install it with scripts/test, or put it on PATH)");
+    let bootstrap = format!("127.0.0.1:{port}");
+    wait_for(Duration::from_secs(30), || {
+        std::net::TcpStream::connect(&bootstrap).ok()
+    })
+    .expect("tansu did not listen within 30 s");
+    Broker {
+        kind: BrokerKind::Tansu,
+        bootstrap,
+        owned: Some((child, dir)),
+    }
+}
+
+/// The tansu command line `scripts/test` uses too: SQLite storage (its memory storage loses
+/// messages on resume), listener and advertised listener on loopback.
+pub fn tansu_command(dir: &Path, port: u16) -> Command {
+    let mut command = Command::new("tansu");
+    command
+        .arg("broker")
+        .arg("--storage-engine")
+        .arg(format!("sqlite://{}", dir.join("tansu.db").display()))
+        .arg("--listener-url")
+        .arg(format!("tcp://127.0.0.1:{port}"))
+        .arg("--advertised-listener-url")
+        .arg(format!("tcp://127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    command
+}
+
+/// A port that was free a moment ago on loopback.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Polls `probe` every 50 ms until it gives a value or `deadline` passes.
+pub fn wait_for<T>(deadline: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
+    let end = Instant::now() + deadline;
+    loop {
+        if let Some(value) = probe() {
+            return Some(value);
+        }
+        if Instant::now() > end {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// SIGTERM, then SIGKILL if the process is still there after 5 s.
+pub fn stop(child: &mut Child) {
+    let pid = child.id().to_string();
+    let _ = Command::new("kill").args(["-TERM", &pid]).status();
+    if wait_for(Duration::from_secs(5), || child.try_wait().ok().flatten()).is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(future)
+}
