@@ -27,6 +27,7 @@ pub struct Config {
     pub privacy: PrivacySection,
     pub lake: LakeSection,
     pub hooks: HooksSection,
+    pub ingest: IngestSection,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -99,6 +100,36 @@ impl Default for HooksSection {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 9100)),
             known_domains: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestSection {
+    /// Kafka consumer group; the lake's offsets are recorded under it.
+    pub group_id: String,
+    /// Address of the ingest's `/metrics` and `/health`.
+    pub listen: SocketAddr,
+    /// A table's buffer is committed when it holds this many records...
+    pub flush_max_rows: u64,
+    /// ... or this many bytes of messages...
+    pub flush_max_bytes: u64,
+    /// ... or when its oldest message is this old (milliseconds).
+    pub flush_max_latency_ms: u64,
+    /// Day partitions whose identities are kept in memory to drop repeats.
+    pub identity_days: u64,
+}
+
+impl Default for IngestSection {
+    fn default() -> Self {
+        Self {
+            group_id: "mxpulse-ingest".into(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 9101)),
+            flush_max_rows: 100_000,
+            flush_max_bytes: 64 << 20,
+            flush_max_latency_ms: 5_000,
+            identity_days: 8,
         }
     }
 }
@@ -199,6 +230,28 @@ impl Config {
                 key: "kafka.brokers",
                 message: "must name at least one broker".into(),
             });
+        }
+        if self.ingest.group_id.trim().is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "ingest.group_id",
+                message: "must not be empty".into(),
+            });
+        }
+        for (key, value) in [
+            ("ingest.flush_max_rows", self.ingest.flush_max_rows),
+            ("ingest.flush_max_bytes", self.ingest.flush_max_bytes),
+            (
+                "ingest.flush_max_latency_ms",
+                self.ingest.flush_max_latency_ms,
+            ),
+            ("ingest.identity_days", self.ingest.identity_days),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Invalid {
+                    key,
+                    message: "must be at least 1".into(),
+                });
+            }
         }
         if self.lake.root.trim().is_empty() {
             return Err(ConfigError::Invalid {

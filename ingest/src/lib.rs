@@ -1,6 +1,42 @@
-//! Kafka to the Delta lake, exactly once (the ingest issue): a consumer group over the three
-//! record topics that writes the `events`, `visits` and `accounts` tables, storing its offsets
-//! as Delta application transactions in the same commits as the files.
+//! Kafka to the Delta lake, exactly once: a consumer group over the three record topics that
+//! writes the `events`, `visits` and `accounts` tables, each commit carrying the offsets it
+//! covers as Delta application transactions (the kafka-delta-ingest method), repeats dropped
+//! by identity, undecodable messages sent to the dead-letter topic.
 //!
-//! Not built yet. The crate exists so the workspace pins one deltalake (and so one arrow,
-//! parquet and datafusion) from the start; see ARCHITECTURE.md.
+//! Main types: `IngestConfig`, `TableSink` (one table), `pipeline::run` (the loop).
+//! This crate knows Kafka and Delta; it knows nothing of Matrix, and never reads the
+//! environment or a config file (the binary hands it an `IngestConfig`).
+
+mod buffer;
+pub mod dead_letter;
+mod error;
+pub mod http;
+mod identity;
+pub mod lake;
+pub mod maintenance;
+pub mod metrics;
+pub mod offsets;
+pub mod pipeline;
+mod sink;
+
+use std::collections::BTreeMap;
+
+pub use buffer::FlushPolicy;
+pub use error::IngestError;
+pub use lake::LakeRoot;
+pub use sink::{Admission, CommitReport, TableSink};
+
+/// Everything `pipeline::run` needs.
+#[derive(Clone, Debug)]
+pub struct IngestConfig {
+    /// `bootstrap.servers`.
+    pub brokers: String,
+    /// Consumer group; also part of the offsets' application-transaction ids in the lake.
+    pub group_id: String,
+    /// Further librdkafka properties (security, timeouts).
+    pub kafka_properties: BTreeMap<String, String>,
+    pub lake: LakeRoot,
+    pub flush: FlushPolicy,
+    /// Day partitions whose identities are kept in memory to drop repeats.
+    pub identity_days: usize,
+}

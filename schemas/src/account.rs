@@ -64,6 +64,14 @@ impl Record for AccountRecord {
         RecordKey(format!("{}:{}:{}", self.user, self.change, self.ts.0))
     }
 
+    fn partition_day(&self) -> i32 {
+        self.ts.utc_day()
+    }
+
+    fn time_micros(&self) -> i64 {
+        self.ts.to_micros()
+    }
+
     fn arrow_schema() -> SchemaRef {
         SCHEMA.clone()
     }

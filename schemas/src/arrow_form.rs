@@ -7,7 +7,7 @@ use std::sync::Arc;
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Date32Type, Int16Type, Int64Type, TimestampMicrosecondType};
 use arrow_array::{
-    Array, BinaryArray, BooleanArray, Date32Array, Int16Array, Int64Array, RecordBatch,
+    Array, ArrayRef, BinaryArray, BooleanArray, Date32Array, Int16Array, Int64Array, RecordBatch,
     StringArray, TimestampMicrosecondArray,
 };
 use arrow_schema::{DataType, Field, TimeUnit};
@@ -44,59 +44,89 @@ pub(crate) fn field(name: &str, data_type: DataType, nullable: bool) -> Field {
     Field::new(name, data_type, nullable)
 }
 
-/// Typed access to a batch's columns by name.
+/// Typed access to a batch's columns by name. A column read back from the lake may come in
+/// an equivalent encoding (DataFusion reads strings as `Utf8View`, partition values may be
+/// dictionary-encoded): it is cast to the canonical type, and only a column that cannot be is
+/// an error.
 pub(crate) struct Columns<'a>(pub &'a RecordBatch);
 
-impl<'a> Columns<'a> {
-    fn column(&self, column: &'static str, expected: DataType) -> Result<&'a dyn Array> {
+impl Columns<'_> {
+    fn column(&self, column: &'static str, expected: DataType) -> Result<ArrayRef> {
         let array = self
             .0
             .column_by_name(column)
             .ok_or(ArrowFormError::MissingColumn { column })?;
-        if array.data_type() != &expected {
+        if array.data_type() == &expected {
+            return Ok(array.clone());
+        }
+        let found = array.data_type().clone();
+        let equivalent = match &found {
+            DataType::Utf8View | DataType::LargeUtf8 => expected == DataType::Utf8,
+            DataType::BinaryView | DataType::LargeBinary => expected == DataType::Binary,
+            DataType::Dictionary(_, values) => **values == expected,
+            DataType::Timestamp(unit, _) => {
+                matches!(expected, DataType::Timestamp(want, _) if *unit == want)
+            }
+            _ => false,
+        };
+        if !equivalent {
             return Err(ArrowFormError::ColumnType {
                 column,
                 expected,
-                found: array.data_type().clone(),
+                found,
             });
         }
-        Ok(array.as_ref())
+        arrow_cast::cast(array, &expected).map_err(|e| ArrowFormError::Value {
+            column,
+            row: 0,
+            reason: e.to_string(),
+        })
     }
 
-    pub fn strings(&self, column: &'static str) -> Result<&'a StringArray> {
-        Ok(self.column(column, DataType::Utf8)?.as_string::<i32>())
+    pub fn strings(&self, column: &'static str) -> Result<StringArray> {
+        Ok(self
+            .column(column, DataType::Utf8)?
+            .as_string::<i32>()
+            .clone())
     }
 
-    pub fn binaries(&self, column: &'static str) -> Result<&'a BinaryArray> {
-        Ok(self.column(column, DataType::Binary)?.as_binary::<i32>())
+    pub fn binaries(&self, column: &'static str) -> Result<BinaryArray> {
+        Ok(self
+            .column(column, DataType::Binary)?
+            .as_binary::<i32>()
+            .clone())
     }
 
-    pub fn i64s(&self, column: &'static str) -> Result<&'a Int64Array> {
+    pub fn i64s(&self, column: &'static str) -> Result<Int64Array> {
         Ok(self
             .column(column, DataType::Int64)?
-            .as_primitive::<Int64Type>())
+            .as_primitive::<Int64Type>()
+            .clone())
     }
 
-    pub fn i16s(&self, column: &'static str) -> Result<&'a Int16Array> {
+    pub fn i16s(&self, column: &'static str) -> Result<Int16Array> {
         Ok(self
             .column(column, DataType::Int16)?
-            .as_primitive::<Int16Type>())
+            .as_primitive::<Int16Type>()
+            .clone())
     }
 
-    pub fn bools(&self, column: &'static str) -> Result<&'a BooleanArray> {
-        Ok(self.column(column, DataType::Boolean)?.as_boolean())
+    pub fn bools(&self, column: &'static str) -> Result<BooleanArray> {
+        Ok(self.column(column, DataType::Boolean)?.as_boolean().clone())
     }
 
-    pub fn dates(&self, column: &'static str) -> Result<&'a Date32Array> {
+    pub fn dates(&self, column: &'static str) -> Result<Date32Array> {
         Ok(self
             .column(column, DataType::Date32)?
-            .as_primitive::<Date32Type>())
+            .as_primitive::<Date32Type>()
+            .clone())
     }
 
-    pub fn timestamps(&self, column: &'static str) -> Result<&'a TimestampMicrosecondArray> {
+    pub fn timestamps(&self, column: &'static str) -> Result<TimestampMicrosecondArray> {
         Ok(self
             .column(column, timestamp_type())?
-            .as_primitive::<TimestampMicrosecondType>())
+            .as_primitive::<TimestampMicrosecondType>()
+            .clone())
     }
 }
 

@@ -154,6 +154,14 @@ impl Record for EventRecord {
         RecordKey(self.event.to_string())
     }
 
+    fn partition_day(&self) -> i32 {
+        self.ts.utc_day()
+    }
+
+    fn time_micros(&self) -> i64 {
+        self.ts.to_micros()
+    }
+
     fn arrow_schema() -> SchemaRef {
         SCHEMA.clone()
     }

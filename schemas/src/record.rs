@@ -88,6 +88,12 @@ pub trait Record:
     /// The record's identity (see [`RecordKey`]).
     fn key(&self) -> RecordKey;
 
+    /// Value of the partition column: the UTC day, as days since 1970-01-01.
+    fn partition_day(&self) -> i32;
+
+    /// Time order within a table's files (microseconds since the epoch).
+    fn time_micros(&self) -> i64;
+
     /// The Arrow schema of the lake table, partition column included.
     fn arrow_schema() -> SchemaRef;
 

@@ -67,6 +67,14 @@ impl Record for VisitRecord {
         RecordKey(format!("{}:{device}:{}", self.user, self.day))
     }
 
+    fn partition_day(&self) -> i32 {
+        date_to_days(self.day)
+    }
+
+    fn time_micros(&self) -> i64 {
+        i64::from(date_to_days(self.day)) * 86_400_000_000
+    }
+
     fn arrow_schema() -> SchemaRef {
         SCHEMA.clone()
     }

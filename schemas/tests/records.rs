@@ -261,6 +261,39 @@ fn arrow_read_back_names_the_bad_column() {
     );
 }
 
+#[test]
+fn arrow_read_back_accepts_the_encodings_query_engines_produce() {
+    use std::sync::Arc;
+
+    use arrow_array::{ArrayRef, RecordBatch};
+    use arrow_schema::{DataType, Field, Schema};
+
+    let records = visits(50);
+    let batch = VisitRecord::to_record_batch(&records).unwrap();
+    // As DataFusion reads the lake: strings as views, the partition column dictionary-encoded.
+    let (fields, columns): (Vec<Field>, Vec<ArrayRef>) = batch
+        .schema()
+        .fields()
+        .iter()
+        .zip(batch.columns())
+        .map(|(field, column)| {
+            let to = match field.data_type() {
+                DataType::Utf8 => DataType::Utf8View,
+                DataType::Date32 => {
+                    DataType::Dictionary(Box::new(DataType::UInt16), Box::new(DataType::Date32))
+                }
+                other => other.clone(),
+            };
+            (
+                Field::new(field.name(), to.clone(), true),
+                arrow_cast::cast(column, &to).unwrap(),
+            )
+        })
+        .unzip();
+    let viewed = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap();
+    assert_eq!(VisitRecord::from_record_batch(&viewed).unwrap(), records);
+}
+
 fn schema_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("json")
 }

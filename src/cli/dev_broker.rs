@@ -42,14 +42,7 @@ pub fn run(args: &DevBrokerArgs) -> anyhow::Result<()> {
     println!("bootstrap.servers={bootstrap}");
     tracing::info!(%bootstrap, topics = ?topics::ALL, partitions = args.partitions, "dev broker listening");
 
-    runtime.block_on(async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-        anyhow::Ok(())
-    })?;
+    runtime.block_on(super::shutdown_signal());
     tracing::info!("dev broker stopping");
     drop(broker);
     if let Some(path) = &args.address_file {

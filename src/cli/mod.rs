@@ -3,6 +3,8 @@
 
 mod config_cmd;
 mod dev_broker;
+mod ingest;
+mod lake;
 
 use std::path::PathBuf;
 
@@ -34,7 +36,7 @@ pub enum Command {
     /// Appservice endpoint and Synapse database tap: anonymized records to Kafka.
     Hooks(PendingArgs),
     /// Kafka to the Delta lake, exactly once.
-    Ingest(PendingArgs),
+    Ingest(ingest::IngestArgs),
     /// Figures API, read-only SQL over HTTP and the PostgreSQL wire protocol.
     Serve(PendingArgs),
     /// A local federation flowing end to end into the figures.
@@ -45,8 +47,8 @@ pub enum Command {
     Report(PendingArgs),
     /// Replay a homeserver's history from its database.
     Backfill(PendingArgs),
-    /// Lake maintenance: compact, vacuum, purge, status.
-    Lake(PendingArgs),
+    /// Lake maintenance: status.
+    Lake(lake::LakeArgs),
     /// A throwaway in-memory Kafka-protocol broker on loopback, for tests and local work.
     DevBroker(dev_broker::DevBrokerArgs),
     /// Show or check the effective configuration.
@@ -66,13 +68,13 @@ impl Cli {
             Command::DevBroker(args) => return dev_broker::run(args),
             Command::Config(args) => return config_cmd::run(args, &load_config(&self.global)?),
             Command::Hooks(_) => "hooks",
-            Command::Ingest(_) => "ingest",
+            Command::Ingest(args) => return ingest::run(args, &load_config(&self.global)?),
+            Command::Lake(args) => return lake::run(args, &load_config(&self.global)?),
             Command::Serve(_) => "serve",
             Command::Demo(_) => "demo",
             Command::Generate(_) => "generate",
             Command::Report(_) => "report",
             Command::Backfill(_) => "backfill",
-            Command::Lake(_) => "lake",
         };
         anyhow::bail!("`mxpulse {name}` is not built yet: see the open issues in the tracker")
     }
@@ -81,6 +83,22 @@ impl Cli {
 /// The configuration from `--config` and the process environment.
 pub fn load_config(global: &GlobalArgs) -> anyhow::Result<Config> {
     Config::load(global.config.as_deref(), std::env::vars()).context("invalid configuration")
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM: how every long-running job is asked to stop.
+pub async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                term.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
 }
 
 /// Logs go to stderr, filtered by `MXPULSE_LOG` (`info` by default; `RUST_LOG` syntax).

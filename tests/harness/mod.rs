@@ -7,6 +7,8 @@
 
 #![allow(dead_code)] // Each test binary uses its own part of the harness.
 
+pub mod pipeline;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -31,6 +33,49 @@ pub struct Broker {
     pub kind: BrokerKind,
     pub bootstrap: String,
     owned: Option<(Child, tempfile::TempDir)>,
+}
+
+impl Broker {
+    /// A broker of this test's own, whatever the run shares: for tests that count every
+    /// message of a topic.
+    pub fn dedicated(kind: BrokerKind) -> Broker {
+        match kind {
+            BrokerKind::Mock => start_mock(),
+            BrokerKind::Tansu => start_tansu(),
+        }
+    }
+
+    /// Stops the broker process abruptly (SIGKILL): its clients see it go away.
+    pub fn kill(&mut self) {
+        if let Some((child, _)) = &mut self.owned {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts a killed tansu again on the same port and SQLite file: its data survives.
+    pub fn restart(&mut self) {
+        assert_eq!(
+            self.kind,
+            BrokerKind::Tansu,
+            "only tansu keeps its data across a restart"
+        );
+        let port: u16 = self
+            .bootstrap
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("port");
+        let (child, dir) = self.owned.as_mut().expect("a dedicated broker");
+        *child = tansu_command(dir.path(), port)
+            .spawn()
+            .expect("respawn tansu");
+        let bootstrap = self.bootstrap.clone();
+        wait_for(Duration::from_secs(30), || {
+            std::net::TcpStream::connect(&bootstrap).ok()
+        })
+        .expect("tansu did not listen again within 30 s");
+    }
 }
 
 impl Broker {
@@ -108,6 +153,7 @@ fn start_mock() -> Broker {
         .args(["dev-broker", "--address-file"])
         .arg(&address_file)
         .stdout(Stdio::null())
+        .stderr(Stdio::null())
         .spawn()
         .expect("spawn mxpulse dev-broker");
     let bootstrap = wait_for(Duration::from_secs(30), || {

@@ -1,0 +1,206 @@
+//! Records decoded since the last commit of one table, with the highest offset consumed per
+//! Kafka partition (dead letters and repeats included: their offsets must be committed too,
+//! or they would be read again after a restart).
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::{Duration, Instant};
+
+use mxpulse_schemas::{Record, RecordKey};
+
+use crate::offsets::Offset;
+
+/// When a table's buffer is written: whichever limit is reached first.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FlushPolicy {
+    pub max_rows: usize,
+    pub max_bytes: usize,
+    /// Age of the oldest buffered message; bounds how stale a figure can be.
+    pub max_latency: Duration,
+}
+
+impl Default for FlushPolicy {
+    fn default() -> Self {
+        Self {
+            max_rows: 100_000,
+            max_bytes: 64 << 20,
+            max_latency: Duration::from_secs(5),
+        }
+    }
+}
+
+/// One decoded record and the partition it came from.
+#[derive(Debug)]
+pub struct Buffered<R> {
+    pub partition: i32,
+    pub record: R,
+}
+
+#[derive(Debug)]
+pub struct TableBuffer<R> {
+    records: Vec<Buffered<R>>,
+    keys: HashSet<RecordKey>,
+    bytes: usize,
+    opened: Option<Instant>,
+    /// Highest offset consumed per partition since the last commit.
+    consumed: BTreeMap<i32, Offset>,
+}
+
+impl<R> Default for TableBuffer<R> {
+    fn default() -> Self {
+        Self {
+            records: Vec::new(),
+            keys: HashSet::new(),
+            bytes: 0,
+            opened: None,
+            consumed: BTreeMap::new(),
+        }
+    }
+}
+
+/// What became of a pushed record.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Pushed {
+    Added,
+    /// Its identity is already in this buffer.
+    Repeat,
+}
+
+impl<R: Record> TableBuffer<R> {
+    pub fn push(&mut self, partition: i32, offset: Offset, record: R, size: usize) -> Pushed {
+        self.consumed(partition, offset);
+        if !self.keys.insert(record.key()) {
+            return Pushed::Repeat;
+        }
+        self.bytes += size;
+        self.records.push(Buffered { partition, record });
+        Pushed::Added
+    }
+
+    /// An offset consumed without a record (a dead letter).
+    pub fn consumed(&mut self, partition: i32, offset: Offset) {
+        self.opened.get_or_insert_with(Instant::now);
+        let entry = self.consumed.entry(partition).or_insert(offset);
+        *entry = (*entry).max(offset);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.consumed.is_empty()
+    }
+
+    pub fn is_due(&self, policy: &FlushPolicy, now: Instant) -> bool {
+        self.records.len() >= policy.max_rows
+            || self.bytes >= policy.max_bytes
+            || self
+                .opened
+                .is_some_and(|opened| now.duration_since(opened) >= policy.max_latency)
+    }
+
+    /// Partitions with something consumed, and the highest offset of each.
+    pub fn offsets(&self) -> &BTreeMap<i32, Offset> {
+        &self.consumed
+    }
+
+    /// Drops what came from `partitions` (revoked, or fenced by another writer): it will be
+    /// read again from the offsets in the lake.
+    pub fn forget(&mut self, partitions: &[i32]) {
+        self.records.retain(|b| !partitions.contains(&b.partition));
+        self.keys = self.records.iter().map(|b| b.record.key()).collect();
+        for partition in partitions {
+            self.consumed.remove(partition);
+        }
+        if self.consumed.is_empty() {
+            self.clear();
+        }
+    }
+
+    /// Empties the buffer, handing over its records and offsets.
+    pub fn take(&mut self) -> (Vec<Buffered<R>>, BTreeMap<i32, Offset>) {
+        let taken = (
+            std::mem::take(&mut self.records),
+            std::mem::take(&mut self.consumed),
+        );
+        self.clear();
+        taken
+    }
+
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    fn clear(&mut self) {
+        self.records.clear();
+        self.keys.clear();
+        self.consumed.clear();
+        self.bytes = 0;
+        self.opened = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use mxpulse_schemas::vocabulary::{AccountChange, UserType};
+    use mxpulse_schemas::{AccountRecord, KeyId, SchemaVersion, UnixMillis, UserPseudonym};
+
+    use super::*;
+
+    fn account(user: u64) -> AccountRecord {
+        AccountRecord {
+            v: SchemaVersion::CURRENT,
+            key_id: KeyId([0; 4]),
+            ts: UnixMillis(1_700_000_000_000),
+            server: "s".into(),
+            user: UserPseudonym(user),
+            domain: None,
+            change: AccountChange::Created,
+            user_type: UserType::Regular,
+        }
+    }
+
+    #[test]
+    fn repeats_are_dropped_but_their_offsets_count() {
+        let mut buffer = TableBuffer::default();
+        assert_eq!(buffer.push(0, Offset(5), account(1), 10), Pushed::Added);
+        assert_eq!(buffer.push(1, Offset(9), account(1), 10), Pushed::Repeat);
+        buffer.consumed(0, Offset(7));
+        assert_eq!(buffer.len(), 1);
+        assert_eq!(
+            buffer.offsets(),
+            &BTreeMap::from([(0, Offset(7)), (1, Offset(9))])
+        );
+    }
+
+    #[test]
+    fn due_on_rows_bytes_or_age() {
+        let policy = FlushPolicy {
+            max_rows: 2,
+            max_bytes: 100,
+            max_latency: Duration::from_secs(60),
+        };
+        let mut buffer = TableBuffer::default();
+        let now = Instant::now();
+        assert!(!buffer.is_due(&policy, now));
+        buffer.push(0, Offset(0), account(1), 10);
+        assert!(!buffer.is_due(&policy, now));
+        assert!(buffer.is_due(&policy, now + Duration::from_secs(61)));
+        buffer.push(0, Offset(1), account(2), 10);
+        assert!(buffer.is_due(&policy, now));
+        let mut heavy = TableBuffer::default();
+        heavy.push(0, Offset(0), account(3), 100);
+        assert!(heavy.is_due(&policy, now));
+    }
+
+    #[test]
+    fn forgetting_a_partition_keeps_the_others() {
+        let mut buffer = TableBuffer::default();
+        buffer.push(0, Offset(1), account(1), 1);
+        buffer.push(1, Offset(1), account(2), 1);
+        buffer.forget(&[0]);
+        let (records, offsets) = buffer.take();
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].partition, 1);
+        assert_eq!(offsets.keys().copied().collect::<Vec<_>>(), [1]);
+        assert!(buffer.is_empty());
+        // The forgotten record's identity is free again.
+        assert_eq!(buffer.push(0, Offset(1), account(1), 1), Pushed::Added);
+    }
+}

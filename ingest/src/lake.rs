@@ -1,0 +1,189 @@
+//! The lake: one Delta table per record type under a root, partitioned by UTC day, created on
+//! first use from the record's Arrow schema. Also the reads the ingest itself needs (the
+//! offsets a table holds, the identities of a day) and that tests and `lake status` use.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+use std::sync::Arc;
+
+use deltalake::datafusion::prelude::{SessionContext, col, lit};
+use deltalake::datafusion::scalar::ScalarValue;
+use deltalake::kernel::StructType;
+use deltalake::kernel::engine::arrow_conversion::TryIntoKernel as _;
+use deltalake::{DeltaTable, DeltaTableBuilder};
+use mxpulse_schemas::{Record, RecordKey};
+use url::Url;
+
+use crate::error::IngestError;
+use crate::offsets::Offset;
+
+/// Where the tables live.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LakeRoot(Url);
+
+impl LakeRoot {
+    /// A local directory (created if missing) or a `file://` URL.
+    pub fn parse(location: &str) -> Result<LakeRoot, IngestError> {
+        let err = |reason: String| IngestError::LakeLocation {
+            location: location.to_owned(),
+            reason,
+        };
+        let url = match Url::parse(location) {
+            Ok(url) if url.scheme() == "file" => url,
+            Ok(url) if url.scheme().len() > 1 => {
+                return Err(err(format!(
+                    "{}:// lakes are not supported yet; use a local directory",
+                    url.scheme()
+                )));
+            }
+            _ => {
+                let path = Path::new(location);
+                std::fs::create_dir_all(path).map_err(|e| err(e.to_string()))?;
+                let path = path.canonicalize().map_err(|e| err(e.to_string()))?;
+                Url::from_directory_path(&path).map_err(|()| err("not an absolute path".into()))?
+            }
+        };
+        let mut url = url;
+        if !url.path().ends_with('/') {
+            url.set_path(&format!("{}/", url.path()));
+        }
+        Ok(LakeRoot(url))
+    }
+
+    pub fn url(&self) -> &Url {
+        &self.0
+    }
+
+    /// The URL of the table that holds `R`.
+    pub fn table_url<R: Record>(&self) -> Url {
+        // A table name is a plain word, so joining it cannot fail.
+        self.0
+            .join(&format!("{}/", R::TABLE))
+            .unwrap_or_else(|_| self.0.clone())
+    }
+}
+
+/// Opens the table of `R`, creating it (schema and partitioning from `R`) when absent.
+pub async fn open_or_create<R: Record>(root: &LakeRoot) -> Result<DeltaTable, IngestError> {
+    let url = root.table_url::<R>();
+    let open_err = |source| IngestError::OpenTable {
+        table: R::TABLE,
+        source,
+    };
+    if let Ok(path) = url.to_file_path() {
+        // delta-rs creates a table only in a directory that exists.
+        std::fs::create_dir_all(&path).map_err(|e| IngestError::LakeLocation {
+            location: url.to_string(),
+            reason: e.to_string(),
+        })?;
+    }
+    if let Ok(table) = DeltaTableBuilder::from_url(url.clone())
+        .map_err(open_err)?
+        .load()
+        .await
+    {
+        return Ok(table);
+    }
+    let columns: StructType = R::arrow_schema()
+        .as_ref()
+        .try_into_kernel()
+        .map_err(|e| open_err(e.into()))?;
+    let created = DeltaTable::try_from_url(url.clone())
+        .await
+        .map_err(open_err)?
+        .create()
+        .with_table_name(R::TABLE)
+        .with_columns(columns.fields().cloned())
+        .with_partition_columns([R::PARTITION_COLUMN])
+        .await;
+    match created {
+        Ok(table) => Ok(table),
+        // Another instance created it between our load and our create: use theirs.
+        Err(_) => DeltaTableBuilder::from_url(url)
+            .map_err(open_err)?
+            .load()
+            .await
+            .map_err(open_err),
+    }
+}
+
+/// The last offset of `app_id` that the table's current snapshot holds.
+pub async fn committed_offset(
+    table: &DeltaTable,
+    app_id: &str,
+) -> Result<Option<Offset>, IngestError> {
+    let snapshot = table
+        .snapshot()
+        .map_err(|source| IngestError::OpenTable { table: "?", source })?;
+    let version = snapshot
+        .transaction_version(table.log_store().as_ref(), app_id)
+        .await
+        .map_err(|source| IngestError::OpenTable { table: "?", source })?;
+    Ok(version.map(Offset))
+}
+
+/// The offsets the table holds for `group` on `topic`, probing partitions `0..max_partitions`
+/// (Delta has no listing of application transactions).
+pub async fn partition_offsets(
+    table: &DeltaTable,
+    group: &str,
+    topic: &str,
+    max_partitions: i32,
+) -> Result<BTreeMap<i32, Offset>, IngestError> {
+    let mut offsets = BTreeMap::new();
+    for partition in 0..max_partitions {
+        if let Some(offset) =
+            committed_offset(table, &crate::offsets::app_id(group, topic, partition)).await?
+        {
+            offsets.insert(partition, offset);
+        }
+    }
+    Ok(offsets)
+}
+
+async fn query<R: Record>(table: &DeltaTable, day: Option<i32>) -> Result<Vec<R>, IngestError> {
+    let read_err = |source: Box<dyn std::error::Error + Send + Sync>| IngestError::ReadTable {
+        table: R::TABLE,
+        source,
+    };
+    let ctx = SessionContext::new();
+    table
+        .update_datafusion_session(&ctx.state())
+        .map_err(|e| read_err(e.into()))?;
+    let provider = table
+        .table_provider()
+        .await
+        .map_err(|e| read_err(e.into()))?;
+    let mut frame = ctx.read_table(provider).map_err(|e| read_err(e.into()))?;
+    if let Some(day) = day {
+        frame = frame
+            .filter(col(R::PARTITION_COLUMN).eq(lit(ScalarValue::Date32(Some(day)))))
+            .map_err(|e| read_err(e.into()))?;
+    }
+    let batches = frame.collect().await.map_err(|e| read_err(e.into()))?;
+    let mut records = Vec::new();
+    for batch in &batches {
+        records.extend(R::from_record_batch(batch).map_err(|e| read_err(e.into()))?);
+    }
+    Ok(records)
+}
+
+/// Every record of the table's current snapshot.
+pub async fn read_all<R: Record>(table: &DeltaTable) -> Result<Vec<R>, IngestError> {
+    query::<R>(table, None).await
+}
+
+/// The identities stored in one day partition.
+pub async fn identities_of_day<R: Record>(
+    table: &DeltaTable,
+    day: i32,
+) -> Result<HashSet<RecordKey>, IngestError> {
+    Ok(query::<R>(table, Some(day))
+        .await?
+        .iter()
+        .map(Record::key)
+        .collect())
+}
+
+/// Shared handle for readers that refresh a table on their own schedule.
+pub type SharedTable = Arc<tokio::sync::Mutex<DeltaTable>>;

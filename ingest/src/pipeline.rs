@@ -1,0 +1,386 @@
+//! The consumer loop: one consumer group over the three record topics, each topic feeding its
+//! table's sink; flushes when a buffer is due; follows rebalances; on shutdown, flushes and
+//! commits before leaving the group.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use mxpulse_schemas::{
+    AccountRecord, EventRecord, Record, SCHEMA_VERSION_HEADER, VisitRecord, topics,
+};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
+use rdkafka::message::{BorrowedMessage, Headers};
+use rdkafka::producer::FutureProducer;
+use rdkafka::{ClientConfig, ClientContext, Message, TopicPartitionList};
+
+use crate::IngestConfig;
+use crate::dead_letter::{DeadLetter, DeadLetterQueue};
+use crate::error::IngestError;
+use crate::lake::open_or_create;
+use crate::metrics::IngestMetrics;
+use crate::offsets::Offset;
+use crate::sink::{Admission, CommitReport, FlushFailure, TableSink};
+
+/// A change of assignment, recorded by the rebalance callback and acted on by the loop (the
+/// callback runs inside librdkafka's poll and must not block).
+#[derive(Debug)]
+enum RebalanceEvent {
+    Assigned(Vec<(String, i32)>),
+    Revoked(Vec<(String, i32)>),
+}
+
+struct IngestContext {
+    events: Arc<Mutex<Vec<RebalanceEvent>>>,
+}
+
+impl ClientContext for IngestContext {}
+
+fn partitions(list: &TopicPartitionList) -> Vec<(String, i32)> {
+    list.elements()
+        .iter()
+        .map(|e| (e.topic().to_owned(), e.partition()))
+        .collect()
+}
+
+impl ConsumerContext for IngestContext {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(list) = rebalance
+            && let Ok(mut events) = self.events.lock()
+        {
+            events.push(RebalanceEvent::Revoked(partitions(list)));
+        }
+    }
+
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(list) = rebalance
+            && let Ok(mut events) = self.events.lock()
+        {
+            events.push(RebalanceEvent::Assigned(partitions(list)));
+        }
+    }
+}
+
+/// The three tables, dispatched by topic.
+struct Sinks {
+    events: TableSink<EventRecord>,
+    visits: TableSink<VisitRecord>,
+    accounts: TableSink<AccountRecord>,
+}
+
+/// Calls `$body` with `$sink` bound to the sink of `$topic` (a macro because the three sinks
+/// are of different types).
+macro_rules! with_sink {
+    ($sinks:expr, $topic:expr, |$sink:ident| $body:expr, else $other:expr) => {
+        match $topic {
+            t if t == topics::EVENTS => {
+                let $sink = &mut $sinks.events;
+                $body
+            }
+            t if t == topics::VISITS => {
+                let $sink = &mut $sinks.visits;
+                $body
+            }
+            t if t == topics::ACCOUNTS => {
+                let $sink = &mut $sinks.accounts;
+                $body
+            }
+            _ => $other,
+        }
+    };
+}
+
+/// Runs the ingest until `shutdown` resolves, then flushes, commits and leaves the group.
+pub async fn run(
+    config: IngestConfig,
+    metrics: Arc<IngestMetrics>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), IngestError> {
+    let root = &config.lake;
+    let mut sinks = Sinks {
+        events: TableSink::new(
+            open_or_create::<EventRecord>(root).await?,
+            &config.group_id,
+            config.identity_days,
+        ),
+        visits: TableSink::new(
+            open_or_create::<VisitRecord>(root).await?,
+            &config.group_id,
+            config.identity_days,
+        ),
+        accounts: TableSink::new(
+            open_or_create::<AccountRecord>(root).await?,
+            &config.group_id,
+            config.identity_days,
+        ),
+    };
+
+    let mut client = ClientConfig::new();
+    client.set("bootstrap.servers", &config.brokers);
+    for (key, value) in &config.kafka_properties {
+        client.set(key, value);
+    }
+    let rebalances = Arc::new(Mutex::new(Vec::new()));
+    let consumer: StreamConsumer<IngestContext> = client
+        .clone()
+        .set("group.id", &config.group_id)
+        // The lake's offsets are the truth; Kafka's are committed after each Delta commit as
+        // information (and as a hint for where to start).
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .create_with_context(IngestContext {
+            events: rebalances.clone(),
+        })?;
+    let producer: FutureProducer = client
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .create()?;
+    let mut dead_letters = DeadLetterQueue::new(producer);
+    consumer.subscribe(&topics::RECORD_TOPICS)?;
+    tracing::info!(group = %config.group_id, lake = %root.url(), "ingest consuming {:?}", topics::RECORD_TOPICS);
+
+    let mut ticker = tokio::time::interval(Duration::from_millis(100));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            message = consumer.recv() => {
+                apply_rebalances(&rebalances, &mut sinks, &metrics);
+                match message {
+                    Ok(message) => handle(&consumer, &mut sinks, &mut dead_letters, &metrics, &message).await?,
+                    Err(error) => {
+                        metrics.kafka_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        tracing::warn!(%error, "Kafka consumer error");
+                    }
+                }
+            }
+            _ = ticker.tick() => {
+                apply_rebalances(&rebalances, &mut sinks, &metrics);
+                flush(&consumer, &mut sinks, &mut dead_letters, &metrics, &config, false).await;
+            }
+        }
+    }
+    tracing::info!("ingest stopping: flushing and committing");
+    apply_rebalances(&rebalances, &mut sinks, &metrics);
+    flush(
+        &consumer,
+        &mut sinks,
+        &mut dead_letters,
+        &metrics,
+        &config,
+        true,
+    )
+    .await;
+    dead_letters.flush(Duration::from_secs(5));
+    Ok(())
+}
+
+fn apply_rebalances(
+    rebalances: &Mutex<Vec<RebalanceEvent>>,
+    sinks: &mut Sinks,
+    metrics: &IngestMetrics,
+) {
+    let events = match rebalances.lock() {
+        Ok(mut events) => std::mem::take(&mut *events),
+        Err(_) => return,
+    };
+    for event in events {
+        metrics
+            .rebalances
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(?event, "rebalance");
+        let (list, assigned) = match &event {
+            RebalanceEvent::Assigned(list) => (list, true),
+            RebalanceEvent::Revoked(list) => (list, false),
+        };
+        let mut by_topic: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+        for (topic, partition) in list {
+            by_topic.entry(topic.as_str()).or_default().push(*partition);
+        }
+        for (topic, partitions) in by_topic {
+            with_sink!(sinks, topic, |sink| if assigned { sink.assign(&partitions) } else { sink.revoke(&partitions) }, else ());
+        }
+    }
+}
+
+async fn handle(
+    consumer: &StreamConsumer<IngestContext>,
+    sinks: &mut Sinks,
+    dead_letters: &mut DeadLetterQueue,
+    metrics: &IngestMetrics,
+    message: &BorrowedMessage<'_>,
+) -> Result<(), IngestError> {
+    metrics
+        .messages
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let (topic, partition, offset) = (
+        message.topic(),
+        message.partition(),
+        Offset(message.offset()),
+    );
+    let header = message
+        .headers()
+        .and_then(|h| h.iter().find(|h| h.key == SCHEMA_VERSION_HEADER))
+        .and_then(|h| h.value);
+    let payload = message.payload().unwrap_or_default();
+    let admission = with_sink!(sinks, topic, |sink| sink.admit(partition, offset, header, payload).await?, else return Ok(()));
+    match admission {
+        Admission::Buffered | Admission::AlreadyInLake => {}
+        Admission::Repeat => {
+            metrics
+                .table(table_of(topic))
+                .repeats_dropped
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        Admission::DeadLetter(reason) => {
+            metrics
+                .dead_letters
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(topic, partition, %offset, %reason, "dead letter");
+            dead_letters.send(DeadLetter {
+                topic: topic.to_owned(),
+                partition,
+                offset: offset.0,
+                key: message.key().map(<[u8]>::to_vec),
+                payload: payload.to_vec(),
+                reason,
+            })?;
+        }
+        Admission::Seek(to) => seek(consumer, topic, partition, to),
+    }
+    Ok(())
+}
+
+fn table_of(topic: &str) -> &'static str {
+    match topic {
+        t if t == topics::EVENTS => EventRecord::TABLE,
+        t if t == topics::VISITS => VisitRecord::TABLE,
+        _ => AccountRecord::TABLE,
+    }
+}
+
+fn seek(consumer: &StreamConsumer<IngestContext>, topic: &str, partition: i32, to: Option<Offset>) {
+    let target = to.map_or(rdkafka::Offset::Beginning, |o| rdkafka::Offset::Offset(o.0));
+    tracing::info!(
+        topic,
+        partition,
+        ?target,
+        "positioning at the offset the lake holds"
+    );
+    if let Err(error) = consumer.seek(topic, partition, target, Duration::from_secs(10)) {
+        tracing::warn!(topic, partition, %error, "seek failed; the partition will be positioned on its next assignment");
+    }
+}
+
+async fn flush(
+    consumer: &StreamConsumer<IngestContext>,
+    sinks: &mut Sinks,
+    dead_letters: &mut DeadLetterQueue,
+    metrics: &IngestMetrics,
+    config: &IngestConfig,
+    force: bool,
+) {
+    let now = Instant::now();
+    let due = |due: bool| force || due;
+    let mut outcomes: Vec<(&'static str, Result<Option<CommitReport>, FlushFailure>)> = Vec::new();
+    if due(sinks.events.is_due(&config.flush, now))
+        || due(sinks.visits.is_due(&config.flush, now))
+        || due(sinks.accounts.is_due(&config.flush, now))
+    {
+        // Dead letters first: their offsets are in the commits below.
+        if let Err(error) = dead_letters.settle().await {
+            tracing::error!(%error, "dead letters not acknowledged; nothing is committed until they are");
+            return;
+        }
+    }
+    if due(sinks.events.is_due(&config.flush, now)) {
+        outcomes.push((
+            EventRecord::TOPIC,
+            timed(metrics, EventRecord::TABLE, sinks.events.flush()).await,
+        ));
+    }
+    if due(sinks.visits.is_due(&config.flush, now)) {
+        outcomes.push((
+            VisitRecord::TOPIC,
+            timed(metrics, VisitRecord::TABLE, sinks.visits.flush()).await,
+        ));
+    }
+    if due(sinks.accounts.is_due(&config.flush, now)) {
+        outcomes.push((
+            AccountRecord::TOPIC,
+            timed(metrics, AccountRecord::TABLE, sinks.accounts.flush()).await,
+        ));
+    }
+    let mut kafka_offsets = TopicPartitionList::new();
+    for (topic, outcome) in outcomes {
+        match outcome {
+            Ok(Some(report)) => {
+                tracing::debug!(?report, "committed");
+                for (&partition, offset) in &report.offsets {
+                    let _ = kafka_offsets.add_partition_offset(
+                        topic,
+                        partition,
+                        rdkafka::Offset::Offset(offset.next().0),
+                    );
+                }
+                for &partition in &report.fenced {
+                    let to = with_sink!(sinks, topic, |sink| sink.committed(partition).await.ok().flatten(), else None);
+                    seek(consumer, topic, partition, to.map(Offset::next));
+                }
+            }
+            Ok(None) => {}
+            Err(failure) => {
+                tracing::error!(error = %failure.error, topic, "commit failed; reading the batch again from the lake's offsets");
+                for partition in failure.partitions {
+                    let to = with_sink!(sinks, topic, |sink| sink.committed(partition).await.ok().flatten(), else None);
+                    seek(consumer, topic, partition, to.map(Offset::next));
+                }
+            }
+        }
+    }
+    if kafka_offsets.count() > 0
+        && let Err(error) = consumer.commit(&kafka_offsets, CommitMode::Async)
+    {
+        // Informational only: the lake's offsets are the truth.
+        tracing::debug!(%error, "Kafka offset commit refused");
+    }
+}
+
+/// Runs one flush, counting it in the table's metrics.
+async fn timed(
+    metrics: &IngestMetrics,
+    table: &'static str,
+    flush: impl Future<Output = Result<Option<CommitReport>, FlushFailure>>,
+) -> Result<Option<CommitReport>, FlushFailure> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let started = Instant::now();
+    let outcome = flush.await;
+    let counters = metrics.table(table);
+    match &outcome {
+        Ok(Some(report)) => {
+            counters.commits.fetch_add(1, Relaxed);
+            counters.rows_written.fetch_add(report.rows as u64, Relaxed);
+            counters
+                .repeats_dropped
+                .fetch_add(report.repeats as u64, Relaxed);
+            counters
+                .commit_micros
+                .fetch_add(started.elapsed().as_micros() as u64, Relaxed);
+            counters
+                .last_commit_unix_ms
+                .store(chrono::Utc::now().timestamp_millis(), Relaxed);
+            metrics.consecutive_failures.store(0, Relaxed);
+        }
+        Ok(None) => {}
+        Err(_) => {
+            counters.commit_failures.fetch_add(1, Relaxed);
+            metrics.consecutive_failures.fetch_add(1, Relaxed);
+        }
+    }
+    outcome
+}

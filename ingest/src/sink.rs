@@ -1,0 +1,307 @@
+//! One lake table and what is on its way into it: `Delivery{partition, offset, bytes} ->
+//! record -> TableBuffer -> RecordBatch -> Delta commit{files, txn(app_id, offset)}`.
+//!
+//! The offsets in the table are the truth. On the first message of a partition after an
+//! assignment, the sink reads what the table holds for it: older messages are skipped, and a
+//! consumer that starts past it is sent back (`Admission::Seek`). Before each commit the sink
+//! checks that nobody else advanced its partitions (a zombie after a rebalance), and the
+//! commit's own application transactions make delta-rs refuse a concurrent one.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Instant;
+
+use deltalake::DeltaTable;
+use deltalake::kernel::Transaction;
+use deltalake::kernel::transaction::CommitProperties;
+use deltalake::parquet::basic::{Compression, ZstdLevel};
+use deltalake::parquet::file::properties::{EnabledStatistics, WriterProperties};
+use deltalake::writer::{DeltaWriter, RecordBatchWriter};
+use mxpulse_schemas::{Record, decode};
+
+use crate::buffer::{FlushPolicy, Pushed, TableBuffer};
+use crate::error::IngestError;
+use crate::identity::IdentityIndex;
+use crate::lake::{committed_offset, identities_of_day};
+use crate::offsets::{Offset, app_id};
+
+/// What the sink did with one message.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Admission {
+    Buffered,
+    /// Its identity is already buffered: dropped.
+    Repeat,
+    /// The lake already holds this offset: skipped.
+    AlreadyInLake,
+    /// Not a record: the caller sends it to the dead-letter topic. Its offset is buffered.
+    DeadLetter(String),
+    /// The consumer is past what the lake holds: seek back to here (`None`: the beginning).
+    Seek(Option<Offset>),
+}
+
+/// What a commit stored.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct CommitReport {
+    pub table: &'static str,
+    pub version: i64,
+    pub rows: usize,
+    /// Records dropped because the lake already held their identity.
+    pub repeats: usize,
+    /// Offsets now in the lake, per partition.
+    pub offsets: BTreeMap<i32, Offset>,
+    /// Partitions whose buffered data was dropped because another writer advanced them.
+    pub fenced: Vec<i32>,
+}
+
+/// A flush that did not commit: its data was dropped, to be read again from these partitions.
+#[derive(Debug)]
+pub struct FlushFailure {
+    pub error: IngestError,
+    pub partitions: Vec<i32>,
+}
+
+pub struct TableSink<R: Record> {
+    table: DeltaTable,
+    group: String,
+    buffer: TableBuffer<R>,
+    identities: IdentityIndex,
+    /// What the lake holds per partition, loaded on the first message after an assignment.
+    committed: HashMap<i32, Option<Offset>>,
+    /// Partitions whose position was checked against the lake since their assignment.
+    positioned: HashSet<i32>,
+    writer_properties: WriterProperties,
+}
+
+impl<R: Record> TableSink<R> {
+    pub fn new(table: DeltaTable, group: &str, identity_days: usize) -> Self {
+        let writer_properties = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap_or_default()))
+            // Page-level statistics also write the column and offset indexes.
+            .set_statistics_enabled(EnabledStatistics::Page)
+            .build();
+        Self {
+            table,
+            group: group.to_owned(),
+            buffer: TableBuffer::default(),
+            identities: IdentityIndex::new(identity_days),
+            committed: HashMap::new(),
+            positioned: HashSet::new(),
+            writer_properties,
+        }
+    }
+
+    pub fn table(&self) -> &DeltaTable {
+        &self.table
+    }
+
+    fn app_id(&self, partition: i32) -> String {
+        app_id(&self.group, R::TOPIC, partition)
+    }
+
+    /// What the lake holds for `partition` (loaded once per assignment).
+    pub async fn committed(&mut self, partition: i32) -> Result<Option<Offset>, IngestError> {
+        if let Some(known) = self.committed.get(&partition) {
+            return Ok(*known);
+        }
+        self.refresh().await?;
+        let offset = committed_offset(&self.table, &self.app_id(partition)).await?;
+        self.committed.insert(partition, offset);
+        Ok(offset)
+    }
+
+    async fn refresh(&mut self) -> Result<(), IngestError> {
+        self.table
+            .update_state()
+            .await
+            .map_err(|source| IngestError::OpenTable {
+                table: R::TABLE,
+                source,
+            })
+    }
+
+    /// Decodes a message into the buffer, or says why not.
+    pub async fn admit(
+        &mut self,
+        partition: i32,
+        offset: Offset,
+        header: Option<&[u8]>,
+        payload: &[u8],
+    ) -> Result<Admission, IngestError> {
+        let committed = self.committed(partition).await?;
+        if committed.is_some_and(|c| offset <= c) {
+            return Ok(Admission::AlreadyInLake);
+        }
+        if self.positioned.insert(partition) {
+            let expected = committed.map_or(Offset(0), Offset::next);
+            if offset > expected && !self.buffer.offsets().contains_key(&partition) {
+                return Ok(Admission::Seek(committed.map(Offset::next)));
+            }
+        }
+        match decode::<R>(header, payload) {
+            Ok(record) => Ok(
+                match self.buffer.push(partition, offset, record, payload.len()) {
+                    Pushed::Added => Admission::Buffered,
+                    Pushed::Repeat => Admission::Repeat,
+                },
+            ),
+            Err(error) => {
+                self.buffer.consumed(partition, offset);
+                Ok(Admission::DeadLetter(error.to_string()))
+            }
+        }
+    }
+
+    pub fn is_due(&self, policy: &FlushPolicy, now: Instant) -> bool {
+        self.buffer.is_due(policy, now)
+    }
+
+    pub fn buffered(&self) -> usize {
+        self.buffer.len()
+    }
+
+    /// Partitions were revoked: their buffered data is dropped (the next owner reads it again
+    /// from the lake's offsets) and what was known of them forgotten.
+    pub fn revoke(&mut self, partitions: &[i32]) {
+        self.buffer.forget(partitions);
+        for partition in partitions {
+            self.committed.remove(partition);
+            self.positioned.remove(partition);
+        }
+        self.identities.clear();
+    }
+
+    /// Partitions were assigned: their offsets and the identity index are read afresh.
+    pub fn assign(&mut self, partitions: &[i32]) {
+        for partition in partitions {
+            self.committed.remove(partition);
+            self.positioned.remove(partition);
+        }
+        self.identities.clear();
+    }
+
+    /// Writes the buffer as one Delta commit carrying the offsets it covers.
+    pub async fn flush(&mut self) -> Result<Option<CommitReport>, FlushFailure> {
+        if self.buffer.is_empty() {
+            return Ok(None);
+        }
+        let (records, offsets) = self.buffer.take();
+        let partitions: Vec<i32> = offsets.keys().copied().collect();
+        let result = self.commit(records, offsets).await;
+        if result.is_err() {
+            // Start again from the truth: what the lake holds.
+            for partition in &partitions {
+                self.committed.remove(partition);
+                self.positioned.remove(partition);
+            }
+            self.identities.clear();
+        }
+        result
+            .map(Some)
+            .map_err(|error| FlushFailure { error, partitions })
+    }
+
+    async fn commit(
+        &mut self,
+        records: Vec<crate::buffer::Buffered<R>>,
+        mut offsets: BTreeMap<i32, Offset>,
+    ) -> Result<CommitReport, IngestError> {
+        self.refresh().await?;
+        let mut fenced = Vec::new();
+        for &partition in offsets.keys() {
+            let now = committed_offset(&self.table, &self.app_id(partition)).await?;
+            if self.committed.get(&partition).copied().flatten() != now {
+                tracing::warn!(table = R::TABLE, partition, lake = ?now, ours = ?self.committed.get(&partition), "another writer advanced this partition; dropping our batch for it");
+                fenced.push(partition);
+            }
+        }
+        for partition in &fenced {
+            offsets.remove(partition);
+            self.committed.remove(partition);
+            self.positioned.remove(partition);
+        }
+
+        // Day by day, so that a batch spanning more days than the index keeps is still checked
+        // against each day right after that day is loaded.
+        let mut by_day: BTreeMap<i32, Vec<R>> = BTreeMap::new();
+        for buffered in records {
+            if !fenced.contains(&buffered.partition) {
+                by_day
+                    .entry(buffered.record.partition_day())
+                    .or_default()
+                    .push(buffered.record);
+            }
+        }
+        let mut repeats = 0;
+        let mut kept: Vec<R> = Vec::new();
+        for (day, records) in by_day {
+            if !self.identities.is_loaded(day) {
+                let keys = identities_of_day::<R>(&self.table, day).await?;
+                self.identities.load(day, keys);
+            }
+            for record in records {
+                if self.identities.contains(day, &record.key()) {
+                    repeats += 1;
+                } else {
+                    kept.push(record);
+                }
+            }
+        }
+        if offsets.is_empty() {
+            return Ok(CommitReport {
+                table: R::TABLE,
+                version: self.table.version().map_or(-1, |v| v as i64),
+                fenced,
+                ..Default::default()
+            });
+        }
+        kept.sort_by_key(Record::time_micros);
+
+        let txns = offsets
+            .iter()
+            .map(|(&p, o)| Transaction::new(self.app_id(p), o.0))
+            .collect();
+        let commit_err = |source| IngestError::Commit {
+            table: R::TABLE,
+            offsets: format!("{offsets:?}"),
+            source,
+        };
+        let mut writer = RecordBatchWriter::for_table(&self.table)
+            .map_err(commit_err)?
+            .with_writer_properties(self.writer_properties.clone())
+            .with_commit_properties(
+                CommitProperties::default().with_application_transactions(txns),
+            );
+        if !kept.is_empty() {
+            let batch = R::to_record_batch(&kept).map_err(|source| IngestError::Batch {
+                table: R::TABLE,
+                source,
+            })?;
+            writer
+                .write(batch)
+                .await
+                .map_err(|source| IngestError::WriteTable {
+                    table: R::TABLE,
+                    source,
+                })?;
+        }
+        let version = writer
+            .flush_and_commit(&mut self.table)
+            .await
+            .map_err(commit_err)?;
+
+        for (&partition, &offset) in &offsets {
+            self.committed.insert(partition, Some(offset));
+        }
+        for record in &kept {
+            self.identities
+                .committed(record.partition_day(), record.key());
+        }
+        Ok(CommitReport {
+            table: R::TABLE,
+            version: version as i64,
+            rows: kept.len(),
+            repeats,
+            offsets,
+            fenced,
+        })
+    }
+}

@@ -1,0 +1,362 @@
+//! Pieces of the pipeline for end-to-end tests: record generators, a producer that publishes
+//! records as the hooks do, an `mxpulse ingest` process, and readers of the lake it writes.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use mxpulse_ingest::LakeRoot;
+use mxpulse_ingest::lake::{open_or_create, partition_offsets, read_all};
+use mxpulse_schemas::vocabulary::*;
+use mxpulse_schemas::*;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+use super::{client_config, free_port, mxpulse_bin, stop};
+
+/// Deterministic pseudo-random numbers (xorshift64), so a failing run can be replayed.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+const JULY_2024_MS: i64 = 1_719_792_000_000;
+
+pub fn events(rng: &mut Rng, n: usize) -> Vec<EventRecord> {
+    (0..n)
+        .map(|_| {
+            let mut e = EventRecord::new(
+                KeyId([1, 1, 1, 1]),
+                EventPseudonym(u128::from(rng.next()) << 64 | u128::from(rng.next())),
+                // Spread over 10 days, so commits touch several partitions.
+                UnixMillis(JULY_2024_MS + rng.below(10 * 86_400_000) as i64),
+                "agent.interieur.tchap.gouv.fr",
+                UserPseudonym(rng.below(500)),
+                RoomPseudonym(rng.below(100)),
+                if rng.below(4) == 0 {
+                    EventType::RoomEncrypted
+                } else {
+                    EventType::RoomMessage
+                },
+                Source::Appservice,
+            );
+            e.domain = Some("interieur.gouv.fr".into());
+            e
+        })
+        .collect()
+}
+
+pub fn visits(rng: &mut Rng, n: usize) -> Vec<VisitRecord> {
+    (0..n)
+        .map(|_| VisitRecord {
+            v: SchemaVersion::CURRENT,
+            key_id: KeyId([1, 1, 1, 1]),
+            day: chrono::NaiveDate::from_ymd_opt(2024, 7, 1).unwrap()
+                + chrono::Days::new(rng.below(10)),
+            server: "agent.dinum.tchap.gouv.fr".into(),
+            user: UserPseudonym(rng.next()),
+            device: Some(DevicePseudonym(rng.next())),
+            domain: None,
+            platform: Platform::Web,
+            client: Client::Tchap,
+        })
+        .collect()
+}
+
+pub fn accounts(rng: &mut Rng, n: usize) -> Vec<AccountRecord> {
+    (0..n)
+        .map(|_| AccountRecord {
+            v: SchemaVersion::CURRENT,
+            key_id: KeyId([1, 1, 1, 1]),
+            ts: UnixMillis(JULY_2024_MS + rng.below(10 * 86_400_000) as i64),
+            server: "agent.externe.tchap.gouv.fr".into(),
+            user: UserPseudonym(rng.next()),
+            domain: None,
+            change: AccountChange::Created,
+            user_type: UserType::Regular,
+        })
+        .collect()
+}
+
+pub fn producer(bootstrap: &str) -> FutureProducer {
+    client_config(bootstrap)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .create()
+        .expect("producer")
+}
+
+/// Publishes records as the hooks do (key = identity, version header), all in flight at once.
+pub async fn produce<R: Record>(producer: &FutureProducer, records: &[R]) {
+    let version = Envelope::version_header();
+    let envelopes: Vec<Envelope> = records.iter().map(encode).collect();
+    let deliveries: Vec<_> = envelopes
+        .iter()
+        .map(|e| {
+            let headers = OwnedHeaders::new().insert(Header {
+                key: SCHEMA_VERSION_HEADER,
+                value: Some(version.as_bytes()),
+            });
+            producer.send(
+                FutureRecord::to(e.topic)
+                    .key(e.key.as_bytes())
+                    .payload(&e.payload)
+                    .headers(headers),
+                Duration::from_secs(30),
+            )
+        })
+        .collect();
+    for delivery in futures::future::join_all(deliveries).await {
+        assert!(delivery.is_ok(), "delivery failed: {delivery:?}");
+    }
+}
+
+/// Publishes raw bytes on a topic, for malformed input.
+pub async fn produce_raw(
+    producer: &FutureProducer,
+    topic: &str,
+    key: &str,
+    payload: &[u8],
+    header: Option<&str>,
+) {
+    let mut record = FutureRecord::to(topic).key(key).payload(payload);
+    if let Some(version) = header {
+        record = record.headers(OwnedHeaders::new().insert(Header {
+            key: SCHEMA_VERSION_HEADER,
+            value: Some(version.as_bytes()),
+        }));
+    }
+    producer
+        .send(record, Duration::from_secs(30))
+        .await
+        .expect("delivery");
+}
+
+/// A running `mxpulse ingest`, killed on `Drop`.
+pub struct Ingest {
+    child: Child,
+    pub metrics_port: u16,
+    pub log: PathBuf,
+}
+
+/// The configuration file an ingest under test runs with: short Kafka sessions (group joins
+/// are quick) and small, frequent commits (a kill lands in every phase).
+pub fn write_config(
+    dir: &Path,
+    bootstrap: &str,
+    lake: &Path,
+    group: &str,
+    max_rows: usize,
+) -> PathBuf {
+    let path = dir.join(format!("mxpulse-{group}.toml"));
+    let text = format!(
+        "[kafka]\nbrokers = \"{bootstrap}\"\n[kafka.properties]\n\"session.timeout.ms\" = \"2000\"\n\"heartbeat.interval.ms\" = \"500\"\n\
+         \"topic.metadata.refresh.interval.ms\" = \"1000\"\n\
+         [lake]\nroot = \"{}\"\n[ingest]\ngroup_id = \"{group}\"\nflush_max_rows = {max_rows}\nflush_max_latency_ms = 100\n",
+        lake.display()
+    );
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+impl Ingest {
+    pub fn start(config: &Path, log_dir: &Path, name: &str) -> Ingest {
+        let metrics_port = free_port();
+        let log = log_dir.join(format!("ingest-{name}.log"));
+        let log_file = std::fs::File::create(&log).expect("log file");
+        let child = Command::new(mxpulse_bin())
+            .arg("--config")
+            .arg(config)
+            .arg("ingest")
+            .env("MXPULSE_INGEST_LISTEN", format!("127.0.0.1:{metrics_port}"))
+            .env("MXPULSE_LOG", "info,deltalake=warn,datafusion=warn")
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .expect("spawn mxpulse ingest");
+        Ingest {
+            child,
+            metrics_port,
+            log,
+        }
+    }
+
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM: the ingest flushes, commits and exits; returns whether it exited cleanly.
+    pub fn stop(mut self) -> bool {
+        stop(&mut self.child);
+        self.child
+            .try_wait()
+            .ok()
+            .flatten()
+            .is_some_and(|status| status.success())
+    }
+
+    /// The Prometheus text of `/metrics`.
+    pub fn metrics(&self) -> String {
+        use std::io::{Read, Write};
+        let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", self.metrics_port)) else {
+            return String::new();
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+        let _ = stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+        let mut response = String::new();
+        let _ = stream.read_to_string(&mut response);
+        response
+    }
+
+    /// Sum of a metric over its labels.
+    pub fn metric(&self, name: &str) -> u64 {
+        self.metrics()
+            .lines()
+            .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64
+    }
+}
+
+impl Drop for Ingest {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn lake_root(path: &Path) -> LakeRoot {
+    LakeRoot::parse(&path.display().to_string()).expect("lake root")
+}
+
+/// Every record of `R`'s table.
+pub async fn lake_records<R: Record>(lake: &Path) -> Vec<R> {
+    let table = open_or_create::<R>(&lake_root(lake))
+        .await
+        .expect("open table");
+    read_all::<R>(&table).await.expect("read table")
+}
+
+/// High watermark per partition of a topic.
+pub fn watermarks(bootstrap: &str, topic: &str, partitions: i32) -> BTreeMap<i32, i64> {
+    let consumer: BaseConsumer = client_config(bootstrap)
+        .set("group.id", "watermarks")
+        .create()
+        .expect("consumer");
+    (0..partitions)
+        .map(|p| {
+            (
+                p,
+                consumer
+                    .fetch_watermarks(topic, p, Duration::from_secs(10))
+                    .map(|(_, high)| high)
+                    .unwrap_or(0),
+            )
+        })
+        .collect()
+}
+
+/// Waits until the lake holds, for `group`, every offset of the three record topics.
+pub async fn wait_caught_up(bootstrap: &str, lake: &Path, group: &str, deadline: Duration) {
+    let end = Instant::now() + deadline;
+    let root = lake_root(lake);
+    loop {
+        let mut behind = Vec::new();
+        for (topic, table) in [
+            (topics::EVENTS, "events"),
+            (topics::VISITS, "visits"),
+            (topics::ACCOUNTS, "accounts"),
+        ] {
+            let highs = watermarks(bootstrap, topic, 4);
+            let offsets = match table {
+                "events" => partition_offsets(
+                    &open_or_create::<EventRecord>(&root).await.unwrap(),
+                    group,
+                    topic,
+                    4,
+                )
+                .await
+                .unwrap(),
+                "visits" => partition_offsets(
+                    &open_or_create::<VisitRecord>(&root).await.unwrap(),
+                    group,
+                    topic,
+                    4,
+                )
+                .await
+                .unwrap(),
+                _ => partition_offsets(
+                    &open_or_create::<AccountRecord>(&root).await.unwrap(),
+                    group,
+                    topic,
+                    4,
+                )
+                .await
+                .unwrap(),
+            };
+            for (partition, high) in highs {
+                let done = offsets.get(&partition).map_or(0, |o| o.0 + 1);
+                if high > 0 && done < high {
+                    behind.push(format!("{table}/{partition}: {done} of {high}"));
+                }
+            }
+        }
+        if behind.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < end,
+            "the lake did not catch up within {deadline:?}: {behind:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Asserts that a table holds exactly `expected`, each identity once.
+pub fn assert_exactly<R: Record>(mut stored: Vec<R>, expected: &[R]) {
+    let mut expected: Vec<R> = expected.to_vec();
+    let key = |r: &R| r.key();
+    stored.sort_by_key(key);
+    expected.sort_by_key(key);
+    let stored_keys: Vec<RecordKey> = stored.iter().map(Record::key).collect();
+    let mut distinct = stored_keys.clone();
+    distinct.dedup();
+    assert_eq!(
+        distinct.len(),
+        stored_keys.len(),
+        "{}: {} rows but {} distinct identities",
+        R::TABLE,
+        stored_keys.len(),
+        distinct.len()
+    );
+    assert_eq!(
+        stored.len(),
+        expected.len(),
+        "{}: {} rows stored, {} expected",
+        R::TABLE,
+        stored.len(),
+        expected.len()
+    );
+    for (s, e) in stored.iter().zip(&expected) {
+        assert_eq!(
+            s,
+            e,
+            "{}: stored record differs from the produced one",
+            R::TABLE
+        );
+    }
+}
