@@ -86,6 +86,9 @@ async fn produce<R: Record>(producer: &FutureProducer, record: &R) {
     );
 }
 
+/// A message as consumed: topic, schema version header, payload.
+type Received = (String, Option<Vec<u8>>, Vec<u8>);
+
 fn round_trip(kind: BrokerKind) {
     let broker = Broker::start(kind);
     broker.ensure_topics(&topics::ALL, 4);
@@ -113,7 +116,7 @@ fn round_trip(kind: BrokerKind) {
 
         // Other tests may share the broker: collect by key until ours are all in.
         let wanted = [event.key(), visit.key(), account.key()];
-        let mut seen: HashMap<RecordKey, (String, Option<Vec<u8>>, Vec<u8>)> = HashMap::new();
+        let mut seen: HashMap<RecordKey, Received> = HashMap::new();
         let deadline = Instant::now() + Duration::from_secs(60);
         while !wanted.iter().all(|k| seen.contains_key(k)) {
             let left = deadline.saturating_duration_since(Instant::now());

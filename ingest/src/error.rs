@@ -10,7 +10,7 @@ pub enum IngestError {
     #[error("opening or creating table {table}: {source}")]
     OpenTable {
         table: &'static str,
-        source: DeltaTableError,
+        source: Box<DeltaTableError>,
     },
     #[error("reading table {table}: {source}")]
     ReadTable {
@@ -20,13 +20,13 @@ pub enum IngestError {
     #[error("writing table {table}: {source}")]
     WriteTable {
         table: &'static str,
-        source: DeltaTableError,
+        source: Box<DeltaTableError>,
     },
     #[error("commit to table {table} at offsets {offsets}: {source}")]
     Commit {
         table: &'static str,
         offsets: String,
-        source: DeltaTableError,
+        source: Box<DeltaTableError>,
     },
     #[error("building the Arrow batch for {table}: {source}")]
     Batch {

@@ -66,9 +66,9 @@ impl LakeRoot {
 /// Opens the table of `R`, creating it (schema and partitioning from `R`) when absent.
 pub async fn open_or_create<R: Record>(root: &LakeRoot) -> Result<DeltaTable, IngestError> {
     let url = root.table_url::<R>();
-    let open_err = |source| IngestError::OpenTable {
+    let open_err = |source: deltalake::DeltaTableError| IngestError::OpenTable {
         table: R::TABLE,
-        source,
+        source: Box::new(source),
     };
     if let Ok(path) = url.to_file_path() {
         // delta-rs creates a table only in a directory that exists.
@@ -112,13 +112,22 @@ pub async fn committed_offset(
     table: &DeltaTable,
     app_id: &str,
 ) -> Result<Option<Offset>, IngestError> {
-    let snapshot = table
-        .snapshot()
-        .map_err(|source| IngestError::OpenTable { table: "?", source })?;
+    let snapshot =
+        table.snapshot().map_err(
+            |source: deltalake::DeltaTableError| IngestError::OpenTable {
+                table: "?",
+                source: Box::new(source),
+            },
+        )?;
     let version = snapshot
         .transaction_version(table.log_store().as_ref(), app_id)
         .await
-        .map_err(|source| IngestError::OpenTable { table: "?", source })?;
+        .map_err(
+            |source: deltalake::DeltaTableError| IngestError::OpenTable {
+                table: "?",
+                source: Box::new(source),
+            },
+        )?;
     Ok(version.map(Offset))
 }
 

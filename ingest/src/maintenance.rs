@@ -1,5 +1,5 @@
-//! Lake maintenance for operators: `status` today (tables, files, rows, bytes, last commit,
-//! per-partition offsets).
+//! Lake maintenance for operators: `status` (tables, files, rows, bytes, last commit,
+//! per-partition offsets), `compact`, `vacuum` and `purge` (retention).
 
 use std::collections::BTreeMap;
 
@@ -64,5 +64,127 @@ pub async fn status(root: &LakeRoot, group: &str) -> Result<Vec<TableStatus>, In
         table_status::<EventRecord>(&open_or_create::<EventRecord>(root).await?, group).await?,
         table_status::<VisitRecord>(&open_or_create::<VisitRecord>(root).await?, group).await?,
         table_status::<AccountRecord>(&open_or_create::<AccountRecord>(root).await?, group).await?,
+    ])
+}
+
+/// What a maintenance run did to one table.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MaintenanceReport {
+    pub table: &'static str,
+    pub files_added: u64,
+    pub files_removed: u64,
+}
+
+/// The column a table's files are sorted by when compacted.
+fn sort_column<R: Record>() -> &'static str {
+    // Visits have no instant (their partition is their day): sorting by user makes the
+    // distinct-user counts of the figures read runs of equal values.
+    if R::TABLE == VisitRecord::TABLE {
+        "user"
+    } else {
+        "ts"
+    }
+}
+
+async fn compact_table<R: Record>(root: &LakeRoot) -> Result<MaintenanceReport, IngestError> {
+    let table = open_or_create::<R>(root).await?;
+    let err = |e: deltalake::DeltaTableError| IngestError::WriteTable {
+        table: R::TABLE,
+        source: Box::new(e),
+    };
+    // A Z-order on one column is a sort by it: the small files of each day are rewritten into
+    // large ones in time order. The ingest only appends, so this never conflicts with it.
+    let (_, metrics) = table
+        .optimize()
+        .with_type(deltalake::operations::optimize::OptimizeType::ZOrder(vec![
+            sort_column::<R>().to_owned(),
+        ]))
+        .await
+        .map_err(err)?;
+    Ok(MaintenanceReport {
+        table: R::TABLE,
+        files_added: metrics.num_files_added,
+        files_removed: metrics.num_files_removed,
+    })
+}
+
+/// Rewrites each day partition's files into few large files sorted by time.
+pub async fn compact(root: &LakeRoot) -> Result<Vec<MaintenanceReport>, IngestError> {
+    Ok(vec![
+        compact_table::<EventRecord>(root).await?,
+        compact_table::<VisitRecord>(root).await?,
+        compact_table::<AccountRecord>(root).await?,
+    ])
+}
+
+async fn vacuum_table<R: Record>(
+    root: &LakeRoot,
+    retain: chrono::Duration,
+) -> Result<MaintenanceReport, IngestError> {
+    let table = open_or_create::<R>(root).await?;
+    let (_, metrics) = table
+        .vacuum()
+        .with_retention_period(retain)
+        // The operator chose the period; Delta's 7-day guard protects readers of old versions,
+        // which mxpulse does not have.
+        .with_enforce_retention_duration(false)
+        .await
+        .map_err(|e| IngestError::WriteTable {
+            table: R::TABLE,
+            source: Box::new(e),
+        })?;
+    Ok(MaintenanceReport {
+        table: R::TABLE,
+        files_removed: metrics.files_deleted.len() as u64,
+        ..Default::default()
+    })
+}
+
+/// Deletes the files that no table version younger than `retain` uses any more.
+pub async fn vacuum(
+    root: &LakeRoot,
+    retain: chrono::Duration,
+) -> Result<Vec<MaintenanceReport>, IngestError> {
+    Ok(vec![
+        vacuum_table::<EventRecord>(root, retain).await?,
+        vacuum_table::<VisitRecord>(root, retain).await?,
+        vacuum_table::<AccountRecord>(root, retain).await?,
+    ])
+}
+
+async fn purge_table<R: Record>(
+    root: &LakeRoot,
+    before_day: i32,
+) -> Result<MaintenanceReport, IngestError> {
+    use deltalake::datafusion::prelude::{col, lit};
+    use deltalake::datafusion::scalar::ScalarValue;
+    let table = open_or_create::<R>(root).await?;
+    // A predicate on the partition column only: whole files are removed, nothing rewritten.
+    let predicate = col(R::PARTITION_COLUMN).lt(lit(ScalarValue::Date32(Some(before_day))));
+    let (_, metrics) = table
+        .delete()
+        .with_predicate(predicate)
+        .await
+        .map_err(|e| IngestError::WriteTable {
+            table: R::TABLE,
+            source: Box::new(e),
+        })?;
+    Ok(MaintenanceReport {
+        table: R::TABLE,
+        files_added: metrics.num_added_files as u64,
+        files_removed: metrics.num_removed_files as u64,
+    })
+}
+
+/// Retention of raw records (design.md §4): removes every day partition before `before`
+/// (days since 1970-01-01). Run `vacuum` afterwards to delete the files themselves.
+pub async fn purge(
+    root: &LakeRoot,
+    before_day: i32,
+) -> Result<Vec<MaintenanceReport>, IngestError> {
+    Ok(vec![
+        purge_table::<EventRecord>(root, before_day).await?,
+        purge_table::<VisitRecord>(root, before_day).await?,
+        purge_table::<AccountRecord>(root, before_day).await?,
     ])
 }

@@ -152,7 +152,11 @@ pub async fn run(
             message = consumer.recv() => {
                 apply_rebalances(&rebalances, &mut sinks, &metrics);
                 match message {
-                    Ok(message) => handle(&consumer, &mut sinks, &mut dead_letters, &metrics, &message).await?,
+                    Ok(message) => {
+                        handle(&consumer, &mut sinks, &mut dead_letters, &metrics, &message).await?;
+                        // Row and byte limits are checked at once, not only on the tick.
+                        flush(&consumer, &mut sinks, &mut dead_letters, &metrics, &config, false).await;
+                    }
                     Err(error) => {
                         metrics.kafka_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         tracing::warn!(%error, "Kafka consumer error");

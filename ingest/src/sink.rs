@@ -112,10 +112,12 @@ impl<R: Record> TableSink<R> {
         self.table
             .update_state()
             .await
-            .map_err(|source| IngestError::OpenTable {
-                table: R::TABLE,
-                source,
-            })
+            .map_err(
+                |source: deltalake::DeltaTableError| IngestError::OpenTable {
+                    table: R::TABLE,
+                    source: Box::new(source),
+                },
+            )
     }
 
     /// Decodes a message into the buffer, or says why not.
@@ -259,10 +261,10 @@ impl<R: Record> TableSink<R> {
             .iter()
             .map(|(&p, o)| Transaction::new(self.app_id(p), o.0))
             .collect();
-        let commit_err = |source| IngestError::Commit {
+        let commit_err = |source: deltalake::DeltaTableError| IngestError::Commit {
             table: R::TABLE,
             offsets: format!("{offsets:?}"),
-            source,
+            source: Box::new(source),
         };
         let mut writer = RecordBatchWriter::for_table(&self.table)
             .map_err(commit_err)?
@@ -278,10 +280,12 @@ impl<R: Record> TableSink<R> {
             writer
                 .write(batch)
                 .await
-                .map_err(|source| IngestError::WriteTable {
-                    table: R::TABLE,
-                    source,
-                })?;
+                .map_err(
+                    |source: deltalake::DeltaTableError| IngestError::WriteTable {
+                        table: R::TABLE,
+                        source: Box::new(source),
+                    },
+                )?;
         }
         let version = writer
             .flush_and_commit(&mut self.table)

@@ -72,18 +72,19 @@ pub fn decode<R: Record>(header: Option<&[u8]>, payload: &[u8]) -> Result<R, Dec
         Some(v) => v,
     };
     let supported = SchemaVersion::CURRENT;
+    let found_text = found.to_string();
     if found.as_u64() != Some(u64::from(supported.0)) {
         return Err(DecodeError::UnknownVersion {
-            found: found.to_string(),
+            found: found_text,
             supported,
         });
     }
     if let Some(header) = header {
         let header = String::from_utf8_lossy(header);
-        if header.trim() != found.to_string() {
+        if header.trim() != found_text {
             return Err(DecodeError::VersionMismatch {
                 header: header.into_owned(),
-                payload: found.to_string(),
+                payload: found_text,
             });
         }
     }

@@ -22,7 +22,7 @@ impl Cases {
         all[(self.next() % all.len() as u64) as usize]
     }
     fn maybe<T>(&mut self, make: impl FnOnce(&mut Self) -> T) -> Option<T> {
-        if self.next() % 2 == 0 {
+        if self.next().is_multiple_of(2) {
             Some(make(self))
         } else {
             None
@@ -59,11 +59,11 @@ fn events(n: usize) -> Vec<EventRecord> {
             e.membership = c.maybe(|c| c.pick(Membership::ALL));
             e.join_rule = c.maybe(|c| c.pick(JoinRule::ALL));
             e.access_rule = c.maybe(|c| c.pick(AccessRule::ALL));
-            e.encrypted = c.maybe(|c| c.next() % 2 == 0);
-            e.is_direct = c.maybe(|c| c.next() % 2 == 0);
+            e.encrypted = c.maybe(|c| c.next().is_multiple_of(2));
+            e.is_direct = c.maybe(|c| c.next().is_multiple_of(2));
             e.room_type = c.maybe(|c| c.pick(RoomType::ALL));
             e.call = c.maybe(|c| c.pick(CallChange::ALL));
-            e.live = c.maybe(|c| c.next() % 2 == 0);
+            e.live = c.maybe(|c| c.next().is_multiple_of(2));
             e
         })
         .collect()

@@ -47,7 +47,7 @@ pub enum Command {
     Report(PendingArgs),
     /// Replay a homeserver's history from its database.
     Backfill(PendingArgs),
-    /// Lake maintenance: status.
+    /// Lake maintenance: status, compact, vacuum, purge.
     Lake(lake::LakeArgs),
     /// A throwaway in-memory Kafka-protocol broker on loopback, for tests and local work.
     DevBroker(dev_broker::DevBrokerArgs),

@@ -189,10 +189,12 @@ fn start_tansu() -> Broker {
 /// messages on resume), listener and advertised listener on loopback.
 pub fn tansu_command(dir: &Path, port: u16) -> Command {
     let mut command = Command::new("tansu");
+    // tansu reads the SQLite path of the URL relative to its working directory.
     command
+        .current_dir(dir)
         .arg("broker")
         .arg("--storage-engine")
-        .arg(format!("sqlite://{}", dir.join("tansu.db").display()))
+        .arg("sqlite://tansu.db")
         .arg("--listener-url")
         .arg(format!("tcp://127.0.0.1:{port}"))
         .arg("--advertised-listener-url")
@@ -234,10 +236,14 @@ pub fn stop(child: &mut Child) {
     }
 }
 
+/// Runs a future to completion, from plain or from async (multi-threaded runtime) tests.
 pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-        .block_on(future)
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) => tokio::task::block_in_place(|| handle.block_on(future)),
+        Err(_) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(future),
+    }
 }
