@@ -105,7 +105,18 @@ async fn records_delivered_twice_are_stored_once() {
         "{}",
         ingest.metrics()
     );
+    let files_written = ingest.metric("mxpulse_ingest_files_written_total");
     assert!(ingest.stop());
+    let lake_files: usize = mxpulse_ingest::maintenance::status(&lake_root(&lake), GROUP)
+        .await
+        .unwrap()
+        .iter()
+        .map(|t| t.files)
+        .sum();
+    assert_eq!(
+        files_written, lake_files as u64,
+        "the files-written metric should count the lake's files"
+    );
 
     let expected: Vec<EventRecord> = first_events.iter().chain(&new_events).cloned().collect();
     assert_exactly(lake_records::<EventRecord>(&lake).await, &expected);

@@ -1,12 +1,15 @@
 //! Counters of the ingest, rendered in the Prometheus text format on `/metrics`.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 /// Per-table counters.
 #[derive(Debug, Default)]
 pub struct TableCounters {
     pub rows_written: AtomicU64,
+    pub files_written: AtomicU64,
     pub repeats_dropped: AtomicU64,
     pub commits: AtomicU64,
     pub commit_failures: AtomicU64,
@@ -21,6 +24,9 @@ pub struct IngestMetrics {
     pub kafka_errors: AtomicU64,
     pub rebalances: AtomicU64,
     pub consecutive_failures: AtomicU64,
+    /// Messages between what the group committed to Kafka and the end of each partition, as
+    /// librdkafka's statistics report it (Kafka's offsets follow the lake's commits).
+    pub lag: Mutex<BTreeMap<(String, i32), i64>>,
     pub events: TableCounters,
     pub visits: TableCounters,
     pub accounts: TableCounters,
@@ -84,6 +90,12 @@ impl IngestMetrics {
             &|c| load(&c.rows_written).to_string(),
         );
         family(
+            "mxpulse_ingest_files_written_total",
+            "counter",
+            "Parquet files committed to the lake.",
+            &|c| load(&c.files_written).to_string(),
+        );
+        family(
             "mxpulse_ingest_repeats_dropped_total",
             "counter",
             "Records dropped because their identity was already stored.",
@@ -118,6 +130,20 @@ impl IngestMetrics {
                 )
             },
         );
+        if let Ok(lag) = self.lag.lock()
+            && !lag.is_empty()
+        {
+            let _ = writeln!(
+                out,
+                "# HELP mxpulse_ingest_consumer_lag Messages not yet in the lake, per partition.\n# TYPE mxpulse_ingest_consumer_lag gauge"
+            );
+            for ((topic, partition), value) in lag.iter() {
+                let _ = writeln!(
+                    out,
+                    "mxpulse_ingest_consumer_lag{{topic=\"{topic}\",partition=\"{partition}\"}} {value}"
+                );
+            }
+        }
         out
     }
 }
@@ -134,6 +160,11 @@ mod tests {
             .table("visits")
             .rows_written
             .store(5, Ordering::Relaxed);
+        metrics
+            .lag
+            .lock()
+            .unwrap()
+            .insert(("mxpulse.events.v1".into(), 2), 42);
         let text = metrics.render();
         assert!(text.contains("mxpulse_ingest_messages_total 7\n"), "{text}");
         assert!(
@@ -144,6 +175,12 @@ mod tests {
             text.contains("mxpulse_ingest_rows_written_total{table=\"events\"} 0\n"),
             "{text}"
         );
-        assert_eq!(text.matches("# TYPE").count(), 10);
+        assert!(
+            text.contains(
+                "mxpulse_ingest_consumer_lag{topic=\"mxpulse.events.v1\",partition=\"2\"} 42\n"
+            ),
+            "{text}"
+        );
+        assert_eq!(text.matches("# TYPE").count(), 12);
     }
 }

@@ -35,9 +35,24 @@ enum RebalanceEvent {
 
 struct IngestContext {
     events: Arc<Mutex<Vec<RebalanceEvent>>>,
+    metrics: Arc<IngestMetrics>,
 }
 
-impl ClientContext for IngestContext {}
+impl ClientContext for IngestContext {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        if let Ok(mut lag) = self.metrics.lag.lock() {
+            lag.clear();
+            for (topic, stats) in statistics.topics {
+                for (partition, p) in stats.partitions {
+                    // Partition -1 is librdkafka's internal one; -1 lag means unknown.
+                    if partition >= 0 && p.consumer_lag >= 0 {
+                        lag.insert((topic.clone(), partition), p.consumer_lag);
+                    }
+                }
+            }
+        }
+    }
+}
 
 fn partitions(list: &TopicPartitionList) -> Vec<(String, i32)> {
     list.elements()
@@ -131,8 +146,10 @@ pub async fn run(
         // information (and as a hint for where to start).
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
+        .set("statistics.interval.ms", "5000")
         .create_with_context(IngestContext {
             events: rebalances.clone(),
+            metrics: metrics.clone(),
         })?;
     let producer: FutureProducer = client
         .set("enable.idempotence", "true")
@@ -369,6 +386,9 @@ async fn timed(
         Ok(Some(report)) => {
             counters.commits.fetch_add(1, Relaxed);
             counters.rows_written.fetch_add(report.rows as u64, Relaxed);
+            counters
+                .files_written
+                .fetch_add(report.files as u64, Relaxed);
             counters
                 .repeats_dropped
                 .fetch_add(report.repeats as u64, Relaxed);

@@ -11,10 +11,11 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Instant;
 
 use deltalake::DeltaTable;
-use deltalake::kernel::Transaction;
-use deltalake::kernel::transaction::CommitProperties;
+use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
+use deltalake::kernel::{Action, Transaction};
 use deltalake::parquet::basic::{Compression, ZstdLevel};
 use deltalake::parquet::file::properties::{EnabledStatistics, WriterProperties};
+use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use mxpulse_schemas::{Record, decode};
 
@@ -46,6 +47,8 @@ pub struct CommitReport {
     pub rows: usize,
     /// Records dropped because the lake already held their identity.
     pub repeats: usize,
+    /// Parquet files the commit added.
+    pub files: usize,
     /// Offsets now in the lake, per partition.
     pub offsets: BTreeMap<i32, Offset>,
     /// Partitions whose buffered data was dropped because another writer advanced them.
@@ -268,10 +271,7 @@ impl<R: Record> TableSink<R> {
         };
         let mut writer = RecordBatchWriter::for_table(&self.table)
             .map_err(commit_err)?
-            .with_writer_properties(self.writer_properties.clone())
-            .with_commit_properties(
-                CommitProperties::default().with_application_transactions(txns),
-            );
+            .with_writer_properties(self.writer_properties.clone());
         if !kept.is_empty() {
             let batch = R::to_record_batch(&kept).map_err(|source| IngestError::Batch {
                 table: R::TABLE,
@@ -287,10 +287,26 @@ impl<R: Record> TableSink<R> {
                     },
                 )?;
         }
-        let version = writer
-            .flush_and_commit(&mut self.table)
-            .await
-            .map_err(commit_err)?;
+        // flush, then commit ourselves: the same as `flush_and_commit`, but we learn the files.
+        let adds = writer.flush().await.map_err(commit_err)?;
+        let files = adds.len();
+        let operation = DeltaOperation::Write {
+            mode: SaveMode::Append,
+            partition_by: Some(vec![R::PARTITION_COLUMN.to_owned()]),
+            predicate: None,
+        };
+        let snapshot = self.table.snapshot().map_err(commit_err)?;
+        let finalized =
+            CommitBuilder::from(CommitProperties::default().with_application_transactions(txns))
+                .with_actions(adds.into_iter().map(Action::Add).collect())
+                .build(Some(snapshot), self.table.log_store(), operation)
+                .await
+                .map_err(commit_err)?;
+        let version = finalized.version();
+        // The next commit re-reads the table first anyway; this keeps readers of `table()` current.
+        if let Err(error) = self.table.update_state().await {
+            tracing::warn!(table = R::TABLE, %error, "refreshing the table after a commit failed");
+        }
 
         for (&partition, &offset) in &offsets {
             self.committed.insert(partition, Some(offset));
@@ -302,6 +318,7 @@ impl<R: Record> TableSink<R> {
         Ok(CommitReport {
             table: R::TABLE,
             version: version as i64,
+            files,
             rows: kept.len(),
             repeats,
             offsets,
