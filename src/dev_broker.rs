@@ -1,6 +1,9 @@
 //! A throwaway Kafka-protocol broker: librdkafka's own mock cluster, with the mxpulse topics
 //! created up front. It backs `mxpulse dev-broker` (tests, local work) and will back
-//! `mxpulse demo`. Not for production: it keeps everything in memory.
+//! `mxpulse demo`. Not for production: it keeps everything in memory, and like a broker with a
+//! small retention it keeps at most 5 MB or 100,000 messages per partition (librdkafka's
+//! fixed limits), dropping the oldest: a consumer that falls further behind starts at the
+//! earliest offset left. Use more partitions (and compressed producers) for large backlogs.
 //!
 //! rdkafka wraps the mock cluster but not its rebalance delay, and a group join would then
 //! wait librdkafka's default of seconds; so this module drives the C API directly, behind a

@@ -272,7 +272,10 @@ async fn handle(
                 reason,
             })?;
         }
-        Admission::Seek(to) => seek(consumer, topic, partition, to),
+        Admission::Seek(to) => {
+            tracing::info!(topic, partition, %offset, "first message after assignment is past the lake");
+            seek(consumer, topic, partition, to)
+        }
     }
     Ok(())
 }
@@ -341,7 +344,7 @@ async fn flush(
     for (topic, outcome) in outcomes {
         match outcome {
             Ok(Some(report)) => {
-                tracing::debug!(?report, "committed");
+                tracing::info!(table = report.table, version = report.version, rows = report.rows, files = report.files, repeats = report.repeats, offsets = ?report.offsets, "committed");
                 for (&partition, offset) in &report.offsets {
                     let _ = kafka_offsets.add_partition_offset(
                         topic,

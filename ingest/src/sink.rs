@@ -166,6 +166,12 @@ impl<R: Record> TableSink<R> {
     /// Partitions were revoked: their buffered data is dropped (the next owner reads it again
     /// from the lake's offsets) and what was known of them forgotten.
     pub fn revoke(&mut self, partitions: &[i32]) {
+        tracing::debug!(
+            table = R::TABLE,
+            ?partitions,
+            buffered = self.buffer.len(),
+            "revoke"
+        );
         self.buffer.forget(partitions);
         for partition in partitions {
             self.committed.remove(partition);
@@ -176,6 +182,12 @@ impl<R: Record> TableSink<R> {
 
     /// Partitions were assigned: their offsets and the identity index are read afresh.
     pub fn assign(&mut self, partitions: &[i32]) {
+        tracing::debug!(
+            table = R::TABLE,
+            ?partitions,
+            buffered = self.buffer.len(),
+            "assign"
+        );
         for partition in partitions {
             self.committed.remove(partition);
             self.positioned.remove(partition);

@@ -1,6 +1,7 @@
 //! `mxpulse dev-broker`: hosts librdkafka's mock cluster in its own process, so that the
 //! clients under test can be killed while the broker lives on. It prints the bootstrap
-//! address and can write it to a file for scripts; it runs until SIGINT or SIGTERM.
+//! address and can write it to a file for scripts; it runs until SIGINT or SIGTERM. Each
+//! partition keeps at most 5 MB or 100,000 messages (see `dev_broker.rs`).
 
 use std::path::PathBuf;
 

@@ -40,9 +40,15 @@ impl Broker {
     /// message of a topic.
     pub fn dedicated(kind: BrokerKind) -> Broker {
         match kind {
-            BrokerKind::Mock => start_mock(),
+            BrokerKind::Mock => start_mock(4),
             BrokerKind::Tansu => start_tansu(),
         }
+    }
+
+    /// A mock cluster of this test's own with `partitions` per topic: the mock keeps at most
+    /// 5 MB per partition, so large backlogs need more of them.
+    pub fn dedicated_mock(partitions: i32) -> Broker {
+        start_mock(partitions)
     }
 
     /// Stops the broker process abruptly (SIGKILL): its clients see it go away.
@@ -94,7 +100,7 @@ impl Broker {
             };
         }
         match kind {
-            BrokerKind::Mock => start_mock(),
+            BrokerKind::Mock => start_mock(4),
             BrokerKind::Tansu => start_tansu(),
         }
     }
@@ -146,11 +152,16 @@ pub fn mxpulse_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_mxpulse"))
 }
 
-fn start_mock() -> Broker {
+fn start_mock(partitions: i32) -> Broker {
     let dir = tempfile::tempdir().expect("temp dir");
     let address_file = dir.path().join("bootstrap");
     let child = Command::new(mxpulse_bin())
-        .args(["dev-broker", "--address-file"])
+        .args([
+            "dev-broker",
+            "--partitions",
+            &partitions.to_string(),
+            "--address-file",
+        ])
         .arg(&address_file)
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -193,6 +193,10 @@ impl Ingest {
         }
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn kill(mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -251,12 +255,19 @@ pub async fn lake_records<R: Record>(lake: &Path) -> Vec<R> {
     read_all::<R>(&table).await.expect("read table")
 }
 
-/// High watermark per partition of a topic.
-pub fn watermarks(bootstrap: &str, topic: &str, partitions: i32) -> BTreeMap<i32, i64> {
+/// High watermark of every partition of a topic.
+pub fn watermarks(bootstrap: &str, topic: &str) -> BTreeMap<i32, i64> {
     let consumer: BaseConsumer = client_config(bootstrap)
         .set("group.id", "watermarks")
         .create()
         .expect("consumer");
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
+    let partitions = metadata
+        .topics()
+        .first()
+        .map_or(0, |t| t.partitions().len() as i32);
     (0..partitions)
         .map(|p| {
             (
@@ -281,13 +292,14 @@ pub async fn wait_caught_up(bootstrap: &str, lake: &Path, group: &str, deadline:
             (topics::VISITS, "visits"),
             (topics::ACCOUNTS, "accounts"),
         ] {
-            let highs = watermarks(bootstrap, topic, 4);
+            let highs = watermarks(bootstrap, topic);
+            let partitions = highs.len() as i32;
             let offsets = match table {
                 "events" => partition_offsets(
                     &open_or_create::<EventRecord>(&root).await.unwrap(),
                     group,
                     topic,
-                    4,
+                    partitions,
                 )
                 .await
                 .unwrap(),
@@ -295,7 +307,7 @@ pub async fn wait_caught_up(bootstrap: &str, lake: &Path, group: &str, deadline:
                     &open_or_create::<VisitRecord>(&root).await.unwrap(),
                     group,
                     topic,
-                    4,
+                    partitions,
                 )
                 .await
                 .unwrap(),
@@ -303,7 +315,7 @@ pub async fn wait_caught_up(bootstrap: &str, lake: &Path, group: &str, deadline:
                     &open_or_create::<AccountRecord>(&root).await.unwrap(),
                     group,
                     topic,
-                    4,
+                    partitions,
                 )
                 .await
                 .unwrap(),
@@ -358,5 +370,46 @@ pub fn assert_exactly<R: Record>(mut stored: Vec<R>, expected: &[R]) {
             "{}: stored record differs from the produced one",
             R::TABLE
         );
+    }
+}
+
+/// Everything a test produced, to compare with the lake at the end.
+#[derive(Default)]
+pub struct Produced {
+    pub events: Vec<EventRecord>,
+    pub visits: Vec<VisitRecord>,
+    pub accounts: Vec<AccountRecord>,
+}
+
+impl Produced {
+    /// Generates and publishes a round of each record type.
+    pub async fn round(
+        &mut self,
+        rng: &mut Rng,
+        producer: &FutureProducer,
+        (n_events, n_visits, n_accounts): (usize, usize, usize),
+    ) {
+        let (e, v, a) = (
+            events(rng, n_events),
+            visits(rng, n_visits),
+            accounts(rng, n_accounts),
+        );
+        produce(producer, &e).await;
+        produce(producer, &v).await;
+        produce(producer, &a).await;
+        self.events.extend(e);
+        self.visits.extend(v);
+        self.accounts.extend(a);
+    }
+
+    pub fn len(&self) -> usize {
+        self.events.len() + self.visits.len() + self.accounts.len()
+    }
+
+    /// The three tables hold exactly what was produced, each identity once.
+    pub async fn assert_in_lake(&self, lake: &Path) {
+        assert_exactly(lake_records::<EventRecord>(lake).await, &self.events);
+        assert_exactly(lake_records::<VisitRecord>(lake).await, &self.visits);
+        assert_exactly(lake_records::<AccountRecord>(lake).await, &self.accounts);
     }
 }
