@@ -3,7 +3,7 @@
 //! policy. Prints a report: records/s, bytes per record on disk, and the CPU the ingest used
 //! (to tell whether it was CPU-bound).
 //!
-//! Run: `cargo bench --bench ingest_throughput -- [RECORDS]` (release build; default 1,000,000).
+//! Run: `cargo bench --bench ingest_throughput -- [RECORDS]` (release build; default 500,000).
 
 #[path = "../tests/harness/mod.rs"]
 mod harness;
@@ -32,15 +32,15 @@ fn main() {
     let records: usize = std::env::args()
         .skip(1)
         .find_map(|a| a.parse().ok())
-        .unwrap_or(1_000_000);
+        .unwrap_or(500_000);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
     runtime.block_on(async {
-        // 32 partitions: the mock cluster keeps at most 5 MB per partition.
-        let broker = Broker::dedicated_mock(32);
+        // 64 partitions: the mock cluster keeps at most 5 MB per partition.
+        let broker = Broker::dedicated_mock(64);
         let dir = tempfile::tempdir().unwrap();
         let dir_keep = dir.path().to_owned();
         eprintln!("bench dir {}", dir_keep.display());

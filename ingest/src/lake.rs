@@ -150,7 +150,8 @@ pub async fn partition_offsets(
     Ok(offsets)
 }
 
-async fn query<R: Record>(table: &DeltaTable, day: Option<i32>) -> Result<Vec<R>, IngestError> {
+/// Every record of the table's current snapshot.
+pub async fn read_all<R: Record>(table: &DeltaTable) -> Result<Vec<R>, IngestError> {
     let read_err = |source: Box<dyn std::error::Error + Send + Sync>| IngestError::ReadTable {
         table: R::TABLE,
         source,
@@ -163,12 +164,7 @@ async fn query<R: Record>(table: &DeltaTable, day: Option<i32>) -> Result<Vec<R>
         .table_provider()
         .await
         .map_err(|e| read_err(e.into()))?;
-    let mut frame = ctx.read_table(provider).map_err(|e| read_err(e.into()))?;
-    if let Some(day) = day {
-        frame = frame
-            .filter(col(R::PARTITION_COLUMN).eq(lit(ScalarValue::Date32(Some(day)))))
-            .map_err(|e| read_err(e.into()))?;
-    }
+    let frame = ctx.read_table(provider).map_err(|e| read_err(e.into()))?;
     let batches = frame.collect().await.map_err(|e| read_err(e.into()))?;
     let mut records = Vec::new();
     for batch in &batches {
@@ -177,21 +173,38 @@ async fn query<R: Record>(table: &DeltaTable, day: Option<i32>) -> Result<Vec<R>
     Ok(records)
 }
 
-/// Every record of the table's current snapshot.
-pub async fn read_all<R: Record>(table: &DeltaTable) -> Result<Vec<R>, IngestError> {
-    query::<R>(table, None).await
-}
-
-/// The identities stored in one day partition.
+/// The identities stored in one day partition (reading only the identity columns).
 pub async fn identities_of_day<R: Record>(
     table: &DeltaTable,
     day: i32,
 ) -> Result<HashSet<RecordKey>, IngestError> {
-    Ok(query::<R>(table, Some(day))
-        .await?
-        .iter()
-        .map(Record::key)
-        .collect())
+    let read_err = |source: Box<dyn std::error::Error + Send + Sync>| IngestError::ReadTable {
+        table: R::TABLE,
+        source,
+    };
+    let ctx = SessionContext::new();
+    table
+        .update_datafusion_session(&ctx.state())
+        .map_err(|e| read_err(e.into()))?;
+    let provider = table
+        .table_provider()
+        .await
+        .map_err(|e| read_err(e.into()))?;
+    let batches = ctx
+        .read_table(provider)
+        .and_then(|frame| {
+            frame.filter(col(R::PARTITION_COLUMN).eq(lit(ScalarValue::Date32(Some(day)))))
+        })
+        .and_then(|frame| frame.select_columns(R::IDENTITY_COLUMNS))
+        .map_err(|e| read_err(e.into()))?
+        .collect()
+        .await
+        .map_err(|e| read_err(e.into()))?;
+    let mut keys = HashSet::new();
+    for batch in &batches {
+        keys.extend(R::keys_from_batch(batch).map_err(|e| read_err(e.into()))?);
+    }
+    Ok(keys)
 }
 
 /// Shared handle for readers that refresh a table on their own schedule.

@@ -40,6 +40,10 @@ pub struct AccountRecord {
     pub user_type: UserType,
 }
 
+fn account_key(user: UserPseudonym, change: &str, ts: UnixMillis) -> RecordKey {
+    RecordKey(format!("{user}:{change}:{}", ts.0))
+}
+
 static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
     Arc::new(Schema::new(vec![
         field("date", DataType::Date32, false),
@@ -59,9 +63,27 @@ impl Record for AccountRecord {
     const TABLE: &'static str = "accounts";
     const PARTITION_COLUMN: &'static str = "date";
 
+    const IDENTITY_COLUMNS: &'static [&'static str] = &["user", "change", "ts"];
+
     /// user + change + ts: an account can be deactivated and reactivated more than once.
     fn key(&self) -> RecordKey {
-        RecordKey(format!("{}:{}:{}", self.user, self.change, self.ts.0))
+        account_key(self.user, self.change.as_str(), self.ts)
+    }
+
+    fn keys_from_batch(batch: &RecordBatch) -> Result<Vec<RecordKey>, ArrowFormError> {
+        let c = Columns(batch);
+        let (user, change, ts) = (c.i64s("user")?, c.strings("change")?, c.timestamps("ts")?);
+        (0..batch.num_rows())
+            .map(|row| {
+                let change: AccountChange =
+                    required("change", row, parsed("change", row, change.at(row))?)?;
+                Ok(account_key(
+                    UserPseudonym::from_i64(required("user", row, user.at(row))?),
+                    change.as_str(),
+                    UnixMillis::from_micros(required("ts", row, ts.at(row))?),
+                ))
+            })
+            .collect()
     }
 
     fn partition_day(&self) -> i32 {

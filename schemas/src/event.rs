@@ -150,8 +150,25 @@ impl Record for EventRecord {
     const TABLE: &'static str = "events";
     const PARTITION_COLUMN: &'static str = "date";
 
+    const IDENTITY_COLUMNS: &'static [&'static str] = &["event"];
+
     fn key(&self) -> RecordKey {
         RecordKey(self.event.to_string())
+    }
+
+    fn keys_from_batch(batch: &RecordBatch) -> Result<Vec<RecordKey>, ArrowFormError> {
+        let event = Columns(batch).binaries("event")?;
+        (0..batch.num_rows())
+            .map(|row| {
+                let bytes = required("event", row, event.at(row))?;
+                let bytes: [u8; 16] = bytes.try_into().map_err(|_| ArrowFormError::Value {
+                    column: "event",
+                    row,
+                    reason: format!("{} bytes, expected 16", bytes.len()),
+                })?;
+                Ok(RecordKey(EventPseudonym::from_bytes(bytes).to_string()))
+            })
+            .collect()
     }
 
     fn partition_day(&self) -> i32 {

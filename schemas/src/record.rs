@@ -85,8 +85,15 @@ pub trait Record:
     /// The column the lake table is partitioned by (a UTC date).
     const PARTITION_COLUMN: &'static str;
 
+    /// The columns the identity is made of.
+    const IDENTITY_COLUMNS: &'static [&'static str];
+
     /// The record's identity (see [`RecordKey`]).
     fn key(&self) -> RecordKey;
+
+    /// The identities of a batch that holds at least [`Self::IDENTITY_COLUMNS`] (reading a
+    /// day's identities from the lake needs no other column).
+    fn keys_from_batch(batch: &RecordBatch) -> Result<Vec<RecordKey>, ArrowFormError>;
 
     /// Value of the partition column: the UTC day, as days since 1970-01-01.
     fn partition_day(&self) -> i32;

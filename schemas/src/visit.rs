@@ -40,6 +40,11 @@ pub struct VisitRecord {
     pub client: Client,
 }
 
+fn visit_key(user: UserPseudonym, device: Option<DevicePseudonym>, day: NaiveDate) -> RecordKey {
+    let device = device.map_or_else(|| "-".to_owned(), |d| d.to_string());
+    RecordKey(format!("{user}:{device}:{day}"))
+}
+
 static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
     Arc::new(Schema::new(vec![
         field("day", DataType::Date32, false),
@@ -59,12 +64,31 @@ impl Record for VisitRecord {
     const TABLE: &'static str = "visits";
     const PARTITION_COLUMN: &'static str = "day";
 
+    const IDENTITY_COLUMNS: &'static [&'static str] = &["user", "device", "day"];
+
     /// user + device + day: Synapse writes one row per device per day, so the row is the visit.
     fn key(&self) -> RecordKey {
-        let device = self
-            .device
-            .map_or_else(|| "-".to_owned(), |d| d.to_string());
-        RecordKey(format!("{}:{device}:{}", self.user, self.day))
+        visit_key(self.user, self.device, self.day)
+    }
+
+    fn keys_from_batch(batch: &RecordBatch) -> Result<Vec<RecordKey>, ArrowFormError> {
+        let c = Columns(batch);
+        let (user, device, day) = (c.i64s("user")?, c.i64s("device")?, c.dates("day")?);
+        (0..batch.num_rows())
+            .map(|row| {
+                let days = required("day", row, day.at(row))?;
+                let date = days_to_date(days).ok_or_else(|| ArrowFormError::Value {
+                    column: "day",
+                    row,
+                    reason: format!("{days} is out of range"),
+                })?;
+                Ok(visit_key(
+                    UserPseudonym::from_i64(required("user", row, user.at(row))?),
+                    device.at(row).map(DevicePseudonym::from_i64),
+                    date,
+                ))
+            })
+            .collect()
     }
 
     fn partition_day(&self) -> i32 {

@@ -116,6 +116,16 @@ fn check_round_trips<R: Record>(records: Vec<R>) {
     assert_eq!(batch.schema(), R::arrow_schema());
     assert!(batch.schema().field_with_name(R::PARTITION_COLUMN).is_ok());
     assert_eq!(R::from_record_batch(&batch).unwrap(), records);
+    // The identity columns alone give the same keys.
+    let indices: Vec<usize> = R::IDENTITY_COLUMNS
+        .iter()
+        .map(|c| batch.schema().index_of(c).unwrap())
+        .collect();
+    let keys: Vec<RecordKey> = records.iter().map(Record::key).collect();
+    assert_eq!(
+        R::keys_from_batch(&batch.project(&indices).unwrap()).unwrap(),
+        keys
+    );
 }
 
 #[test]
