@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 
-use deltalake::datafusion::prelude::{SessionContext, col, lit};
+use deltalake::datafusion::prelude::{DataFrame, SessionContext, col, lit};
 use deltalake::datafusion::scalar::ScalarValue;
 use deltalake::kernel::StructType;
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel as _;
@@ -150,25 +150,35 @@ pub async fn partition_offsets(
     Ok(offsets)
 }
 
-/// Every record of the table's current snapshot.
-pub async fn read_all<R: Record>(table: &DeltaTable) -> Result<Vec<R>, IngestError> {
-    let read_err = |source: Box<dyn std::error::Error + Send + Sync>| IngestError::ReadTable {
+fn read_error<R: Record>(
+    source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+) -> IngestError {
+    IngestError::ReadTable {
         table: R::TABLE,
-        source,
-    };
+        source: source.into(),
+    }
+}
+
+/// The table's current snapshot as a DataFusion frame, in a session of its own.
+async fn frame<R: Record>(table: &DeltaTable) -> Result<DataFrame, IngestError> {
     let ctx = SessionContext::new();
     table
         .update_datafusion_session(&ctx.state())
-        .map_err(|e| read_err(e.into()))?;
-    let provider = table
-        .table_provider()
+        .map_err(read_error::<R>)?;
+    let provider = table.table_provider().await.map_err(read_error::<R>)?;
+    ctx.read_table(provider).map_err(read_error::<R>)
+}
+
+/// Every record of the table's current snapshot.
+pub async fn read_all<R: Record>(table: &DeltaTable) -> Result<Vec<R>, IngestError> {
+    let batches = frame::<R>(table)
+        .await?
+        .collect()
         .await
-        .map_err(|e| read_err(e.into()))?;
-    let frame = ctx.read_table(provider).map_err(|e| read_err(e.into()))?;
-    let batches = frame.collect().await.map_err(|e| read_err(e.into()))?;
+        .map_err(read_error::<R>)?;
     let mut records = Vec::new();
     for batch in &batches {
-        records.extend(R::from_record_batch(batch).map_err(|e| read_err(e.into()))?);
+        records.extend(R::from_record_batch(batch).map_err(read_error::<R>)?);
     }
     Ok(records)
 }
@@ -178,31 +188,17 @@ pub async fn identities_of_day<R: Record>(
     table: &DeltaTable,
     day: i32,
 ) -> Result<HashSet<RecordKey>, IngestError> {
-    let read_err = |source: Box<dyn std::error::Error + Send + Sync>| IngestError::ReadTable {
-        table: R::TABLE,
-        source,
-    };
-    let ctx = SessionContext::new();
-    table
-        .update_datafusion_session(&ctx.state())
-        .map_err(|e| read_err(e.into()))?;
-    let provider = table
-        .table_provider()
-        .await
-        .map_err(|e| read_err(e.into()))?;
-    let batches = ctx
-        .read_table(provider)
-        .and_then(|frame| {
-            frame.filter(col(R::PARTITION_COLUMN).eq(lit(ScalarValue::Date32(Some(day)))))
-        })
+    let batches = frame::<R>(table)
+        .await?
+        .filter(col(R::PARTITION_COLUMN).eq(lit(ScalarValue::Date32(Some(day)))))
         .and_then(|frame| frame.select_columns(R::IDENTITY_COLUMNS))
-        .map_err(|e| read_err(e.into()))?
+        .map_err(read_error::<R>)?
         .collect()
         .await
-        .map_err(|e| read_err(e.into()))?;
+        .map_err(read_error::<R>)?;
     let mut keys = HashSet::new();
     for batch in &batches {
-        keys.extend(R::keys_from_batch(batch).map_err(|e| read_err(e.into()))?);
+        keys.extend(R::keys_from_batch(batch).map_err(read_error::<R>)?);
     }
     Ok(keys)
 }
