@@ -28,11 +28,13 @@ async fn sigkill_at_random_moments_leaves_every_record_exactly_once() {
     let seed = seed();
     eprintln!("seed {seed}");
     let mut rng = Rng(seed);
-    let broker = Broker::dedicated(BrokerKind::Mock);
-    let dir = tempfile::tempdir().unwrap();
-    let lake = dir.path().join("lake");
-    let config = write_config(dir.path(), &broker.bootstrap, &lake, GROUP, 500);
-    let producer = producer(&broker.bootstrap);
+    let Setup {
+        broker,
+        dir,
+        lake,
+        config,
+        producer,
+    } = Setup::mock(GROUP, 500);
     let mut produced = Produced::default();
 
     let kills = 12;
@@ -60,11 +62,13 @@ async fn sigkill_at_random_moments_leaves_every_record_exactly_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_delivered_twice_are_stored_once() {
     let mut rng = Rng(seed());
-    let broker = Broker::dedicated(BrokerKind::Mock);
-    let dir = tempfile::tempdir().unwrap();
-    let lake = dir.path().join("lake");
-    let config = write_config(dir.path(), &broker.bootstrap, &lake, GROUP, 1_000);
-    let producer = producer(&broker.bootstrap);
+    let Setup {
+        broker,
+        dir,
+        lake,
+        config,
+        producer,
+    } = Setup::mock(GROUP, 1_000);
     let (first_events, first_visits, first_accounts) = (
         events(&mut rng, 400),
         visits(&mut rng, 100),
@@ -115,11 +119,13 @@ async fn records_delivered_twice_are_stored_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_messages_become_dead_letters_and_the_good_ones_flow_on() {
     let mut rng = Rng(seed());
-    let broker = Broker::dedicated(BrokerKind::Mock);
-    let dir = tempfile::tempdir().unwrap();
-    let lake = dir.path().join("lake");
-    let config = write_config(dir.path(), &broker.bootstrap, &lake, GROUP, 1_000);
-    let producer = producer(&broker.bootstrap);
+    let Setup {
+        broker,
+        dir,
+        lake,
+        config,
+        producer,
+    } = Setup::mock(GROUP, 1_000);
     let good = events(&mut rng, 3);
     let payload = |r: &EventRecord| encode(r).payload;
     let mut future = serde_json::to_value(&good[0]).unwrap();
@@ -205,11 +211,13 @@ async fn bad_messages_become_dead_letters_and_the_good_ones_flow_on() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_in_one_group_share_the_work_and_write_each_record_once() {
     let mut rng = Rng(seed());
-    let broker = Broker::dedicated(BrokerKind::Mock);
-    let dir = tempfile::tempdir().unwrap();
-    let lake = dir.path().join("lake");
-    let config = write_config(dir.path(), &broker.bootstrap, &lake, GROUP, 200);
-    let producer = producer(&broker.bootstrap);
+    let Setup {
+        broker,
+        dir,
+        lake,
+        config,
+        producer,
+    } = Setup::mock(GROUP, 200);
     let first = Ingest::start(&config, dir.path(), "first");
     let second = Ingest::start(&config, dir.path(), "second");
     let mut produced = Produced::default();

@@ -75,6 +75,13 @@ pub struct MaintenanceReport {
     pub files_removed: u64,
 }
 
+fn write_error<R: Record>(source: deltalake::DeltaTableError) -> IngestError {
+    IngestError::WriteTable {
+        table: R::TABLE,
+        source: Box::new(source),
+    }
+}
+
 /// The column a table's files are sorted by when compacted.
 fn sort_column<R: Record>() -> &'static str {
     // Visits have no instant (their partition is their day): sorting by user makes the
@@ -88,10 +95,6 @@ fn sort_column<R: Record>() -> &'static str {
 
 async fn compact_table<R: Record>(root: &LakeRoot) -> Result<MaintenanceReport, IngestError> {
     let table = open_or_create::<R>(root).await?;
-    let err = |e: deltalake::DeltaTableError| IngestError::WriteTable {
-        table: R::TABLE,
-        source: Box::new(e),
-    };
     // A Z-order on one column is a sort by it: the small files of each day are rewritten into
     // large ones in time order. The ingest only appends, so this never conflicts with it.
     let (_, metrics) = table
@@ -100,7 +103,7 @@ async fn compact_table<R: Record>(root: &LakeRoot) -> Result<MaintenanceReport, 
             sort_column::<R>().to_owned(),
         ]))
         .await
-        .map_err(err)?;
+        .map_err(write_error::<R>)?;
     Ok(MaintenanceReport {
         table: R::TABLE,
         files_added: metrics.num_files_added,
@@ -129,10 +132,7 @@ async fn vacuum_table<R: Record>(
         // which mxpulse does not have.
         .with_enforce_retention_duration(false)
         .await
-        .map_err(|e| IngestError::WriteTable {
-            table: R::TABLE,
-            source: Box::new(e),
-        })?;
+        .map_err(write_error::<R>)?;
     Ok(MaintenanceReport {
         table: R::TABLE,
         files_removed: metrics.files_deleted.len() as u64,
@@ -165,10 +165,7 @@ async fn purge_table<R: Record>(
         .delete()
         .with_predicate(predicate)
         .await
-        .map_err(|e| IngestError::WriteTable {
-            table: R::TABLE,
-            source: Box::new(e),
-        })?;
+        .map_err(write_error::<R>)?;
     Ok(MaintenanceReport {
         table: R::TABLE,
         files_added: metrics.num_added_files as u64,

@@ -413,3 +413,30 @@ impl Produced {
         assert_exactly(lake_records::<AccountRecord>(lake).await, &self.accounts);
     }
 }
+
+/// What most ingest tests start from: a dedicated mock broker, a temporary lake, a config file
+/// for an ingest committing every `max_rows` records, and a producer.
+pub struct Setup {
+    pub broker: super::Broker,
+    pub dir: tempfile::TempDir,
+    pub lake: PathBuf,
+    pub config: PathBuf,
+    pub producer: FutureProducer,
+}
+
+impl Setup {
+    pub fn mock(group: &str, max_rows: usize) -> Setup {
+        let broker = super::Broker::dedicated(super::BrokerKind::Mock);
+        let dir = tempfile::tempdir().expect("temp dir");
+        let lake = dir.path().join("lake");
+        let config = write_config(dir.path(), &broker.bootstrap, &lake, group, max_rows);
+        let producer = producer(&broker.bootstrap);
+        Setup {
+            broker,
+            dir,
+            lake,
+            config,
+            producer,
+        }
+    }
+}
