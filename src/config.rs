@@ -93,6 +93,18 @@ pub struct HooksSection {
     /// E-mail domains tried first when reading a domain out of a localpart, added to the
     /// built-in list of the State's domains.
     pub known_domains: Vec<String>,
+    /// The homeservers this process serves, each with its appservice token and optionally
+    /// its database for the tap.
+    pub homeservers: Vec<HomeserverSection>,
+    /// A transaction body over this size is refused with 413.
+    pub max_body_bytes: u64,
+    /// How long records may wait for Kafka's acknowledgement before a transaction is
+    /// answered 503 (and Synapse retries it).
+    pub delivery_timeout_ms: u64,
+    /// Interval between two polls of each Synapse database.
+    pub tap_interval_ms: u64,
+    /// Where each database tap keeps its cursor.
+    pub state_dir: PathBuf,
 }
 
 impl Default for HooksSection {
@@ -100,8 +112,26 @@ impl Default for HooksSection {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 9100)),
             known_domains: Vec::new(),
+            homeservers: Vec::new(),
+            max_body_bytes: 10 << 20,
+            delivery_timeout_ms: 10_000,
+            tap_interval_ms: 60_000,
+            state_dir: PathBuf::from("./mxpulse-hooks-state"),
         }
     }
+}
+
+/// One homeserver of `[[hooks.homeservers]]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HomeserverSection {
+    /// Synapse's `server_name`: its users are the local senders reported.
+    pub server_name: String,
+    /// The `hs_token` of its appservice registration (`mxpulse hooks registration`).
+    pub hs_token: String,
+    /// Database URL for the tap (`postgresql://...` or a SQLite file); empty for none.
+    #[serde(default)]
+    pub synapse_db: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -250,6 +280,44 @@ impl Config {
                 return Err(ConfigError::Invalid {
                     key,
                     message: "must be at least 1".into(),
+                });
+            }
+        }
+        for (key, value) in [
+            ("hooks.max_body_bytes", self.hooks.max_body_bytes),
+            ("hooks.delivery_timeout_ms", self.hooks.delivery_timeout_ms),
+            ("hooks.tap_interval_ms", self.hooks.tap_interval_ms),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Invalid {
+                    key,
+                    message: "must be at least 1".into(),
+                });
+            }
+        }
+        let mut servers = std::collections::BTreeSet::new();
+        for homeserver in &self.hooks.homeservers {
+            if homeserver.server_name.trim().is_empty()
+                || homeserver.server_name.contains(['/', ' '])
+            {
+                return Err(ConfigError::Invalid {
+                    key: "hooks.homeservers.server_name",
+                    message: format!("{:?} is not a server name", homeserver.server_name),
+                });
+            }
+            if !servers.insert(&homeserver.server_name) {
+                return Err(ConfigError::Invalid {
+                    key: "hooks.homeservers.server_name",
+                    message: format!("{} is listed twice", homeserver.server_name),
+                });
+            }
+            if homeserver.hs_token.len() < 16 {
+                return Err(ConfigError::Invalid {
+                    key: "hooks.homeservers.hs_token",
+                    message: format!(
+                        "the token of {} must be at least 16 characters (`mxpulse hooks registration` makes one)",
+                        homeserver.server_name
+                    ),
                 });
             }
         }

@@ -1,8 +1,10 @@
 //! The command line: one subcommand per job, each in its own module with its clap `Args`
 //! and its `run`. Flags common to several jobs are clap blocks flattened into them.
 
+mod backfill;
 mod config_cmd;
 mod dev_broker;
+mod hooks;
 mod ingest;
 mod lake;
 
@@ -34,7 +36,7 @@ pub struct GlobalArgs {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Appservice endpoint and Synapse database tap: anonymized records to Kafka.
-    Hooks(PendingArgs),
+    Hooks(hooks::HooksArgs),
     /// Kafka to the Delta lake, exactly once.
     Ingest(ingest::IngestArgs),
     /// Figures API, read-only SQL over HTTP and the PostgreSQL wire protocol.
@@ -46,7 +48,7 @@ pub enum Command {
     /// Monthly report exports.
     Report(PendingArgs),
     /// Replay a homeserver's history from its database.
-    Backfill(PendingArgs),
+    Backfill(backfill::BackfillArgs),
     /// Lake maintenance: status, compact, vacuum, purge.
     Lake(lake::LakeArgs),
     /// A throwaway in-memory Kafka-protocol broker on loopback, for tests and local work.
@@ -67,14 +69,14 @@ impl Cli {
         let name = match &self.command {
             Command::DevBroker(args) => return dev_broker::run(args),
             Command::Config(args) => return config_cmd::run(args, &load_config(&self.global)?),
-            Command::Hooks(_) => "hooks",
+            Command::Hooks(args) => return hooks::run(args, &load_config(&self.global)?),
             Command::Ingest(args) => return ingest::run(args, &load_config(&self.global)?),
             Command::Lake(args) => return lake::run(args, &load_config(&self.global)?),
             Command::Serve(_) => "serve",
             Command::Demo(_) => "demo",
             Command::Generate(_) => "generate",
             Command::Report(_) => "report",
-            Command::Backfill(_) => "backfill",
+            Command::Backfill(args) => return backfill::run(args, &load_config(&self.global)?),
         };
         anyhow::bail!("`mxpulse {name}` is not built yet: see the open issues in the tracker")
     }

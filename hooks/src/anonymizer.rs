@@ -1,0 +1,141 @@
+//! `Anonymizer`: one homeserver's view of the records. It knows the server's name (to tell
+//! local users from federated ones), the pseudonymizer and the e-mail domain reader, and it is
+//! the only place where a Matrix ID turns into the fields of a record.
+
+use std::sync::Arc;
+
+use mxpulse_schemas::vocabulary::{AccountChange, UserType};
+use mxpulse_schemas::{AccountRecord, SchemaVersion, UnixMillis, VisitRecord};
+
+use crate::user_agent;
+use crate::{DomainReader, Pseudonymizer};
+
+/// Turns one homeserver's identifiers into record fields.
+#[derive(Clone, Debug)]
+pub struct Anonymizer {
+    server: String,
+    pseudonymizer: Arc<Pseudonymizer>,
+    domains: Arc<DomainReader>,
+}
+
+/// One row of Synapse's `user_daily_visits`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VisitRow {
+    pub user_id: String,
+    pub device_id: Option<String>,
+    /// Start of the UTC day, milliseconds.
+    pub timestamp_ms: i64,
+    pub user_agent: Option<String>,
+}
+
+/// One row of Synapse's `users`, the columns the account records need.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserRow {
+    pub name: String,
+    /// Seconds: Synapse stores `users.creation_ts` in seconds.
+    pub creation_ts_s: i64,
+    pub user_type: Option<String>,
+    pub is_guest: bool,
+    pub appservice_id: Option<String>,
+    pub deactivated: bool,
+}
+
+impl UserRow {
+    /// Synapse's notion of the account's kind, as the vocabulary spells it.
+    pub fn user_type(&self) -> UserType {
+        if self.is_guest {
+            UserType::Guest
+        } else if self.appservice_id.is_some() {
+            UserType::Appservice
+        } else {
+            match self.user_type.as_deref() {
+                Some("bot") => UserType::Bot,
+                Some("support") => UserType::Support,
+                _ => UserType::Regular,
+            }
+        }
+    }
+}
+
+impl Anonymizer {
+    pub fn new(
+        server: impl Into<String>,
+        pseudonymizer: Arc<Pseudonymizer>,
+        domains: Arc<DomainReader>,
+    ) -> Self {
+        Self {
+            server: server.into(),
+            pseudonymizer,
+            domains,
+        }
+    }
+
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
+    pub fn pseudonymizer(&self) -> &Pseudonymizer {
+        &self.pseudonymizer
+    }
+
+    /// The e-mail domain hidden in a user ID, where the server encodes one.
+    pub fn domain_of(&self, user_id: &str) -> Option<String> {
+        self.domains.domain_of(user_id)
+    }
+
+    /// True when `user_id` (`@local:server`) belongs to this homeserver. Only local senders
+    /// are reported, so that a federation's hooks never count one event twice.
+    pub fn is_local(&self, user_id: &str) -> bool {
+        user_id
+            .split_once(':')
+            .is_some_and(|(_, server)| server == self.server)
+    }
+
+    pub fn visit(&self, row: &VisitRow) -> Option<VisitRecord> {
+        let day = chrono::DateTime::from_timestamp_millis(row.timestamp_ms)?.date_naive();
+        let (platform, client) = user_agent::classify(row.user_agent.as_deref());
+        Some(VisitRecord {
+            v: SchemaVersion::CURRENT,
+            key_id: self.pseudonymizer.key_id(),
+            day,
+            server: self.server.clone(),
+            user: self.pseudonymizer.user(&row.user_id),
+            device: row
+                .device_id
+                .as_deref()
+                .map(|device| self.pseudonymizer.device(&row.user_id, device)),
+            domain: self.domain_of(&row.user_id),
+            platform,
+            client,
+        })
+    }
+
+    pub fn account(
+        &self,
+        user_id: &str,
+        ts: UnixMillis,
+        change: AccountChange,
+        user_type: UserType,
+    ) -> AccountRecord {
+        AccountRecord {
+            v: SchemaVersion::CURRENT,
+            key_id: self.pseudonymizer.key_id(),
+            ts,
+            server: self.server.clone(),
+            user: self.pseudonymizer.user(user_id),
+            domain: self.domain_of(user_id),
+            change,
+            user_type,
+        }
+    }
+
+    /// The account record of a `users` row's creation.
+    pub fn account_created(&self, row: &UserRow) -> AccountRecord {
+        self.account(
+            &row.name,
+            UnixMillis(row.creation_ts_s.saturating_mul(1000)),
+            AccountChange::Created,
+            row.user_type(),
+        )
+    }
+}

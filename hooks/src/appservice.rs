@@ -1,0 +1,424 @@
+//! The application service endpoint Synapse pushes transactions to (Matrix application
+//! service API, v1), plus the hooks' `/metrics` and `/health`.
+//!
+//! One listener serves several homeservers: the `hs_token` a request carries says which one
+//! sent it (each registration has its own token). A transaction is answered 200 only after
+//! Kafka acknowledged every record it produced; otherwise 503, and Synapse retries the same
+//! txnId with backoff until it gets its 200.
+
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use mxpulse_schemas::EventRecord;
+use mxpulse_schemas::vocabulary::Source;
+use serde_json::{Value, json};
+use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
+
+use crate::Anonymizer;
+use crate::event_mapping::{Mapped, SkipReason};
+use crate::metrics::HooksMetrics;
+use crate::producer::RecordProducer;
+
+/// Transaction IDs remembered per homeserver, to answer a repeated delivery without
+/// publishing again (a repeat after a restart is published again and dropped by the ingest).
+const REMEMBERED_TRANSACTIONS: usize = 10_000;
+
+/// One homeserver this process serves.
+pub struct Homeserver {
+    pub anonymizer: Anonymizer,
+    hs_token: Zeroizing<String>,
+    completed: Mutex<TransactionLog>,
+}
+
+impl Homeserver {
+    pub fn new(anonymizer: Anonymizer, hs_token: Zeroizing<String>) -> Self {
+        Self {
+            anonymizer,
+            hs_token,
+            completed: Mutex::new(TransactionLog::default()),
+        }
+    }
+}
+
+#[derive(Default)]
+struct TransactionLog {
+    ids: HashSet<String>,
+    order: VecDeque<String>,
+}
+
+impl TransactionLog {
+    fn contains(&self, txn_id: &str) -> bool {
+        self.ids.contains(txn_id)
+    }
+
+    fn insert(&mut self, txn_id: &str) {
+        if self.ids.insert(txn_id.to_owned()) {
+            self.order.push_back(txn_id.to_owned());
+            while self.order.len() > REMEMBERED_TRANSACTIONS {
+                if let Some(old) = self.order.pop_front() {
+                    self.ids.remove(&old);
+                }
+            }
+        }
+    }
+}
+
+/// Everything a request handler needs.
+pub struct AppserviceState {
+    pub homeservers: Vec<Homeserver>,
+    pub producer: RecordProducer,
+    pub metrics: Arc<HooksMetrics>,
+}
+
+/// The records of one transaction and what was left out of it.
+#[derive(Debug, Default, PartialEq)]
+pub struct MappedTransaction {
+    pub records: Vec<EventRecord>,
+    pub skipped: Vec<SkipReason>,
+    pub remote: usize,
+    /// Ephemeral data by kind: typing, receipt, presence, to_device, other.
+    pub ephemeral: BTreeMap<&'static str, usize>,
+}
+
+/// Why a request was refused, as a Matrix error body.
+#[derive(Debug)]
+pub struct MatrixError {
+    status: StatusCode,
+    errcode: &'static str,
+    error: String,
+}
+
+impl MatrixError {
+    fn new(status: StatusCode, errcode: &'static str, error: impl Into<String>) -> Self {
+        Self {
+            status,
+            errcode,
+            error: error.into(),
+        }
+    }
+}
+
+impl IntoResponse for MatrixError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            axum::Json(json!({"errcode": self.errcode, "error": self.error})),
+        )
+            .into_response()
+    }
+}
+
+/// Reads a transaction body: JSON, an object, with an `events` array.
+pub fn parse_transaction(body: &[u8]) -> Result<serde_json::Map<String, Value>, MatrixError> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        MatrixError::new(
+            StatusCode::BAD_REQUEST,
+            "M_NOT_JSON",
+            format!("the body is not JSON: {e}"),
+        )
+    })?;
+    let Value::Object(body) = value else {
+        return Err(MatrixError::new(
+            StatusCode::BAD_REQUEST,
+            "M_BAD_JSON",
+            "the body is not a JSON object",
+        ));
+    };
+    for field in [
+        "events",
+        "ephemeral",
+        "de.sorunome.msc2409.ephemeral",
+        "de.sorunome.msc2409.to_device",
+    ] {
+        match body.get(field) {
+            None if field == "events" => {
+                return Err(MatrixError::new(
+                    StatusCode::BAD_REQUEST,
+                    "M_BAD_JSON",
+                    "the transaction has no `events`",
+                ));
+            }
+            None | Some(Value::Array(_)) => {}
+            Some(_) => {
+                return Err(MatrixError::new(
+                    StatusCode::BAD_REQUEST,
+                    "M_BAD_JSON",
+                    format!("`{field}` is not an array"),
+                ));
+            }
+        }
+    }
+    Ok(body)
+}
+
+/// Maps a parsed transaction of `anonymizer`'s homeserver.
+pub fn map_transaction(
+    anonymizer: &Anonymizer,
+    body: &serde_json::Map<String, Value>,
+) -> MappedTransaction {
+    let mut mapped = MappedTransaction::default();
+    let list = |field: &str| {
+        body.get(field)
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+    };
+    for event in list("events") {
+        match anonymizer.event(event, Source::Appservice) {
+            Ok(Mapped::Record(record)) => mapped.records.push(*record),
+            Ok(Mapped::Remote) => mapped.remote += 1,
+            Err(reason) => {
+                tracing::warn!(%reason, "event skipped");
+                mapped.skipped.push(reason);
+            }
+        }
+    }
+    // Synapse sends ephemeral data under both the stable and the MSC2409 name: count one.
+    let ephemeral = if body.contains_key("ephemeral") {
+        list("ephemeral")
+    } else {
+        list("de.sorunome.msc2409.ephemeral")
+    };
+    for item in ephemeral {
+        let kind = match item.get("type").and_then(Value::as_str) {
+            Some("m.typing") => "typing",
+            Some("m.receipt") => "receipt",
+            Some("m.presence") => "presence",
+            _ => "other",
+        };
+        *mapped.ephemeral.entry(kind).or_default() += 1;
+    }
+    let to_device = list("de.sorunome.msc2409.to_device").len();
+    if to_device > 0 {
+        *mapped.ephemeral.entry("to_device").or_default() += to_device;
+    }
+    mapped
+}
+
+/// The router: the appservice API under `/_matrix/app/v1` and the legacy unprefixed paths,
+/// `/metrics` and `/health`. Bodies over `max_body_bytes` are refused with 413.
+pub fn router(state: Arc<AppserviceState>, max_body_bytes: usize) -> Router {
+    Router::new()
+        .route("/_matrix/app/v1/transactions/{txn_id}", put(transaction))
+        .route("/transactions/{txn_id}", put(transaction))
+        .route("/_matrix/app/v1/users/{user_id}", get(unknown_user))
+        .route("/users/{user_id}", get(unknown_user))
+        .route("/_matrix/app/v1/rooms/{alias}", get(unknown_room))
+        .route("/rooms/{alias}", get(unknown_room))
+        .route("/_matrix/app/v1/ping", post(ping))
+        .route("/metrics", get(metrics_text))
+        .route("/health", get(health))
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .with_state(state)
+}
+
+/// Which homeserver sent the request, from its `hs_token` (Authorization header, or the
+/// legacy `access_token` query parameter). Every token is compared, in constant time.
+fn authenticate(
+    state: &AppserviceState,
+    headers: &HeaderMap,
+    uri: &Uri,
+) -> Result<usize, MatrixError> {
+    let from_header = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "));
+    let from_query = uri.query().and_then(|query| {
+        query
+            .split('&')
+            .find_map(|pair| pair.strip_prefix("access_token="))
+    });
+    let Some(token) = from_header.or(from_query) else {
+        state.metrics.transactions.add("rejected", 1);
+        return Err(MatrixError::new(
+            StatusCode::UNAUTHORIZED,
+            "M_UNAUTHORIZED",
+            "missing hs_token",
+        ));
+    };
+    let mut found = None;
+    for (index, homeserver) in state.homeservers.iter().enumerate() {
+        if bool::from(token.as_bytes().ct_eq(homeserver.hs_token.as_bytes())) {
+            found = Some(index);
+        }
+    }
+    found.ok_or_else(|| {
+        state.metrics.transactions.add("rejected", 1);
+        MatrixError::new(StatusCode::FORBIDDEN, "M_FORBIDDEN", "invalid hs_token")
+    })
+}
+
+async fn transaction(
+    State(state): State<Arc<AppserviceState>>,
+    Path(txn_id): Path<String>,
+    headers: HeaderMap,
+    uri: Uri,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<axum::Json<Value>, MatrixError> {
+    let index = authenticate(&state, &headers, &uri)?;
+    let homeserver = &state.homeservers[index];
+    let server = homeserver.anonymizer.server();
+    let body = body.map_err(|rejection| {
+        state.metrics.transactions.add("rejected", 1);
+        let status = rejection.status();
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            MatrixError::new(
+                status,
+                "M_TOO_LARGE",
+                "the transaction is over the size limit",
+            )
+        } else {
+            MatrixError::new(status, "M_UNKNOWN", rejection.body_text())
+        }
+    })?;
+    let already = homeserver
+        .completed
+        .lock()
+        .map(|log| log.contains(&txn_id))
+        .unwrap_or(false);
+    if already {
+        state.metrics.transactions.add("repeated", 1);
+        tracing::debug!(server, txn_id, "transaction already acknowledged");
+        return Ok(axum::Json(json!({})));
+    }
+    let body = parse_transaction(&body).inspect_err(|error| {
+        state.metrics.transactions.add("rejected", 1);
+        tracing::warn!(server, txn_id, error = %error.error, "transaction refused");
+    })?;
+    let mapped = map_transaction(&homeserver.anonymizer, &body);
+    for reason in &mapped.skipped {
+        state.metrics.skipped.add(reason.label(), 1);
+    }
+    for (kind, n) in &mapped.ephemeral {
+        state.metrics.ephemeral.add(kind, *n as u64);
+    }
+    state
+        .metrics
+        .remote_events
+        .fetch_add(mapped.remote as u64, std::sync::atomic::Ordering::Relaxed);
+
+    if let Err(error) = state.producer.publish(&mapped.records).await {
+        state.metrics.transactions.add("failed", 1);
+        tracing::warn!(server, txn_id, %error, "transaction not acknowledged by Kafka; Synapse will retry");
+        return Err(MatrixError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "M_UNKNOWN",
+            format!("records not stored, retry later: {error}"),
+        ));
+    }
+    if let Ok(mut log) = homeserver.completed.lock() {
+        log.insert(&txn_id);
+    }
+    state.metrics.transactions.add("accepted", 1);
+    tracing::debug!(
+        server,
+        txn_id,
+        records = mapped.records.len(),
+        skipped = mapped.skipped.len(),
+        "transaction acknowledged"
+    );
+    Ok(axum::Json(json!({})))
+}
+
+/// The hooks create no users or rooms: every query answers "not here".
+async fn unknown_user(
+    State(state): State<Arc<AppserviceState>>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Result<Response, MatrixError> {
+    authenticate(&state, &headers, &uri)?;
+    Err(MatrixError::new(
+        StatusCode::NOT_FOUND,
+        "M_NOT_FOUND",
+        "this application service provides no users",
+    ))
+}
+
+async fn unknown_room(
+    State(state): State<Arc<AppserviceState>>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Result<Response, MatrixError> {
+    authenticate(&state, &headers, &uri)?;
+    Err(MatrixError::new(
+        StatusCode::NOT_FOUND,
+        "M_NOT_FOUND",
+        "this application service provides no rooms",
+    ))
+}
+
+async fn ping(
+    State(state): State<Arc<AppserviceState>>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Result<axum::Json<Value>, MatrixError> {
+    authenticate(&state, &headers, &uri)?;
+    Ok(axum::Json(json!({})))
+}
+
+async fn metrics_text(State(state): State<Arc<AppserviceState>>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+}
+
+/// 200 when the broker acknowledges and every database tap reads; 503 otherwise, with why.
+async fn health(State(state): State<Arc<AppserviceState>>) -> impl IntoResponse {
+    let broker_up = state.metrics.broker_healthy();
+    let taps = state.metrics.taps();
+    let taps_up = taps.values().all(|tap| tap.reachable);
+    let status = if broker_up && taps_up {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let synapse_db: serde_json::Map<String, Value> = taps
+        .into_iter()
+        .map(|(server, tap)| {
+            (
+                server,
+                json!({
+                    "reachable": tap.reachable,
+                    "consecutive_errors": tap.consecutive_errors,
+                    "last_error": tap.last_error,
+                }),
+            )
+        })
+        .collect();
+    (
+        status,
+        axum::Json(json!({
+            "status": if status == StatusCode::OK { "ok" } else { "failing" },
+            "broker": if broker_up { "up" } else { "down" },
+            "synapse_db": synapse_db,
+        })),
+    )
+}
+
+/// Binds now (a bad address fails at start) and serves until `shutdown` resolves.
+pub async fn serve(
+    address: SocketAddr,
+    state: Arc<AppserviceState>,
+    max_body_bytes: usize,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>)> {
+    let listener = tokio::net::TcpListener::bind(address).await?;
+    let bound = listener.local_addr()?;
+    let app = router(state, max_body_bytes);
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+    });
+    Ok((bound, task))
+}

@@ -1,0 +1,385 @@
+//! The Synapse database tap: polls `user_daily_visits` and `users` and publishes visit and
+//! account records, with a cursor persisted per homeserver so that a restart neither skips
+//! nor repeats.
+//!
+//! The cursor is a watermark plus the identities already published for the rows that may
+//! still change under it (Synapse adds visit rows to today and, just after midnight, to
+//! yesterday; accounts are read back an hour). Records are written to the state file as
+//! pending before they are published and moved to "published" after Kafka acknowledged them:
+//! a crash in between republishes exactly those records, with the same keys, which the
+//! ingest drops as repeats. The state file holds pseudonyms and e-mail domains, never a
+//! Matrix ID.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use mxpulse_schemas::vocabulary::{AccountChange, UserType};
+use mxpulse_schemas::{
+    AccountRecord, Record, SchemaVersion, UnixMillis, UserPseudonym, VisitRecord,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::Anonymizer;
+use crate::metrics::HooksMetrics;
+use crate::producer::{PublishError, RecordProducer};
+use crate::synapse_db::{SynapseDb, SynapseDbError};
+
+const DAY_MS: i64 = 86_400_000;
+/// Accounts are read back this far behind the newest one seen, for rows committed late.
+const ACCOUNT_OVERLAP_S: i64 = 3_600;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TapError {
+    #[error(transparent)]
+    Database(#[from] SynapseDbError),
+    #[error(transparent)]
+    Publish(#[from] PublishError),
+    #[error("tap state {}: {message}", path.display())]
+    State { path: PathBuf, message: String },
+}
+
+/// Times at or after `from` are open: identities published for them are remembered.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Watermark {
+    pub from: i64,
+    pub published: BTreeMap<i64, BTreeSet<String>>,
+}
+
+impl Watermark {
+    fn contains(&self, at: i64, key: &str) -> bool {
+        self.published
+            .get(&at)
+            .is_some_and(|keys| keys.contains(key))
+    }
+
+    fn insert(&mut self, at: i64, key: String) {
+        self.published.entry(at).or_default().insert(key);
+    }
+
+    fn advance(&mut self, from: i64) {
+        if from > self.from {
+            self.from = from;
+            self.published = self.published.split_off(&from);
+        }
+    }
+}
+
+/// What the tap knows of a deactivated account without keeping its Matrix ID.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeactivatedAccount {
+    pub domain: Option<String>,
+    pub user_type: UserType,
+}
+
+/// The persisted cursor of one homeserver's tap.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TapState {
+    pub visits: Watermark,
+    pub accounts: Watermark,
+    /// Deactivated accounts by user pseudonym; `None` until the first snapshot.
+    pub deactivated: Option<BTreeMap<String, DeactivatedAccount>>,
+    pub pending_visits: Vec<VisitRecord>,
+    pub pending_accounts: Vec<AccountRecord>,
+}
+
+impl TapState {
+    /// A fresh tap starts at the beginning of yesterday (UTC); older history is what
+    /// `mxpulse backfill` is for.
+    pub fn starting_at(now_ms: i64) -> Self {
+        let yesterday = now_ms.div_euclid(DAY_MS) * DAY_MS - DAY_MS;
+        Self {
+            visits: Watermark {
+                from: yesterday,
+                published: BTreeMap::new(),
+            },
+            accounts: Watermark {
+                from: yesterday / 1000,
+                published: BTreeMap::new(),
+            },
+            ..Self::default()
+        }
+    }
+
+    pub fn load(path: &Path, now_ms: i64) -> Result<Self, TapError> {
+        match std::fs::read(path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| TapError::State {
+                path: path.to_owned(),
+                message: format!("unreadable ({e}); move it away to start the tap afresh"),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::starting_at(now_ms)),
+            Err(e) => Err(TapError::State {
+                path: path.to_owned(),
+                message: e.to_string(),
+            }),
+        }
+    }
+
+    /// Writes the state atomically: a temporary file, fsync, rename.
+    pub fn save(&self, path: &Path) -> Result<(), TapError> {
+        let error = |e: std::io::Error| TapError::State {
+            path: path.to_owned(),
+            message: e.to_string(),
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(error)?;
+        }
+        let tmp = path.with_extension("json.tmp");
+        let bytes = serde_json::to_vec(self).map_err(|e| error(std::io::Error::other(e)))?;
+        {
+            use std::io::Write as _;
+            let mut file = std::fs::File::create(&tmp).map_err(error)?;
+            file.write_all(&bytes).map_err(error)?;
+            file.sync_all().map_err(error)?;
+        }
+        std::fs::rename(&tmp, path).map_err(error)
+    }
+}
+
+/// One homeserver's tap.
+pub struct DbTap {
+    pub anonymizer: Anonymizer,
+    pub database_url: String,
+    pub state_path: PathBuf,
+}
+
+/// What one poll published.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PollOutcome {
+    pub visits: usize,
+    pub accounts: usize,
+}
+
+impl DbTap {
+    /// Publishes what is pending, reads what is new, publishes it, saves the cursor.
+    pub async fn poll(
+        &self,
+        db: &SynapseDb,
+        producer: &RecordProducer,
+        now_ms: i64,
+    ) -> Result<PollOutcome, TapError> {
+        let mut state = TapState::load(&self.state_path, now_ms)?;
+        self.flush_pending(&mut state, producer).await?;
+
+        // Visits.
+        let rows = db.visits_since(state.visits.from).await?;
+        let mut newest_day = state.visits.from;
+        for row in &rows {
+            let Some(record) = self.anonymizer.visit(row) else {
+                continue;
+            };
+            newest_day = newest_day.max(row.timestamp_ms);
+            let key = record.key().0;
+            if !state.visits.contains(row.timestamp_ms, &key)
+                && !state.pending_visits.iter().any(|p| p.key().0 == key)
+            {
+                state.pending_visits.push(record);
+            }
+        }
+
+        // Accounts created.
+        let users = db.users_created_since(state.accounts.from).await?;
+        let mut newest_s = state.accounts.from;
+        for user in &users {
+            newest_s = newest_s.max(user.creation_ts_s);
+            let record = self.anonymizer.account_created(user);
+            let key = record.key().0;
+            if !state.accounts.contains(user.creation_ts_s, &key)
+                && !state.pending_accounts.iter().any(|p| p.key().0 == key)
+            {
+                state.pending_accounts.push(record);
+            }
+        }
+
+        // Deactivations and reactivations, dated when seen (Synapse keeps no date).
+        let deactivated_now: BTreeMap<String, DeactivatedAccount> = db
+            .deactivated_users()
+            .await?
+            .iter()
+            .map(|user| {
+                (
+                    self.anonymizer.pseudonymizer().user(&user.name).to_string(),
+                    DeactivatedAccount {
+                        domain: self.anonymizer.domain_of(&user.name),
+                        user_type: user.user_type(),
+                    },
+                )
+            })
+            .collect();
+        if let Some(before) = &state.deactivated {
+            for (user, account) in &deactivated_now {
+                if !before.contains_key(user) {
+                    state.pending_accounts.push(self.change(
+                        user,
+                        account,
+                        AccountChange::Deactivated,
+                        now_ms,
+                    ));
+                }
+            }
+            for (user, account) in before {
+                if !deactivated_now.contains_key(user) {
+                    state.pending_accounts.push(self.change(
+                        user,
+                        account,
+                        AccountChange::Reactivated,
+                        now_ms,
+                    ));
+                }
+            }
+        }
+        state.deactivated = Some(deactivated_now);
+
+        // Synapse adds rows to today and yesterday only; older days are closed.
+        state.visits.advance(newest_day - DAY_MS);
+        state.accounts.advance(newest_s - ACCOUNT_OVERLAP_S);
+        state.save(&self.state_path)?;
+        self.flush_pending(&mut state, producer).await
+    }
+
+    fn change(
+        &self,
+        user: &str,
+        account: &DeactivatedAccount,
+        change: AccountChange,
+        now_ms: i64,
+    ) -> AccountRecord {
+        AccountRecord {
+            v: SchemaVersion::CURRENT,
+            key_id: self.anonymizer.pseudonymizer().key_id(),
+            ts: UnixMillis(now_ms),
+            server: self.anonymizer.server().to_owned(),
+            user: user.parse().unwrap_or(UserPseudonym(0)),
+            domain: account.domain.clone(),
+            change,
+            user_type: account.user_type,
+        }
+    }
+
+    /// Publishes the pending records and records them as published.
+    async fn flush_pending(
+        &self,
+        state: &mut TapState,
+        producer: &RecordProducer,
+    ) -> Result<PollOutcome, TapError> {
+        let outcome = PollOutcome {
+            visits: state.pending_visits.len(),
+            accounts: state.pending_accounts.len(),
+        };
+        if outcome == PollOutcome::default() {
+            return Ok(outcome);
+        }
+        producer.publish(&state.pending_visits).await?;
+        producer.publish(&state.pending_accounts).await?;
+        for record in std::mem::take(&mut state.pending_visits) {
+            let day_ms = i64::from(record.partition_day()) * DAY_MS;
+            if day_ms >= state.visits.from {
+                state.visits.insert(day_ms, record.key().0);
+            }
+        }
+        for record in std::mem::take(&mut state.pending_accounts) {
+            let at_s = record.ts.0.div_euclid(1000);
+            if record.change == AccountChange::Created && at_s >= state.accounts.from {
+                state.accounts.insert(at_s, record.key().0);
+            }
+        }
+        state.save(&self.state_path)?;
+        Ok(outcome)
+    }
+
+    /// Polls every `interval` until `stop` turns true. An unreachable database is retried
+    /// with a doubling backoff (up to 60 s) and reported in `/health`; it never stops the
+    /// hooks.
+    pub async fn run(
+        self,
+        producer: RecordProducer,
+        metrics: std::sync::Arc<HooksMetrics>,
+        interval: Duration,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let server = self.anonymizer.server().to_owned();
+        let mut db: Option<SynapseDb> = None;
+        let mut failures: u32 = 0;
+        loop {
+            let result = async {
+                if db.is_none() {
+                    db = Some(SynapseDb::connect(&self.database_url).await?);
+                }
+                match &db {
+                    Some(db) => self.poll(db, &producer, now_ms()).await,
+                    None => Ok(PollOutcome::default()),
+                }
+            }
+            .await;
+            let wait = match result {
+                Ok(outcome) => {
+                    failures = 0;
+                    metrics.tap_ok(&server);
+                    if outcome != PollOutcome::default() {
+                        tracing::info!(
+                            server,
+                            visits = outcome.visits,
+                            accounts = outcome.accounts,
+                            "database tap published"
+                        );
+                    }
+                    interval
+                }
+                Err(error) => {
+                    failures = failures.saturating_add(1);
+                    if matches!(error, TapError::Database(SynapseDbError::Connect { .. })) {
+                        db = None;
+                    }
+                    metrics.tap_failed(&server, &error.to_string());
+                    let backoff = interval
+                        .saturating_mul(1 << failures.min(6))
+                        .min(Duration::from_secs(60));
+                    tracing::warn!(server, %error, retry_in = ?backoff, "database tap failed");
+                    backoff
+                }
+            };
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                _ = stop.changed() => {}
+            }
+            if *stop.borrow() {
+                break;
+            }
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn watermark_forgets_closed_times() {
+        let mut w = Watermark::default();
+        w.insert(10, "a".into());
+        w.insert(20, "b".into());
+        w.advance(15);
+        assert!(!w.contains(10, "a"));
+        assert!(w.contains(20, "b"));
+        w.advance(5);
+        assert_eq!(w.from, 15, "a watermark never goes back");
+    }
+
+    #[test]
+    fn state_survives_a_round_trip_and_an_unreadable_file_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.tap.json");
+        let mut state = TapState::starting_at(3 * DAY_MS + 5);
+        assert_eq!(state.visits.from, 2 * DAY_MS);
+        state.visits.insert(2 * DAY_MS, "k".into());
+        state.save(&path).unwrap();
+        assert_eq!(TapState::load(&path, 0).unwrap(), state);
+        std::fs::write(&path, b"{half").unwrap();
+        let err = TapState::load(&path, 0).unwrap_err().to_string();
+        assert!(err.contains("unreadable"), "{err}");
+    }
+}

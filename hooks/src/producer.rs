@@ -1,0 +1,113 @@
+//! `RecordProducer`: publishes records to their topics and returns only once the brokers
+//! acknowledged every one of them (idempotent producer, `acks=all`). This is what lets the
+//! appservice endpoint answer Synapse 200 only for records that are safe in Kafka.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mxpulse_schemas::{Record, SCHEMA_VERSION_HEADER, encode};
+use rdkafka::ClientConfig;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+use crate::metrics::HooksMetrics;
+
+/// Why records were not all acknowledged.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("cannot create the Kafka producer: {0}")]
+    Create(#[source] rdkafka::error::KafkaError),
+    #[error("{failed} of {total} records were not acknowledged by Kafka: {first}")]
+    NotAcknowledged {
+        failed: usize,
+        total: usize,
+        first: rdkafka::error::KafkaError,
+    },
+}
+
+/// The producer settings that the delivery guarantee rests on.
+#[derive(Clone, Debug)]
+pub struct ProducerConfig {
+    pub brokers: String,
+    /// Further librdkafka properties (`client.id`, TLS, SASL).
+    pub properties: BTreeMap<String, String>,
+    /// How long a record may wait for its acknowledgement before the publish fails.
+    pub delivery_timeout: Duration,
+}
+
+#[derive(Clone)]
+pub struct RecordProducer {
+    producer: FutureProducer,
+    metrics: Arc<HooksMetrics>,
+}
+
+impl RecordProducer {
+    pub fn new(config: &ProducerConfig, metrics: Arc<HooksMetrics>) -> Result<Self, PublishError> {
+        let mut client = ClientConfig::new();
+        for (key, value) in &config.properties {
+            client.set(key, value);
+        }
+        client
+            .set("bootstrap.servers", &config.brokers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("compression.type", "lz4")
+            .set("linger.ms", "5")
+            .set(
+                "message.timeout.ms",
+                config.delivery_timeout.as_millis().max(1).to_string(),
+            );
+        let producer = client.create().map_err(PublishError::Create)?;
+        Ok(Self { producer, metrics })
+    }
+
+    /// Publishes `records` and waits for every acknowledgement. On error some records may
+    /// have been stored anyway: the caller retries the whole set, and the ingest drops the
+    /// repeats by record identity (the message key).
+    pub async fn publish<R: Record>(&self, records: &[R]) -> Result<(), PublishError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let header = mxpulse_schemas::Envelope::version_header();
+        let envelopes: Vec<_> = records.iter().map(encode).collect();
+        let deliveries = envelopes.iter().map(|envelope| {
+            let headers = OwnedHeaders::new().insert(Header {
+                key: SCHEMA_VERSION_HEADER,
+                value: Some(header.as_str()),
+            });
+            let message = FutureRecord::to(envelope.topic)
+                .key(envelope.key.0.as_str())
+                .payload(envelope.payload.as_slice())
+                .headers(headers);
+            // The message timeout bounds the wait; a full local queue waits for room.
+            self.producer.send(message, rdkafka::util::Timeout::Never)
+        });
+        let results = futures::future::join_all(deliveries).await;
+        self.metrics.observe_produce(started.elapsed());
+        let mut failed = 0;
+        let mut first = None;
+        for result in results {
+            if let Err((error, _message)) = result {
+                failed += 1;
+                first.get_or_insert(error);
+            }
+        }
+        match first {
+            None => {
+                self.metrics.records_published::<R>(records.len());
+                self.metrics.broker_ok();
+                Ok(())
+            }
+            Some(first) => {
+                self.metrics.broker_failed(failed);
+                Err(PublishError::NotAcknowledged {
+                    failed,
+                    total: records.len(),
+                    first,
+                })
+            }
+        }
+    }
+}

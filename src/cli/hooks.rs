@@ -1,0 +1,156 @@
+//! `mxpulse hooks`: the appservice endpoint and the database taps of every configured
+//! homeserver, in one process, until SIGINT or SIGTERM. `mxpulse hooks registration` writes
+//! the Synapse registration of a new homeserver.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+use mxpulse_hooks::appservice::{self, AppserviceState, Homeserver};
+use mxpulse_hooks::db_tap::DbTap;
+use mxpulse_hooks::metrics::HooksMetrics;
+use mxpulse_hooks::producer::{ProducerConfig, RecordProducer};
+use mxpulse_hooks::registration::Registration;
+use mxpulse_hooks::{Anonymizer, DomainReader, PseudonymKey, Pseudonymizer, TCHAP_DOMAINS};
+use zeroize::Zeroizing;
+
+use crate::config::{Config, PSEUDONYM_KEY_VAR};
+
+#[derive(Debug, Args)]
+pub struct HooksArgs {
+    #[command(subcommand)]
+    command: Option<HooksCommand>,
+}
+
+#[derive(Debug, Subcommand)]
+enum HooksCommand {
+    /// Print a Synapse appservice registration for a homeserver (and the matching
+    /// [[hooks.homeservers]] table on stderr).
+    Registration {
+        /// Synapse's server_name.
+        #[arg(long)]
+        server: String,
+        /// The address Synapse reaches the hooks at.
+        #[arg(long, default_value = "http://127.0.0.1:9100")]
+        url: String,
+    },
+}
+
+pub fn run(args: &HooksArgs, config: &Config) -> anyhow::Result<()> {
+    match &args.command {
+        Some(HooksCommand::Registration { server, url }) => {
+            let registration = Registration::generate(server, url)?;
+            print!("{}", registration.to_yaml());
+            eprintln!(
+                "# Add to the mxpulse configuration file:\n{}",
+                registration.to_config_toml()
+            );
+            Ok(())
+        }
+        None => serve(config),
+    }
+}
+
+/// The pseudonymization key from `pseudonym.key_file` or `MXPULSE_PSEUDONYM_KEY`.
+pub fn pseudonym_key(config: &Config) -> anyhow::Result<PseudonymKey> {
+    if !config.pseudonym.key_file.as_os_str().is_empty() {
+        return Ok(PseudonymKey::read_file(&config.pseudonym.key_file)?);
+    }
+    match std::env::var(PSEUDONYM_KEY_VAR) {
+        Ok(value) => Ok(PseudonymKey::from_bytes(
+            Zeroizing::new(value.into_bytes()),
+            PSEUDONYM_KEY_VAR,
+        )?),
+        Err(_) => Err(mxpulse_hooks::KeyError::Missing {
+            env_var: PSEUDONYM_KEY_VAR,
+        }
+        .into()),
+    }
+}
+
+/// One anonymizer per homeserver, all under the one key.
+pub fn anonymizer(config: &Config, key: &PseudonymKey, server: &str) -> Anonymizer {
+    let domains = DomainReader::new(
+        TCHAP_DOMAINS
+            .iter()
+            .copied()
+            .chain(config.hooks.known_domains.iter().map(String::as_str)),
+    );
+    Anonymizer::new(server, Arc::new(Pseudonymizer::new(key)), Arc::new(domains))
+}
+
+pub fn producer(config: &Config, metrics: Arc<HooksMetrics>) -> anyhow::Result<RecordProducer> {
+    let mut properties = config.kafka.properties.clone();
+    properties
+        .entry("client.id".into())
+        .or_insert_with(|| config.kafka.client_id.clone());
+    Ok(RecordProducer::new(
+        &ProducerConfig {
+            brokers: config.kafka.brokers.clone(),
+            properties,
+            delivery_timeout: Duration::from_millis(config.hooks.delivery_timeout_ms),
+        },
+        metrics,
+    )?)
+}
+
+fn serve(config: &Config) -> anyhow::Result<()> {
+    let hooks = &config.hooks;
+    anyhow::ensure!(
+        !hooks.homeservers.is_empty(),
+        "no homeserver configured: add a [[hooks.homeservers]] table (see `mxpulse hooks registration`)"
+    );
+    let key = pseudonym_key(config)?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let metrics = Arc::new(HooksMetrics::default());
+        let producer = producer(config, metrics.clone())?;
+        let (stop_taps, stop) = tokio::sync::watch::channel(false);
+        let mut taps = Vec::new();
+        let mut homeservers = Vec::new();
+        for homeserver in &hooks.homeservers {
+            let anonymizer = anonymizer(config, &key, &homeserver.server_name);
+            if !homeserver.synapse_db.is_empty() {
+                let tap = DbTap {
+                    anonymizer: anonymizer.clone(),
+                    database_url: homeserver.synapse_db.clone(),
+                    state_path: hooks
+                        .state_dir
+                        .join(format!("{}.tap.json", homeserver.server_name)),
+                };
+                taps.push(tokio::spawn(tap.run(
+                    producer.clone(),
+                    metrics.clone(),
+                    Duration::from_millis(hooks.tap_interval_ms),
+                    stop.clone(),
+                )));
+            }
+            homeservers.push(Homeserver::new(
+                anonymizer,
+                Zeroizing::new(homeserver.hs_token.clone()),
+            ));
+        }
+        let state = Arc::new(AppserviceState {
+            homeservers,
+            producer,
+            metrics,
+        });
+        let (bound, server) = appservice::serve(
+            hooks.listen,
+            state,
+            hooks.max_body_bytes as usize,
+            super::shutdown_signal(),
+        )
+        .await
+        .with_context(|| format!("cannot listen on {}", hooks.listen))?;
+        tracing::info!(%bound, homeservers = hooks.homeservers.len(), taps = taps.len(), "hooks listening");
+        server.await??;
+        let _ = stop_taps.send(true);
+        for tap in taps {
+            let _ = tap.await;
+        }
+        tracing::info!("hooks stopped");
+        anyhow::Ok(())
+    })
+}
