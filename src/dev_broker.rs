@@ -81,6 +81,21 @@ impl DevBroker {
         }
     }
 
+    /// Takes every broker down (connections closed, new ones refused) or brings them back
+    /// up; the data stays: an outage drill without losing what was stored.
+    pub fn set_available(&self, brokers: i32, available: bool) {
+        for id in 1..=brokers {
+            // SAFETY: live cluster; unknown broker ids are an error code, not UB.
+            unsafe {
+                if available {
+                    rdsys::rd_kafka_mock_broker_set_up(self.cluster, id);
+                } else {
+                    rdsys::rd_kafka_mock_broker_set_down(self.cluster, id);
+                }
+            }
+        }
+    }
+
     /// `bootstrap.servers` for clients, e.g. `127.0.0.1:40123`.
     pub fn bootstrap_servers(&self) -> String {
         // SAFETY: live cluster; librdkafka returns a NUL-terminated string it owns for the

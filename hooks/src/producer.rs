@@ -3,13 +3,14 @@
 //! appservice endpoint answer Synapse 200 only for records that are safe in Kafka.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use mxpulse_schemas::{Record, SCHEMA_VERSION_HEADER, encode};
 use rdkafka::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 
 use crate::metrics::HooksMetrics;
 
@@ -36,9 +37,14 @@ pub struct ProducerConfig {
     pub delivery_timeout: Duration,
 }
 
+/// Cheap to clone: clones share one librdkafka producer.
 #[derive(Clone)]
 pub struct RecordProducer {
-    producer: FutureProducer,
+    /// Replaced by a new instance when the brokers refuse the current one's idempotence
+    /// state (a broker that lost it, e.g. after a restart, or a fatal error): librdkafka's
+    /// rule is that such a producer must be destroyed and created again.
+    producer: Arc<RwLock<FutureProducer>>,
+    client: ClientConfig,
     metrics: Arc<HooksMetrics>,
 }
 
@@ -59,7 +65,11 @@ impl RecordProducer {
                 config.delivery_timeout.as_millis().max(1).to_string(),
             );
         let producer = client.create().map_err(PublishError::Create)?;
-        Ok(Self { producer, metrics })
+        Ok(Self {
+            producer: Arc::new(RwLock::new(producer)),
+            client,
+            metrics,
+        })
     }
 
     /// Publishes `records` and waits for every acknowledgement. On error some records may
@@ -72,6 +82,10 @@ impl RecordProducer {
         let started = Instant::now();
         let header = mxpulse_schemas::Envelope::version_header();
         let envelopes: Vec<_> = records.iter().map(encode).collect();
+        let producer = match self.producer.read() {
+            Ok(producer) => producer.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
         let deliveries = envelopes.iter().map(|envelope| {
             let headers = OwnedHeaders::new().insert(Header {
                 key: SCHEMA_VERSION_HEADER,
@@ -82,7 +96,7 @@ impl RecordProducer {
                 .payload(envelope.payload.as_slice())
                 .headers(headers);
             // The message timeout bounds the wait; a full local queue waits for room.
-            self.producer.send(message, rdkafka::util::Timeout::Never)
+            producer.send(message, rdkafka::util::Timeout::Never)
         });
         let results = futures::future::join_all(deliveries).await;
         self.metrics.observe_produce(started.elapsed());
@@ -102,12 +116,34 @@ impl RecordProducer {
             }
             Some(first) => {
                 self.metrics.broker_failed(failed);
+                let fatal = rdkafka::client::Client::fatal_error(producer.client()).is_some();
+                if fatal || !matches!(first, KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut)) {
+                    self.renew(&first);
+                }
                 Err(PublishError::NotAcknowledged {
                     failed,
                     total: records.len(),
                     first,
                 })
             }
+        }
+    }
+}
+
+impl RecordProducer {
+    /// Replaces the producer after the brokers refused it (not after a mere timeout: a
+    /// broker that is away gets the same producer back when it returns). The next publish
+    /// starts a new idempotent session; what the old one may have stored is dropped as
+    /// repeats by the ingest.
+    fn renew(&self, cause: &KafkaError) {
+        match self.client.create::<FutureProducer>() {
+            Ok(fresh) => {
+                if let Ok(mut producer) = self.producer.write() {
+                    *producer = fresh;
+                    tracing::warn!(%cause, "Kafka producer replaced after an error the brokers returned");
+                }
+            }
+            Err(error) => tracing::error!(%error, "cannot create a new Kafka producer"),
         }
     }
 }

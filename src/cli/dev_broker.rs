@@ -2,6 +2,9 @@
 //! clients under test can be killed while the broker lives on. It prints the bootstrap
 //! address and can write it to a file for scripts; it runs until SIGINT or SIGTERM. Each
 //! partition keeps at most 5 MB or 100,000 messages (see `dev_broker.rs`).
+//!
+//! Outage drill: SIGUSR1 takes the brokers down (clients see connections refused), SIGUSR2
+//! brings them back with every message they held.
 
 use std::path::PathBuf;
 
@@ -43,7 +46,29 @@ pub fn run(args: &DevBrokerArgs) -> anyhow::Result<()> {
     println!("bootstrap.servers={bootstrap}");
     tracing::info!(%bootstrap, topics = ?topics::ALL, partitions = args.partitions, "dev broker listening");
 
-    runtime.block_on(super::shutdown_signal());
+    runtime.block_on(async {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (mut down, mut up) = (
+            signal(SignalKind::user_defined1())?,
+            signal(SignalKind::user_defined2())?,
+        );
+        let shutdown = super::shutdown_signal();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                _ = down.recv() => {
+                    broker.set_available(args.brokers, false);
+                    tracing::warn!("dev broker down (SIGUSR1); SIGUSR2 brings it back");
+                }
+                _ = up.recv() => {
+                    broker.set_available(args.brokers, true);
+                    tracing::info!("dev broker up again (SIGUSR2)");
+                }
+            }
+        }
+        anyhow::Ok(())
+    })?;
     tracing::info!("dev broker stopping");
     drop(broker);
     if let Some(path) = &args.address_file {

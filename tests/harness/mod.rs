@@ -7,7 +7,9 @@
 
 #![allow(dead_code)] // Each test binary uses its own part of the harness.
 
+pub mod hooks;
 pub mod pipeline;
+pub mod synapse;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -57,6 +59,24 @@ impl Broker {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Outage drill of a dedicated mock broker: its brokers go down (connections refused)
+    /// and, with `false`, come back with every message they held.
+    pub fn set_down(&self, down: bool) {
+        assert_eq!(self.kind, BrokerKind::Mock, "the outage drill is the mock broker's");
+        let (child, _) = self.owned.as_ref().expect("a dedicated broker");
+        let signal = if down { "-USR1" } else { "-USR2" };
+        let status = Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    /// The directory of a dedicated broker (tansu keeps its SQLite file and log there).
+    pub fn dir(&self) -> std::path::PathBuf {
+        self.owned.as_ref().map(|(_, dir)| dir.path().to_owned()).unwrap_or_default()
     }
 
     /// Starts a killed tansu again on the same port and SQLite file: its data survives.
@@ -210,8 +230,15 @@ pub fn tansu_command(dir: &Path, port: u16) -> Command {
         .arg(format!("tcp://127.0.0.1:{port}"))
         .arg("--advertised-listener-url")
         .arg(format!("tcp://127.0.0.1:{port}"))
+        .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        .stderr(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.join("tansu.log"))
+                .map_or_else(|_| Stdio::null(), Stdio::from),
+        );
     command
 }
 
