@@ -288,8 +288,8 @@ impl DbTap {
     }
 
     /// Polls every `interval` until `stop` turns true. An unreachable database is retried
-    /// with a doubling backoff (up to 60 s) and reported in `/health`; it never stops the
-    /// hooks.
+    /// with a doubling backoff (up to 8 intervals, at most 60 s) and reported in `/health`;
+    /// it never stops the hooks.
     pub async fn run(
         self,
         producer: RecordProducer,
@@ -333,7 +333,7 @@ impl DbTap {
                     metrics.tap_failed(&server, &error.to_string());
                     let backoff = interval
                         .saturating_mul(1 << failures.min(6))
-                        .min(Duration::from_secs(60));
+                        .min(interval.saturating_mul(8).min(Duration::from_secs(60)).max(interval));
                     tracing::warn!(server, %error, retry_in = ?backoff, "database tap failed");
                     backoff
                 }

@@ -13,7 +13,7 @@ use super::{free_port, stop, wait_for};
 
 pub const APPSERVICE_ID: &str = "mxpulse-test";
 
-fn python() -> PathBuf {
+pub fn python() -> PathBuf {
     std::env::var_os("MXPULSE_TEST_PYTHON")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"))
