@@ -191,3 +191,77 @@ async fn a_generated_registration_works_end_to_end() {
     let (status, _) = txn(&hooks, "2", Some(TOKEN), fixture(25)).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
 }
+
+/// A Synapse-schema SQLite file (the tables the tap reads), written with Python's sqlite3.
+fn synapse_sql(db: &std::path::Path, sql: &str) {
+    let status = std::process::Command::new(harness::synapse::python())
+        .arg("-c")
+        .arg("import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.executescript(sys.argv[2]); c.commit()")
+        .arg(db)
+        .arg(sql)
+        .status()
+        .unwrap();
+    assert!(status.success(), "{sql}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_database_tap_neither_skips_nor_repeats_across_a_restart() {
+    use mxpulse_schemas::vocabulary::AccountChange;
+    use mxpulse_schemas::{AccountRecord, VisitRecord};
+
+    let broker = Broker::dedicated(BrokerKind::Mock);
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("homeserver.db");
+    let now_s = chrono::Utc::now().timestamp();
+    let today_ms = now_s / 86_400 * 86_400_000;
+    synapse_sql(&db, &format!(
+        "CREATE TABLE users(name TEXT, password_hash TEXT, creation_ts BIGINT, admin SMALLINT DEFAULT 0 NOT NULL, is_guest SMALLINT DEFAULT 0 NOT NULL, appservice_id TEXT, user_type TEXT, deactivated SMALLINT DEFAULT 0 NOT NULL);
+         CREATE TABLE user_daily_visits(user_id TEXT NOT NULL, device_id TEXT, timestamp BIGINT NOT NULL, user_agent TEXT);
+         INSERT INTO users(name, creation_ts) VALUES ('@a:{SERVER}', {c}), ('@b:{SERVER}', {c});
+         INSERT INTO user_daily_visits VALUES ('@a:{SERVER}', 'D1', {today_ms}, 'Mozilla/5.0'), ('@a:{SERVER}', 'D2', {today_ms}, 'Tchap/2.1 (iPhone; iOS 17.5.1; Scale/3.00)'), ('@b:{SERVER}', 'D1', {today_ms}, NULL), ('@b:{SERVER}', 'D1', {old}, 'Mozilla/5.0');",
+        c = now_s - 600,
+        old = today_ms - 3 * 86_400_000,
+    ));
+    let config = write_hooks_config(dir.path(), &broker.bootstrap, SERVER, TOKEN, Some(&db), "");
+    let counts = || {
+        let visits: Vec<VisitRecord> = topic_records(&broker.bootstrap);
+        let accounts: Vec<AccountRecord> = topic_records(&broker.bootstrap);
+        (visits, accounts)
+    };
+    let settle = |hooks: &HooksProcess, visits: usize, accounts: usize| {
+        let polls = |h: &HooksProcess| h.metric(&format!("mxpulse_hooks_synapse_db_polls_total{{server=\"{SERVER}\"}}"));
+        let reached = wait_for(Duration::from_secs(30), || {
+            let (v, a) = counts();
+            (v.len() >= visits && a.len() >= accounts).then_some(())
+        });
+        assert!(reached.is_some(), "{visits} visits and {accounts} accounts; log:\n{}", hooks.log_text());
+        // Several more polls: nothing more may appear.
+        let after = polls(hooks) + 4;
+        wait_for(Duration::from_secs(30), || (polls(hooks) >= after).then_some(())).expect("more polls");
+        let (v, a) = counts();
+        assert_eq!((v.len(), a.len()), (visits, accounts), "{v:?} {a:?}");
+        (v, a)
+    };
+
+    let hooks = HooksProcess::start(&config, dir.path());
+    let (visits, _) = settle(&hooks, 3, 2);
+    assert!(visits.iter().all(|v| v.day == chrono::Utc::now().date_naive()), "days before yesterday are the backfill's");
+    drop(hooks);
+
+    synapse_sql(&db, &format!(
+        "INSERT INTO user_daily_visits VALUES ('@b:{SERVER}', 'D2', {today_ms}, 'Mozilla/5.0');
+         INSERT INTO users(name, creation_ts) VALUES ('@c:{SERVER}', {now_s});
+         INSERT INTO user_daily_visits VALUES ('@c:{SERVER}', 'D1', {today_ms}, 'Mozilla/5.0');"
+    ));
+    let hooks = HooksProcess::start(&config, dir.path());
+    settle(&hooks, 5, 3);
+
+    synapse_sql(&db, &format!("UPDATE users SET deactivated = 1 WHERE name = '@a:{SERVER}';"));
+    let (_, accounts) = settle(&hooks, 5, 4);
+    assert_eq!(accounts.iter().filter(|a| a.change == AccountChange::Deactivated).count(), 1);
+    synapse_sql(&db, &format!("UPDATE users SET deactivated = 0 WHERE name = '@a:{SERVER}';"));
+    let (_, accounts) = settle(&hooks, 5, 5);
+    let reactivated: Vec<_> = accounts.iter().filter(|a| a.change == AccountChange::Reactivated).collect();
+    let deactivated: Vec<_> = accounts.iter().filter(|a| a.change == AccountChange::Deactivated).collect();
+    assert_eq!((reactivated.len(), reactivated[0].user), (1, deactivated[0].user));
+}
