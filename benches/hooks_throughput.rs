@@ -15,9 +15,23 @@ use harness::Broker;
 use harness::hooks::HooksProcess;
 
 const SERVERS: [&str; 17] = [
-    "agent", "agriculture", "collectivites", "culture", "dev-durable", "diplomatie", "dinum",
-    "education", "elysee", "externe", "finances", "interieur", "intradef", "justice", "pm",
-    "social", "ssi",
+    "agent",
+    "agriculture",
+    "collectivites",
+    "culture",
+    "dev-durable",
+    "diplomatie",
+    "dinum",
+    "education",
+    "elysee",
+    "externe",
+    "finances",
+    "interieur",
+    "intradef",
+    "justice",
+    "pm",
+    "social",
+    "ssi",
 ];
 const EVENTS_PER_TXN: usize = 100;
 
@@ -36,8 +50,15 @@ fn token(short: &str) -> String {
 /// CPU seconds (user + system) a process has used, from /proc.
 fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or_default().split_whitespace().collect();
-    let ticks: f64 = fields.get(11..13).map_or(0.0, |f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum());
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = fields.get(11..13).map_or(0.0, |f| {
+        f.iter().filter_map(|v| v.parse::<f64>().ok()).sum()
+    });
     ticks / 100.0
 }
 
@@ -64,15 +85,26 @@ fn transaction(server: &str, n: usize) -> Vec<u8> {
 }
 
 fn main() {
-    let records: usize = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(300_000);
+    let records: usize = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(300_000);
     let per_server = records.div_ceil(EVENTS_PER_TXN * SERVERS.len());
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     runtime.block_on(async {
         let broker = Broker::dedicated_mock(32);
         let dir = tempfile::tempdir().unwrap();
         let mut config = format!("[kafka]\nbrokers = \"{}\"\n", broker.bootstrap);
         for short in SERVERS {
-            config.push_str(&format!("[[hooks.homeservers]]\nserver_name = \"{}\"\nhs_token = \"{}\"\n", server_name(short), token(short)));
+            config.push_str(&format!(
+                "[[hooks.homeservers]]\nserver_name = \"{}\"\nhs_token = \"{}\"\n",
+                server_name(short),
+                token(short)
+            ));
         }
         let config_path = dir.path().join("hooks.toml");
         std::fs::write(&config_path, config).unwrap();
@@ -80,7 +112,11 @@ fn main() {
         // Quiet logs: the bench measures the work, not the terminal.
         let bodies: Vec<Vec<Vec<u8>>> = SERVERS
             .iter()
-            .map(|short| (0..per_server).map(|n| transaction(&server_name(short), n)).collect())
+            .map(|short| {
+                (0..per_server)
+                    .map(|n| transaction(&server_name(short), n))
+                    .collect()
+            })
             .collect();
         let bytes: usize = bodies.iter().flatten().map(Vec::len).sum();
         let cpu_before = cpu_seconds(hooks.pid());
@@ -120,16 +156,40 @@ fn main() {
         let total = latencies.len() * EVENTS_PER_TXN;
         let published = hooks.metric("mxpulse_hooks_records_total{table=\"events\"}");
         assert_eq!(published as usize, total, "every record acknowledged");
-        let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)].as_secs_f64() * 1000.0;
+        let pct = |p: f64| {
+            latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)]
+                .as_secs_f64()
+                * 1000.0
+        };
         println!("## mxpulse hooks throughput\n");
         println!("| measure | value |\n|---|---|");
-        println!("| homeservers (one sequential Synapse sender each) | {} |", SERVERS.len());
-        println!("| transactions x events | {} x {EVENTS_PER_TXN} |", latencies.len());
+        println!(
+            "| homeservers (one sequential Synapse sender each) | {} |",
+            SERVERS.len()
+        );
+        println!(
+            "| transactions x events | {} x {EVENTS_PER_TXN} |",
+            latencies.len()
+        );
         println!("| JSON received | {:.1} MB |", bytes as f64 / 1e6);
         println!("| wall time, first PUT to last 200 | {elapsed:.2} s |");
-        println!("| **records/s (acknowledged by Kafka)** | **{:.0}** |", total as f64 / elapsed);
-        println!("| transactions/s | {:.0} |", latencies.len() as f64 / elapsed);
-        println!("| transaction latency p50 / p99 / max | {:.1} / {:.1} / {:.1} ms |", pct(0.5), pct(0.99), pct(1.0));
-        println!("| hooks CPU | {cpu:.2} s = {:.0}% of one core |", 100.0 * cpu / elapsed);
+        println!(
+            "| **records/s (acknowledged by Kafka)** | **{:.0}** |",
+            total as f64 / elapsed
+        );
+        println!(
+            "| transactions/s | {:.0} |",
+            latencies.len() as f64 / elapsed
+        );
+        println!(
+            "| transaction latency p50 / p99 / max | {:.1} / {:.1} / {:.1} ms |",
+            pct(0.5),
+            pct(0.99),
+            pct(1.0)
+        );
+        println!(
+            "| hooks CPU | {cpu:.2} s = {:.0}% of one core |",
+            100.0 * cpu / elapsed
+        );
     });
 }

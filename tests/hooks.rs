@@ -17,12 +17,18 @@ const SERVER: &str = "interieur.localhost";
 const TOKEN: &str = "hs-token-of-the-test-0123456789";
 
 fn fixture(n: u32) -> Vec<u8> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join(format!("hooks/tests/data/synapse-appservice/txn-{n:03}.json"));
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!(
+        "hooks/tests/data/synapse-appservice/txn-{n:03}.json"
+    ));
     std::fs::read(path).expect("fixture")
 }
 
-async fn put(hooks: &HooksProcess, path: &str, token: Option<&str>, body: Vec<u8>) -> (StatusCode, Value) {
+async fn put(
+    hooks: &HooksProcess,
+    path: &str,
+    token: Option<&str>,
+    body: Vec<u8>,
+) -> (StatusCode, Value) {
     let mut request = reqwest::Client::new()
         .put(format!("{}{path}", hooks.url()))
         .header("content-type", "application/json")
@@ -35,66 +41,179 @@ async fn put(hooks: &HooksProcess, path: &str, token: Option<&str>, body: Vec<u8
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
-async fn txn(hooks: &HooksProcess, id: &str, token: Option<&str>, body: Vec<u8>) -> (StatusCode, Value) {
-    put(hooks, &format!("/_matrix/app/v1/transactions/{id}"), token, body).await
+async fn txn(
+    hooks: &HooksProcess,
+    id: &str,
+    token: Option<&str>,
+    body: Vec<u8>,
+) -> (StatusCode, Value) {
+    put(
+        hooks,
+        &format!("/_matrix/app/v1/transactions/{id}"),
+        token,
+        body,
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_requests_get_matrix_errors_and_the_next_request_is_served() {
     let broker = Broker::dedicated(BrokerKind::Mock);
     let dir = tempfile::tempdir().unwrap();
-    let config = write_hooks_config(dir.path(), &broker.bootstrap, SERVER, TOKEN, None, "max_body_bytes = 4096");
+    let config = write_hooks_config(
+        dir.path(),
+        &broker.bootstrap,
+        SERVER,
+        TOKEN,
+        None,
+        "max_body_bytes = 4096",
+    );
     let hooks = HooksProcess::start(&config, dir.path());
     let mut next = 100;
     let mut good = async |hooks: &HooksProcess| {
         next += 1;
         let (status, body) = txn(hooks, &next.to_string(), Some(TOKEN), fixture(25)).await;
-        assert_eq!((status, body), (StatusCode::OK, json!({})), "the next good transaction");
+        assert_eq!(
+            (status, body),
+            (StatusCode::OK, json!({})),
+            "the next good transaction"
+        );
     };
 
-    let cases: Vec<(&str, Option<&str>, Vec<u8>, StatusCode, &str)> = vec![
-        ("no token", None, fixture(25), StatusCode::UNAUTHORIZED, "M_UNAUTHORIZED"),
-        ("wrong token", Some("not-the-token-at-all-0000"), fixture(25), StatusCode::FORBIDDEN, "M_FORBIDDEN"),
-        ("not JSON", Some(TOKEN), b"{\"events\": [".to_vec(), StatusCode::BAD_REQUEST, "M_NOT_JSON"),
-        ("not an object", Some(TOKEN), b"[1, 2]".to_vec(), StatusCode::BAD_REQUEST, "M_BAD_JSON"),
-        ("no events", Some(TOKEN), b"{\"ephemeral\": []}".to_vec(), StatusCode::BAD_REQUEST, "M_BAD_JSON"),
-        ("events not a list", Some(TOKEN), b"{\"events\": 5}".to_vec(), StatusCode::BAD_REQUEST, "M_BAD_JSON"),
-        ("too large", Some(TOKEN), format!("{{\"events\": [], \"pad\": \"{}\"}}", "x".repeat(5000)).into_bytes(), StatusCode::PAYLOAD_TOO_LARGE, "M_TOO_LARGE"),
+    /// What is sent, with which token, and the status and errcode expected.
+    type Case<'a> = (&'a str, Option<&'a str>, Vec<u8>, StatusCode, &'a str);
+    let cases: Vec<Case> = vec![
+        (
+            "no token",
+            None,
+            fixture(25),
+            StatusCode::UNAUTHORIZED,
+            "M_UNAUTHORIZED",
+        ),
+        (
+            "wrong token",
+            Some("not-the-token-at-all-0000"),
+            fixture(25),
+            StatusCode::FORBIDDEN,
+            "M_FORBIDDEN",
+        ),
+        (
+            "not JSON",
+            Some(TOKEN),
+            b"{\"events\": [".to_vec(),
+            StatusCode::BAD_REQUEST,
+            "M_NOT_JSON",
+        ),
+        (
+            "not an object",
+            Some(TOKEN),
+            b"[1, 2]".to_vec(),
+            StatusCode::BAD_REQUEST,
+            "M_BAD_JSON",
+        ),
+        (
+            "no events",
+            Some(TOKEN),
+            b"{\"ephemeral\": []}".to_vec(),
+            StatusCode::BAD_REQUEST,
+            "M_BAD_JSON",
+        ),
+        (
+            "events not a list",
+            Some(TOKEN),
+            b"{\"events\": 5}".to_vec(),
+            StatusCode::BAD_REQUEST,
+            "M_BAD_JSON",
+        ),
+        (
+            "too large",
+            Some(TOKEN),
+            format!("{{\"events\": [], \"pad\": \"{}\"}}", "x".repeat(5000)).into_bytes(),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "M_TOO_LARGE",
+        ),
     ];
     for (what, token, body, status, errcode) in cases {
         let (got, answer) = txn(&hooks, &format!("bad-{what}"), token, body).await;
         assert_eq!(got, status, "{what}: {answer}");
         assert_eq!(answer["errcode"], errcode, "{what}: {answer}");
-        assert!(answer["error"].as_str().is_some_and(|e| !e.is_empty()), "{what}: {answer}");
+        assert!(
+            answer["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{what}: {answer}"
+        );
         good(&hooks).await;
     }
 
     // One malformed event among good ones: the good ones are published, the bad one counted.
     let mut body: Value = serde_json::from_slice(&fixture(4)).unwrap();
-    body["events"].as_array_mut().unwrap().insert(2, json!({"type": "m.room.message", "content": "not an object"}));
-    let (status, _) = txn(&hooks, "mixed", Some(TOKEN), serde_json::to_vec(&body).unwrap()).await;
+    body["events"].as_array_mut().unwrap().insert(
+        2,
+        json!({"type": "m.room.message", "content": "not an object"}),
+    );
+    let (status, _) = txn(
+        &hooks,
+        "mixed",
+        Some(TOKEN),
+        serde_json::to_vec(&body).unwrap(),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(hooks.metric("mxpulse_hooks_events_skipped_total{reason=\"missing_field\"}"), 1);
+    assert_eq!(
+        hooks.metric("mxpulse_hooks_events_skipped_total{reason=\"missing_field\"}"),
+        1
+    );
 
     // The legacy unprefixed path and the access_token query parameter.
-    let (status, _) = put(&hooks, &format!("/transactions/legacy?access_token={TOKEN}"), None, fixture(27)).await;
+    let (status, _) = put(
+        &hooks,
+        &format!("/transactions/legacy?access_token={TOKEN}"),
+        None,
+        fixture(27),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
 
     // A repeated txnId is acknowledged without publishing again.
     let (status, _) = txn(&hooks, "legacy", Some(TOKEN), fixture(27)).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(hooks.metric("mxpulse_hooks_transactions_total{outcome=\"repeated\"}"), 1);
+    assert_eq!(
+        hooks.metric("mxpulse_hooks_transactions_total{outcome=\"repeated\"}"),
+        1
+    );
 
     // Queries and ping.
     let client = reqwest::Client::new();
-    for path in ["/_matrix/app/v1/users/@x:interieur.localhost", "/_matrix/app/v1/rooms/%23lobby:interieur.localhost", "/users/@x:y"] {
-        let response = client.get(format!("{}{path}", hooks.url())).bearer_auth(TOKEN).send().await.unwrap();
+    for path in [
+        "/_matrix/app/v1/users/@x:interieur.localhost",
+        "/_matrix/app/v1/rooms/%23lobby:interieur.localhost",
+        "/users/@x:y",
+    ] {
+        let response = client
+            .get(format!("{}{path}", hooks.url()))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), StatusCode::NOT_FOUND, "{path}");
-        assert_eq!(response.json::<Value>().await.unwrap()["errcode"], "M_NOT_FOUND");
+        assert_eq!(
+            response.json::<Value>().await.unwrap()["errcode"],
+            "M_NOT_FOUND"
+        );
     }
-    let ping = client.post(format!("{}/_matrix/app/v1/ping", hooks.url())).bearer_auth(TOKEN).json(&json!({"transaction_id": "p"})).send().await.unwrap();
+    let ping = client
+        .post(format!("{}/_matrix/app/v1/ping", hooks.url()))
+        .bearer_auth(TOKEN)
+        .json(&json!({"transaction_id": "p"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ping.status(), StatusCode::OK);
-    let ping = client.post(format!("{}/_matrix/app/v1/ping", hooks.url())).json(&json!({})).send().await.unwrap();
+    let ping = client
+        .post(format!("{}/_matrix/app/v1/ping", hooks.url()))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ping.status(), StatusCode::UNAUTHORIZED);
 
     // Kafka holds exactly: 7 copies of txn 25's message (same identity: the ingest keeps one),
@@ -103,8 +222,14 @@ async fn bad_requests_get_matrix_errors_and_the_next_request_is_served() {
     assert_eq!(records.len(), 7 + 5 + 1, "{records:?}");
     let distinct: std::collections::BTreeSet<_> = records.iter().map(|r| r.event).collect();
     assert_eq!(distinct.len(), 1 + 5 + 1);
-    assert_eq!(hooks.metric("mxpulse_hooks_transactions_total{outcome=\"accepted\"}"), 7 + 1 + 1);
-    assert_eq!(hooks.metric("mxpulse_hooks_transactions_total{outcome=\"rejected\"}"), 7 + 1);
+    assert_eq!(
+        hooks.metric("mxpulse_hooks_transactions_total{outcome=\"accepted\"}"),
+        7 + 1 + 1
+    );
+    assert_eq!(
+        hooks.metric("mxpulse_hooks_transactions_total{outcome=\"rejected\"}"),
+        7 + 1
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -114,7 +239,14 @@ async fn a_broker_that_goes_away_means_503_until_it_is_back() {
     // than one row" in idempotent_message_check; the hooks' producer is idempotent.)
     let broker = Broker::dedicated(BrokerKind::Mock);
     let dir = tempfile::tempdir().unwrap();
-    let config = write_hooks_config(dir.path(), &broker.bootstrap, SERVER, TOKEN, None, "delivery_timeout_ms = 1500");
+    let config = write_hooks_config(
+        dir.path(),
+        &broker.bootstrap,
+        SERVER,
+        TOKEN,
+        None,
+        "delivery_timeout_ms = 1500",
+    );
     let mut hooks = HooksProcess::start(&config, dir.path());
     let (status, _) = txn(&hooks, "1", Some(TOKEN), fixture(25)).await;
     assert_eq!(status, StatusCode::OK);
@@ -133,7 +265,11 @@ async fn a_broker_that_goes_away_means_503_until_it_is_back() {
         let (status, _) = harness::block_on(txn(&hooks, "2", Some(TOKEN), fixture(27)));
         (status == StatusCode::OK).then_some(())
     });
-    assert!(accepted.is_some(), "not accepted after the broker came back; log:\n{}", hooks.log_text());
+    assert!(
+        accepted.is_some(),
+        "not accepted after the broker came back; log:\n{}",
+        hooks.log_text()
+    );
     let health: Value = serde_json::from_str(&hooks.get("/health").unwrap()).unwrap();
     assert_eq!(health["broker"], "up", "{health}");
     let records: Vec<EventRecord> = topic_records(&broker.bootstrap);
@@ -146,17 +282,35 @@ async fn an_unreachable_database_is_retried_and_shown_in_health() {
     let broker = Broker::dedicated(BrokerKind::Mock);
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("no-such-dir/homeserver.db");
-    let config = write_hooks_config(dir.path(), &broker.bootstrap, SERVER, TOKEN, Some(&missing), "");
+    let config = write_hooks_config(
+        dir.path(),
+        &broker.bootstrap,
+        SERVER,
+        TOKEN,
+        Some(&missing),
+        "",
+    );
     let hooks = HooksProcess::start(&config, dir.path());
     let errors = wait_for(Duration::from_secs(20), || {
-        let n = hooks.metric(&format!("mxpulse_hooks_synapse_db_errors_total{{server=\"{SERVER}\"}}"));
+        let n = hooks.metric(&format!(
+            "mxpulse_hooks_synapse_db_errors_total{{server=\"{SERVER}\"}}"
+        ));
         (n >= 2).then_some(n)
     });
-    assert!(errors.is_some(), "the tap retried; log:\n{}", hooks.log_text());
+    assert!(
+        errors.is_some(),
+        "the tap retried; log:\n{}",
+        hooks.log_text()
+    );
     let health: Value = serde_json::from_str(&hooks.get("/health").unwrap()).unwrap();
     assert_eq!(health["status"], "failing");
     assert_eq!(health["synapse_db"][SERVER]["reachable"], false, "{health}");
-    assert!(health["synapse_db"][SERVER]["last_error"].as_str().unwrap().contains("cannot connect"));
+    assert!(
+        health["synapse_db"][SERVER]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("cannot connect")
+    );
     // The appservice keeps working.
     let (status, _) = txn(&hooks, "1", Some(TOKEN), fixture(25)).await;
     assert_eq!(status, StatusCode::OK);
@@ -165,7 +319,14 @@ async fn an_unreachable_database_is_retried_and_shown_in_health() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_generated_registration_works_end_to_end() {
     let output = std::process::Command::new(harness::mxpulse_bin())
-        .args(["hooks", "registration", "--server", SERVER, "--url", "http://127.0.0.1:9"])
+        .args([
+            "hooks",
+            "registration",
+            "--server",
+            SERVER,
+            "--url",
+            "http://127.0.0.1:9",
+        ])
         .output()
         .unwrap();
     assert!(output.status.success());
@@ -178,13 +339,24 @@ async fn a_generated_registration_works_end_to_end() {
         .expect("hs_token line")
         .to_owned();
     assert!(toml_snippet.contains(&hs_token));
-    assert!(yaml.contains(r"regex: '@.*:interieur\.localhost'"), "{yaml}");
+    assert!(
+        yaml.contains(r"regex: '@.*:interieur\.localhost'"),
+        "{yaml}"
+    );
 
     let broker = Broker::dedicated(BrokerKind::Mock);
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("from-registration.toml");
-    let snippet: String = toml_snippet.lines().filter(|l| !l.starts_with("# Add")).collect::<Vec<_>>().join("\n");
-    std::fs::write(&config, format!("[kafka]\nbrokers = \"{}\"\n{snippet}\n", broker.bootstrap)).unwrap();
+    let snippet: String = toml_snippet
+        .lines()
+        .filter(|l| !l.starts_with("# Add"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(
+        &config,
+        format!("[kafka]\nbrokers = \"{}\"\n{snippet}\n", broker.bootstrap),
+    )
+    .unwrap();
     let hooks = HooksProcess::start(&config, dir.path());
     let (status, _) = txn(&hooks, "1", Some(&hs_token), fixture(25)).await;
     assert_eq!(status, StatusCode::OK);
@@ -229,15 +401,26 @@ async fn the_database_tap_neither_skips_nor_repeats_across_a_restart() {
         (visits, accounts)
     };
     let settle = |hooks: &HooksProcess, visits: usize, accounts: usize| {
-        let polls = |h: &HooksProcess| h.metric(&format!("mxpulse_hooks_synapse_db_polls_total{{server=\"{SERVER}\"}}"));
+        let polls = |h: &HooksProcess| {
+            h.metric(&format!(
+                "mxpulse_hooks_synapse_db_polls_total{{server=\"{SERVER}\"}}"
+            ))
+        };
         let reached = wait_for(Duration::from_secs(30), || {
             let (v, a) = counts();
             (v.len() >= visits && a.len() >= accounts).then_some(())
         });
-        assert!(reached.is_some(), "{visits} visits and {accounts} accounts; log:\n{}", hooks.log_text());
+        assert!(
+            reached.is_some(),
+            "{visits} visits and {accounts} accounts; log:\n{}",
+            hooks.log_text()
+        );
         // Several more polls: nothing more may appear.
         let after = polls(hooks) + 4;
-        wait_for(Duration::from_secs(30), || (polls(hooks) >= after).then_some(())).expect("more polls");
+        wait_for(Duration::from_secs(30), || {
+            (polls(hooks) >= after).then_some(())
+        })
+        .expect("more polls");
         let (v, a) = counts();
         assert_eq!((v.len(), a.len()), (visits, accounts), "{v:?} {a:?}");
         (v, a)
@@ -245,23 +428,52 @@ async fn the_database_tap_neither_skips_nor_repeats_across_a_restart() {
 
     let hooks = HooksProcess::start(&config, dir.path());
     let (visits, _) = settle(&hooks, 3, 2);
-    assert!(visits.iter().all(|v| v.day == chrono::Utc::now().date_naive()), "days before yesterday are the backfill's");
+    assert!(
+        visits
+            .iter()
+            .all(|v| v.day == chrono::Utc::now().date_naive()),
+        "days before yesterday are the backfill's"
+    );
     drop(hooks);
 
-    synapse_sql(&db, &format!(
-        "INSERT INTO user_daily_visits VALUES ('@b:{SERVER}', 'D2', {today_ms}, 'Mozilla/5.0');
+    synapse_sql(
+        &db,
+        &format!(
+            "INSERT INTO user_daily_visits VALUES ('@b:{SERVER}', 'D2', {today_ms}, 'Mozilla/5.0');
          INSERT INTO users(name, creation_ts) VALUES ('@c:{SERVER}', {now_s});
          INSERT INTO user_daily_visits VALUES ('@c:{SERVER}', 'D1', {today_ms}, 'Mozilla/5.0');"
-    ));
+        ),
+    );
     let hooks = HooksProcess::start(&config, dir.path());
     settle(&hooks, 5, 3);
 
-    synapse_sql(&db, &format!("UPDATE users SET deactivated = 1 WHERE name = '@a:{SERVER}';"));
+    synapse_sql(
+        &db,
+        &format!("UPDATE users SET deactivated = 1 WHERE name = '@a:{SERVER}';"),
+    );
     let (_, accounts) = settle(&hooks, 5, 4);
-    assert_eq!(accounts.iter().filter(|a| a.change == AccountChange::Deactivated).count(), 1);
-    synapse_sql(&db, &format!("UPDATE users SET deactivated = 0 WHERE name = '@a:{SERVER}';"));
+    assert_eq!(
+        accounts
+            .iter()
+            .filter(|a| a.change == AccountChange::Deactivated)
+            .count(),
+        1
+    );
+    synapse_sql(
+        &db,
+        &format!("UPDATE users SET deactivated = 0 WHERE name = '@a:{SERVER}';"),
+    );
     let (_, accounts) = settle(&hooks, 5, 5);
-    let reactivated: Vec<_> = accounts.iter().filter(|a| a.change == AccountChange::Reactivated).collect();
-    let deactivated: Vec<_> = accounts.iter().filter(|a| a.change == AccountChange::Deactivated).collect();
-    assert_eq!((reactivated.len(), reactivated[0].user), (1, deactivated[0].user));
+    let reactivated: Vec<_> = accounts
+        .iter()
+        .filter(|a| a.change == AccountChange::Reactivated)
+        .collect();
+    let deactivated: Vec<_> = accounts
+        .iter()
+        .filter(|a| a.change == AccountChange::Deactivated)
+        .collect();
+    assert_eq!(
+        (reactivated.len(), reactivated[0].user),
+        (1, deactivated[0].user)
+    );
 }

@@ -331,9 +331,12 @@ impl DbTap {
                         db = None;
                     }
                     metrics.tap_failed(&server, &error.to_string());
-                    let backoff = interval
-                        .saturating_mul(1 << failures.min(6))
-                        .min(interval.saturating_mul(8).min(Duration::from_secs(60)).max(interval));
+                    let backoff = interval.saturating_mul(1 << failures.min(6)).min(
+                        interval
+                            .saturating_mul(8)
+                            .min(Duration::from_secs(60))
+                            .max(interval),
+                    );
                     tracing::warn!(server, %error, retry_in = ?backoff, "database tap failed");
                     backoff
                 }

@@ -117,7 +117,12 @@ impl RecordProducer {
             Some(first) => {
                 self.metrics.broker_failed(failed);
                 let fatal = rdkafka::client::Client::fatal_error(producer.client()).is_some();
-                if fatal || !matches!(first, KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut)) {
+                if fatal
+                    || !matches!(
+                        first,
+                        KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut)
+                    )
+                {
                     self.renew(&first);
                 }
                 Err(PublishError::NotAcknowledged {

@@ -92,7 +92,9 @@ pub fn write_hooks_config(
     extra_hooks_keys: &str,
 ) -> PathBuf {
     let path = dir.join(format!("hooks-{server}.toml"));
-    let db = synapse_db.map_or(String::new(), |p| format!("synapse_db = \"{}\"\n", p.display()));
+    let db = synapse_db.map_or(String::new(), |p| {
+        format!("synapse_db = \"{}\"\n", p.display())
+    });
     let text = format!(
         "[kafka]\nbrokers = \"{bootstrap}\"\n[hooks]\ntap_interval_ms = 300\nstate_dir = \"{}\"\n{extra_hooks_keys}\n\
          [[hooks.homeservers]]\nserver_name = \"{server}\"\nhs_token = \"{hs_token}\"\n{db}",
@@ -120,12 +122,18 @@ pub fn topic_messages(bootstrap: &str, topic: &str) -> Vec<(String, Vec<u8>)> {
     let total: i64 = ends.values().sum();
     let mut out = Vec::new();
     let mut seen: BTreeMap<i32, i64> = BTreeMap::new();
-    let done = |seen: &BTreeMap<i32, i64>| ends.iter().all(|(p, end)| seen.get(p).copied().unwrap_or(0) >= *end);
+    let done = |seen: &BTreeMap<i32, i64>| {
+        ends.iter()
+            .all(|(p, end)| seen.get(p).copied().unwrap_or(0) >= *end)
+    };
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while !done(&seen) && std::time::Instant::now() < deadline && total > 0 {
         if let Some(Ok(message)) = consumer.poll(Duration::from_millis(200)) {
             seen.insert(message.partition(), message.offset() + 1);
-            let key = message.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default();
+            let key = message
+                .key()
+                .map(|k| String::from_utf8_lossy(k).into_owned())
+                .unwrap_or_default();
             out.push((key, message.payload().unwrap_or_default().to_vec()));
         }
     }

@@ -64,7 +64,11 @@ impl Broker {
     /// Outage drill of a dedicated mock broker: its brokers go down (connections refused)
     /// and, with `false`, come back with every message they held.
     pub fn set_down(&self, down: bool) {
-        assert_eq!(self.kind, BrokerKind::Mock, "the outage drill is the mock broker's");
+        assert_eq!(
+            self.kind,
+            BrokerKind::Mock,
+            "the outage drill is the mock broker's"
+        );
         let (child, _) = self.owned.as_ref().expect("a dedicated broker");
         let signal = if down { "-USR1" } else { "-USR2" };
         let status = Command::new("kill")
@@ -76,7 +80,10 @@ impl Broker {
 
     /// The directory of a dedicated broker (tansu keeps its SQLite file and log there).
     pub fn dir(&self) -> std::path::PathBuf {
-        self.owned.as_ref().map(|(_, dir)| dir.path().to_owned()).unwrap_or_default()
+        self.owned
+            .as_ref()
+            .map(|(_, dir)| dir.path().to_owned())
+            .unwrap_or_default()
     }
 
     /// Starts a killed tansu again on the same port and SQLite file: its data survives.

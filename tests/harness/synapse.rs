@@ -104,7 +104,9 @@ impl Synapse {
             if let Ok(Some(status)) = child.try_wait() {
                 panic!("synapse exited with {status}; see its log");
             }
-            http_get(&health, "/health").filter(|body| body.ends_with("OK")).map(|_| ())
+            http_get(&health, "/health")
+                .filter(|body| body.ends_with("OK"))
+                .map(|_| ())
         });
         if healthy.is_none() {
             stop(&mut child);
@@ -151,7 +153,10 @@ impl Synapse {
             http,
             base: self.url.clone(),
             user_id: response["user_id"].as_str().expect("user_id").to_owned(),
-            device_id: response["device_id"].as_str().expect("device_id").to_owned(),
+            device_id: response["device_id"]
+                .as_str()
+                .expect("device_id")
+                .to_owned(),
             token: token.to_owned(),
             password,
             txn: std::sync::atomic::AtomicU64::new(0),
@@ -185,10 +190,16 @@ pub fn http_get(address: &str, path: &str) -> Option<String> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(address).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
-    response.split_once("\r\n\r\n").map(|(_, body)| body.trim().to_owned())
+    response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.trim().to_owned())
 }
 
 /// A logged-in user of the test homeserver.
@@ -206,7 +217,10 @@ impl MatrixUser {
     async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
         let mut request = self
             .http
-            .request(method.clone(), format!("{}/_matrix/client/v3{path}", self.base))
+            .request(
+                method.clone(),
+                format!("{}/_matrix/client/v3{path}", self.base),
+            )
             .bearer_auth(&self.token);
         if let Some(body) = body {
             request = request.json(&body);
@@ -223,31 +237,58 @@ impl MatrixUser {
     }
 
     pub async fn create_room(&self, body: Value) -> String {
-        let answer = self.call(reqwest::Method::POST, "/createRoom", Some(body)).await;
+        let answer = self
+            .call(reqwest::Method::POST, "/createRoom", Some(body))
+            .await;
         answer["room_id"].as_str().expect("room_id").to_owned()
     }
 
     pub async fn join(&self, room: &str) {
-        self.call(reqwest::Method::POST, &format!("/join/{}", encode(room)), Some(json!({})))
-            .await;
+        self.call(
+            reqwest::Method::POST,
+            &format!("/join/{}", encode(room)),
+            Some(json!({})),
+        )
+        .await;
     }
 
     /// Sends a timeline event; its event ID.
     pub async fn send(&self, room: &str, event_type: &str, content: Value) -> String {
-        let path = format!("/rooms/{}/send/{event_type}/t{}", encode(room), self.next_txn());
+        let path = format!(
+            "/rooms/{}/send/{event_type}/t{}",
+            encode(room),
+            self.next_txn()
+        );
         let answer = self.call(reqwest::Method::PUT, &path, Some(content)).await;
         answer["event_id"].as_str().expect("event_id").to_owned()
     }
 
-    pub async fn state(&self, room: &str, event_type: &str, state_key: &str, content: Value) -> String {
-        let path = format!("/rooms/{}/state/{event_type}/{}", encode(room), encode(state_key));
+    pub async fn state(
+        &self,
+        room: &str,
+        event_type: &str,
+        state_key: &str,
+        content: Value,
+    ) -> String {
+        let path = format!(
+            "/rooms/{}/state/{event_type}/{}",
+            encode(room),
+            encode(state_key)
+        );
         let answer = self.call(reqwest::Method::PUT, &path, Some(content)).await;
         answer["event_id"].as_str().expect("event_id").to_owned()
     }
 
     pub async fn redact(&self, room: &str, event_id: &str) -> String {
-        let path = format!("/rooms/{}/redact/{}/r{}", encode(room), encode(event_id), self.next_txn());
-        let answer = self.call(reqwest::Method::PUT, &path, Some(json!({"reason": "test"}))).await;
+        let path = format!(
+            "/rooms/{}/redact/{}/r{}",
+            encode(room),
+            encode(event_id),
+            self.next_txn()
+        );
+        let answer = self
+            .call(reqwest::Method::PUT, &path, Some(json!({"reason": "test"})))
+            .await;
         answer["event_id"].as_str().expect("event_id").to_owned()
     }
 
