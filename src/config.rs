@@ -18,6 +18,7 @@ pub const PSEUDONYM_KEY_VAR: &str = "MXPULSE_PSEUDONYM_KEY";
 pub const RESERVED_VARS: &[&str] = &["MXPULSE_CONFIG", "MXPULSE_LOG", PSEUDONYM_KEY_VAR];
 
 const ENV_PREFIX: &str = "MXPULSE_";
+const REDACTED: &str = "<redacted>";
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -330,9 +331,19 @@ impl Config {
         Ok(())
     }
 
-    /// The effective configuration as TOML (it holds no secret: the key is never a file key).
+    /// The effective configuration as TOML, secrets redacted (appservice tokens, Kafka
+    /// passwords; the pseudonymization key is never a file key).
     pub fn to_toml(&self) -> String {
-        toml::to_string_pretty(self).unwrap_or_default()
+        let mut shown = self.clone();
+        for homeserver in &mut shown.hooks.homeservers {
+            homeserver.hs_token = REDACTED.into();
+        }
+        for (key, value) in &mut shown.kafka.properties {
+            if key.contains("password") || key.contains("secret") {
+                *value = REDACTED.into();
+            }
+        }
+        toml::to_string_pretty(&shown).unwrap_or_default()
     }
 }
 
@@ -545,6 +556,40 @@ mod tests {
         )
         .unwrap();
         assert_eq!(config, Config::default());
+    }
+
+    #[test]
+    fn printed_configuration_hides_tokens_and_passwords() {
+        let (_dir, path) = file(
+            "[kafka.properties]\n\"sasl.password\" = \"pw-123\"\n[[hooks.homeservers]]\nserver_name = \"a.fr\"\nhs_token = \"token-0123456789abcdef\"\n",
+        );
+        let config = Config::load(Some(&path), vars(&[])).unwrap();
+        assert_eq!(
+            config.hooks.homeservers[0].hs_token,
+            "token-0123456789abcdef"
+        );
+        let shown = config.to_toml();
+        assert!(
+            !shown.contains("token-0123456789abcdef") && !shown.contains("pw-123"),
+            "{shown}"
+        );
+        assert!(shown.contains("server_name = \"a.fr\""), "{shown}");
+    }
+
+    #[test]
+    fn a_short_or_repeated_homeserver_is_refused() {
+        let (_dir, path) =
+            file("[[hooks.homeservers]]\nserver_name = \"a.fr\"\nhs_token = \"short\"\n");
+        let err = Config::load(Some(&path), vars(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("hooks.homeservers.hs_token"), "{err}");
+        let twice = "[[hooks.homeservers]]\nserver_name = \"a.fr\"\nhs_token = \"token-0123456789abcdef\"\n";
+        let (_dir, path) = file(&format!("{twice}{twice}"));
+        let err = Config::load(Some(&path), vars(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("listed twice"), "{err}");
     }
 
     #[test]
