@@ -1,6 +1,19 @@
-//! DataFusion over the mxpulse lake (the query issue): the figure definitions of design.md §5,
-//! the figures API, read-only SQL over HTTP and the PostgreSQL wire protocol, roles, scoping
-//! and small-cell suppression. It never writes the lake.
+//! DataFusion over the mxpulse lake: the figure definitions of design.md §5, the figures API
+//! and read-only SQL over HTTP, principals with roles and server scopes, small-cell
+//! suppression. It never writes the lake.
 //!
-//! Not built yet. The crate exists so the workspace pins one datafusion and one
-//! datafusion-postgres from the start; see ARCHITECTURE.md.
+//! A request moves through: `access` (who is asking: a `Principal` with a role and a scope),
+//! `lake` (the latest `LakeSnapshot`), `session` (a DataFusion session of views filtered to
+//! the scope, with the per-query memory pool), then `guard` + `session::run_sql` for SQL or
+//! `figures` for the monthly and daily figures.
+
+pub mod access;
+pub mod error;
+pub mod executor;
+pub mod figures;
+pub mod guard;
+pub mod http;
+pub mod lake;
+pub mod session;
+
+pub use error::QueryError;

@@ -1,0 +1,443 @@
+//! The figures of design.md §5, one definition each, computed with DataFusion SQL over the
+//! session's views: monthly (calendar months in the configured time zone; visits are UTC
+//! days as Synapse writes them) or daily, in total and by server, e-mail domain and (for
+//! visits) platform, with month-over-month and year-over-year change, the peak day of each
+//! month, and small-cell suppression: a cell built from fewer than k distinct users is
+//! returned without its value, marked `suppressed`.
+
+use std::collections::BTreeMap;
+
+use chrono::{Months, NaiveDate};
+use datafusion::arrow::array::{Array, AsArray};
+use datafusion::arrow::datatypes::{Float64Type, Int64Type};
+use datafusion::prelude::SessionContext;
+use serde::Serialize;
+
+use crate::error::QueryError;
+
+/// Where a figure is counted from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Source {
+    Events,
+    Visits,
+    Accounts,
+    Rooms,
+}
+
+impl Source {
+    fn table(self) -> &'static str {
+        match self {
+            Source::Events => "events",
+            Source::Visits => "visits",
+            Source::Accounts => "accounts",
+            Source::Rooms => "rooms",
+        }
+    }
+
+    /// The local time of a row (visits: the UTC day itself).
+    fn time(self, timezone: &str) -> String {
+        let local = |column: &str| {
+            format!("arrow_cast({column}, 'Timestamp(Microsecond, Some(\"{timezone}\"))')")
+        };
+        match self {
+            Source::Events | Source::Accounts => local("ts"),
+            Source::Rooms => local("created_at"),
+            Source::Visits => "day".into(),
+        }
+    }
+
+    fn user(self) -> &'static str {
+        match self {
+            Source::Events => "sender",
+            Source::Rooms => "creator",
+            Source::Visits | Source::Accounts => "\"user\"",
+        }
+    }
+}
+
+/// One figure's definition.
+#[derive(Clone, Copy, Debug)]
+pub struct Figure {
+    pub name: &'static str,
+    pub description: &'static str,
+    source: Source,
+    /// Which rows count.
+    filter: &'static str,
+    /// The value of a cell (`t` is the row's local time); `None` counts rows.
+    value: Option<&'static str>,
+}
+
+/// Every figure, in the order the API returns them.
+pub const FIGURES: &[Figure] = &[
+    Figure {
+        name: "active_users",
+        description: "Distinct users with at least one visit, platform known (Tchap's MAU in a month).",
+        source: Source::Visits,
+        filter: "platform <> 'unknown'",
+        value: Some("COUNT(DISTINCT \"user\")"),
+    },
+    Figure {
+        name: "messages",
+        description: "Messages sent (m.room.message and m.room.encrypted by local senders), reactions and edits excluded.",
+        source: Source::Events,
+        filter: "type IN ('m.room.message', 'm.room.encrypted') AND (rel_type IS NULL OR rel_type NOT IN ('m.annotation', 'm.replace'))",
+        value: None,
+    },
+    Figure {
+        name: "threads",
+        description: "Messages sent in threads (rel_type m.thread); also counted in messages.",
+        source: Source::Events,
+        filter: "type IN ('m.room.message', 'm.room.encrypted') AND rel_type = 'm.thread'",
+        value: None,
+    },
+    Figure {
+        name: "reactions",
+        description: "Reactions (m.reaction).",
+        source: Source::Events,
+        filter: "type = 'm.reaction'",
+        value: None,
+    },
+    Figure {
+        name: "rooms_created",
+        description: "Rooms created (m.room.create), every kind.",
+        source: Source::Rooms,
+        filter: "true",
+        value: None,
+    },
+    Figure {
+        name: "rooms_created_direct",
+        description: "Direct rooms created.",
+        source: Source::Rooms,
+        filter: "kind = 'direct'",
+        value: None,
+    },
+    Figure {
+        name: "rooms_created_private",
+        description: "Private rooms created (invite-only or restricted).",
+        source: Source::Rooms,
+        filter: "kind = 'private'",
+        value: None,
+    },
+    Figure {
+        name: "rooms_created_external",
+        description: "External rooms created (encrypted, open to external users).",
+        source: Source::Rooms,
+        filter: "kind = 'external'",
+        value: None,
+    },
+    Figure {
+        name: "rooms_created_forum",
+        description: "Forums created (public, unencrypted).",
+        source: Source::Rooms,
+        filter: "kind = 'forum'",
+        value: None,
+    },
+    Figure {
+        name: "rooms_created_space",
+        description: "Spaces created.",
+        source: Source::Rooms,
+        filter: "kind = 'space'",
+        value: None,
+    },
+    Figure {
+        name: "accounts_created",
+        description: "Regular accounts created.",
+        source: Source::Accounts,
+        filter: "change = 'created' AND user_type = 'regular'",
+        value: None,
+    },
+    Figure {
+        name: "calls_started",
+        description: "Calls started: 1:1 call invites, and group calls (a room's MatrixRTC joins on a day).",
+        source: Source::Events,
+        filter: "type = 'm.call.invite' OR (type = 'm.call.member' AND call = 'join')",
+        value: Some(
+            "COUNT(DISTINCT CASE WHEN type = 'm.call.invite' THEN encode(event, 'hex') ELSE concat(CAST(room AS VARCHAR), ' ', to_char(t, '%Y-%m-%d')) END)",
+        ),
+    },
+    Figure {
+        name: "call_participants",
+        description: "Distinct users who joined a group call (MatrixRTC) or placed or answered a 1:1 call.",
+        source: Source::Events,
+        filter: "(type = 'm.call.member' AND call = 'join') OR type IN ('m.call.invite', 'm.call.answer')",
+        value: Some("COUNT(DISTINCT sender)"),
+    },
+    Figure {
+        name: "live_location_shares",
+        description: "Live location shares started (m.beacon_info with live = true).",
+        source: Source::Events,
+        filter: "type = 'm.beacon_info' AND live",
+        value: None,
+    },
+];
+
+/// Calendar months or days.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Granularity {
+    Month,
+    Day,
+}
+
+/// What the caller narrowed the figures to.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Filters {
+    pub server: Option<String>,
+    pub domain: Option<String>,
+    pub platform: Option<String>,
+}
+
+/// One cell: a figure for a period, in total or for one breakdown key.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct FigureCell {
+    pub figure: &'static str,
+    pub period: String,
+    /// `total`, `server`, `domain` or `platform`.
+    pub breakdown: &'static str,
+    pub key: Option<String>,
+    /// `None` when suppressed.
+    pub value: Option<f64>,
+    pub suppressed: bool,
+    /// Change over the previous month / the same month a year before, as a fraction.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mom: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub yoy: Option<f64>,
+    /// The day of the month with the highest daily value (totals of monthly figures).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peak_day: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peak_value: Option<f64>,
+}
+
+/// The answer of the figures API.
+#[derive(Clone, Debug, Serialize)]
+pub struct FiguresReport {
+    pub granularity: Granularity,
+    pub from: String,
+    pub to: String,
+    pub timezone: String,
+    pub min_users: u32,
+    pub filters: Filters,
+    pub cells: Vec<FigureCell>,
+}
+
+fn quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+/// (period, breakdown, key) -> (value, users)
+type Raw = BTreeMap<(String, &'static str, Option<String>), (f64, i64)>;
+
+async fn raw(
+    ctx: &SessionContext,
+    figure: &Figure,
+    period_format: &str,
+    timezone: &str,
+    filters: &Filters,
+    breakdowns: bool,
+) -> Result<Raw, QueryError> {
+    let source = figure.source;
+    let mut filter = format!("({})", figure.filter);
+    for (column, value) in [("server", &filters.server), ("domain", &filters.domain)] {
+        if let Some(value) = value {
+            filter.push_str(&format!(" AND {column} = {}", quote(value)));
+        }
+    }
+    if let Some(platform) = &filters.platform {
+        filter.push_str(&format!(" AND platform = {}", quote(platform)));
+    }
+    let value = figure.value.unwrap_or("COUNT(*)");
+    let user = source.user();
+    let mut dims = vec![("total", "CAST(NULL AS VARCHAR)")];
+    if breakdowns {
+        dims.push(("server", "server"));
+        dims.push(("domain", "domain"));
+        if source == Source::Visits {
+            dims.push(("platform", "platform"));
+        }
+    }
+    let selects: Vec<String> = dims
+        .iter()
+        .map(|(name, column)| {
+            format!(
+                "SELECT to_char(t, '{period_format}') AS period, '{name}' AS breakdown, {column} AS key, \
+                 CAST({value} AS DOUBLE) AS value, COUNT(DISTINCT {user}) AS users \
+                 FROM (SELECT *, {time} AS t FROM {table} WHERE {filter}) AS x GROUP BY 1, 3",
+                time = source.time(timezone),
+                table = source.table(),
+            )
+        })
+        .collect();
+    let sql = selects.join(" UNION ALL ");
+    let batches = ctx.sql(&sql).await?.collect().await?;
+    let mut out = Raw::new();
+    for batch in batches {
+        let period = datafusion::arrow::compute::cast(
+            batch.column(0),
+            &datafusion::arrow::datatypes::DataType::Utf8,
+        )?;
+        let breakdown = datafusion::arrow::compute::cast(
+            batch.column(1),
+            &datafusion::arrow::datatypes::DataType::Utf8,
+        )?;
+        let key = datafusion::arrow::compute::cast(
+            batch.column(2),
+            &datafusion::arrow::datatypes::DataType::Utf8,
+        )?;
+        let (period, breakdown, key) = (
+            period.as_string::<i32>(),
+            breakdown.as_string::<i32>(),
+            key.as_string::<i32>(),
+        );
+        let values = batch.column(3).as_primitive::<Float64Type>();
+        let users = batch.column(4).as_primitive::<Int64Type>();
+        for row in 0..batch.num_rows() {
+            if period.is_null(row) {
+                continue;
+            }
+            let name = dims
+                .iter()
+                .map(|(n, _)| *n)
+                .find(|n| *n == breakdown.value(row))
+                .unwrap_or("total");
+            let key = (!key.is_null(row)).then(|| key.value(row).to_owned());
+            out.insert(
+                (period.value(row).to_owned(), name, key),
+                (values.value(row), users.value(row)),
+            );
+        }
+    }
+    Ok(out)
+}
+
+fn month_start(month: &str) -> Result<NaiveDate, QueryError> {
+    NaiveDate::parse_from_str(&format!("{month}-01"), "%Y-%m-%d")
+        .map_err(|_| QueryError::Invalid(format!("{month:?} is not a month (YYYY-MM)")))
+}
+
+fn shift(month: &str, back: u32) -> Option<String> {
+    month_start(month)
+        .ok()?
+        .checked_sub_months(Months::new(back))
+        .map(|d| d.format("%Y-%m").to_string())
+}
+
+fn change(now: Option<f64>, before: Option<f64>) -> Option<f64> {
+    match (now, before) {
+        (Some(now), Some(before)) if before != 0.0 => Some((now - before) / before),
+        _ => None,
+    }
+}
+
+/// The figures between two periods (inclusive; months `YYYY-MM` or days `YYYY-MM-DD`).
+pub async fn compute(
+    ctx: &SessionContext,
+    granularity: Granularity,
+    from: &str,
+    to: &str,
+    filters: &Filters,
+    timezone: &str,
+    min_users: u32,
+) -> Result<FiguresReport, QueryError> {
+    let k = i64::from(min_users);
+    let (format, first) = match granularity {
+        Granularity::Month => {
+            month_start(from)?;
+            month_start(to)?;
+            // A year before `from`, for the year-over-year change.
+            ("%Y-%m", shift(from, 12).unwrap_or_else(|| from.to_owned()))
+        }
+        Granularity::Day => {
+            for day in [from, to] {
+                NaiveDate::parse_from_str(day, "%Y-%m-%d").map_err(|_| {
+                    QueryError::Invalid(format!("{day:?} is not a day (YYYY-MM-DD)"))
+                })?;
+            }
+            ("%Y-%m-%d", from.to_owned())
+        }
+    };
+    let mut cells = Vec::new();
+    for figure in FIGURES {
+        if filters.platform.is_some() && figure.source != Source::Visits {
+            continue;
+        }
+        let raw = raw(ctx, figure, format, timezone, filters, true).await?;
+        let visible = |period: &str| period >= first.as_str() && period <= to;
+        let value_of = |period: &str, breakdown: &'static str, key: &Option<String>| {
+            raw.get(&(period.to_owned(), breakdown, key.clone()))
+                .filter(|(_, users)| *users >= k)
+                .map(|(value, _)| *value)
+        };
+        // Peak days of the totals, from the daily series.
+        let peaks: BTreeMap<String, (String, f64)> = if granularity == Granularity::Month {
+            let daily = raw_daily(ctx, figure, timezone, filters).await?;
+            let mut peaks: BTreeMap<String, (String, f64)> = BTreeMap::new();
+            for (day, (value, users)) in daily {
+                if users < k {
+                    continue;
+                }
+                let month = day[..7].to_owned();
+                let entry = peaks.entry(month).or_insert((day.clone(), value));
+                if value > entry.1 {
+                    *entry = (day, value);
+                }
+            }
+            peaks
+        } else {
+            BTreeMap::new()
+        };
+        for ((period, breakdown, key), (value, users)) in &raw {
+            if !visible(period) || period.as_str() < from {
+                continue;
+            }
+            let suppressed = *users < k;
+            let value = (!suppressed).then_some(*value);
+            let (mom, yoy) = if granularity == Granularity::Month {
+                (
+                    shift(period, 1).and_then(|p| change(value, value_of(&p, breakdown, key))),
+                    shift(period, 12).and_then(|p| change(value, value_of(&p, breakdown, key))),
+                )
+            } else {
+                (None, None)
+            };
+            let peak = (*breakdown == "total" && !suppressed)
+                .then(|| peaks.get(period))
+                .flatten();
+            cells.push(FigureCell {
+                figure: figure.name,
+                period: period.clone(),
+                breakdown,
+                key: key.clone(),
+                value,
+                suppressed,
+                mom,
+                yoy,
+                peak_day: peak.map(|(day, _)| day.clone()),
+                peak_value: peak.map(|(_, value)| *value),
+            });
+        }
+    }
+    Ok(FiguresReport {
+        granularity,
+        from: from.to_owned(),
+        to: to.to_owned(),
+        timezone: timezone.to_owned(),
+        min_users,
+        filters: filters.clone(),
+        cells,
+    })
+}
+
+async fn raw_daily(
+    ctx: &SessionContext,
+    figure: &Figure,
+    timezone: &str,
+    filters: &Filters,
+) -> Result<BTreeMap<String, (f64, i64)>, QueryError> {
+    Ok(raw(ctx, figure, "%Y-%m-%d", timezone, filters, false)
+        .await?
+        .into_iter()
+        .map(|((day, _, _), cell)| (day, cell))
+        .collect())
+}

@@ -1,0 +1,336 @@
+//! The query service's HTTP surface (axum): the figures API for viewers and up, read-only SQL
+//! for analysts (JSON, CSV or Arrow IPC by `Accept`), `/metrics` and `/health`.
+//!
+//! Every request names its principal with a bearer token; every SQL query is logged with it.
+//! Errors are JSON `{"error": {"kind", "message"}}`: refused or invalid 400, unknown token 401,
+//! role 403, over the memory limit 422, over the time limit 408, lake unreadable 503.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::access::{AccessList, Principal};
+use crate::error::QueryError;
+use crate::figures::{self, Filters, Granularity};
+use crate::lake::Lake;
+use crate::session::{self, Limits, QueryOutput, Scope};
+
+/// Everything the handlers share.
+pub struct QueryService {
+    pub lake: Lake,
+    pub access: AccessList,
+    pub limits: Limits,
+    pub timezone: String,
+    pub min_users: u32,
+    /// Bounds the queries running at once: with the per-query memory limit, the service's.
+    pub running: tokio::sync::Semaphore,
+    /// The threads DataFusion runs on (figures and SQL).
+    pub executor: crate::executor::QueryExecutor,
+    pub metrics: QueryMetrics,
+}
+
+#[derive(Debug, Default)]
+pub struct QueryMetrics {
+    pub sql_ok: AtomicU64,
+    pub sql_refused: AtomicU64,
+    pub sql_failed: AtomicU64,
+    pub figures: AtomicU64,
+    pub unauthorized: AtomicU64,
+    pub micros: AtomicU64,
+}
+
+struct ApiError(StatusCode, &'static str, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.0,
+            axum::Json(json!({"error": {"kind": self.1, "message": self.2}})),
+        )
+            .into_response()
+    }
+}
+
+impl From<QueryError> for ApiError {
+    fn from(error: QueryError) -> Self {
+        let (status, kind) = match &error {
+            QueryError::Refused(_) => (StatusCode::BAD_REQUEST, "refused"),
+            QueryError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid"),
+            QueryError::Timeout(_) => (StatusCode::REQUEST_TIMEOUT, "timeout"),
+            QueryError::Memory(_) => (StatusCode::UNPROCESSABLE_ENTITY, "memory"),
+            QueryError::Lake(_) => (StatusCode::SERVICE_UNAVAILABLE, "lake"),
+            QueryError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        };
+        ApiError(status, kind, error.to_string())
+    }
+}
+
+pub fn router(service: Arc<QueryService>) -> Router {
+    Router::new()
+        .route("/api/v1/figures/monthly", get(monthly))
+        .route("/api/v1/figures/daily", get(daily))
+        .route("/api/v1/sql", post(sql))
+        .route("/metrics", get(metrics_text))
+        .route("/health", get(health))
+        .with_state(service)
+}
+
+fn principal(service: &QueryService, headers: &HeaderMap) -> Result<Principal, ApiError> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let found = token.and_then(|token| service.access.by_token(token));
+    found.ok_or_else(|| {
+        service.metrics.unauthorized.fetch_add(1, Ordering::Relaxed);
+        ApiError(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a valid bearer token is required".into(),
+        )
+    })
+}
+
+#[derive(Debug, Deserialize)]
+struct FigureQuery {
+    from: String,
+    to: String,
+    server: Option<String>,
+    domain: Option<String>,
+    platform: Option<String>,
+}
+
+async fn figures_of(
+    service: Arc<QueryService>,
+    headers: HeaderMap,
+    query: FigureQuery,
+    granularity: Granularity,
+) -> Result<axum::Json<figures::FiguresReport>, ApiError> {
+    let who = principal(&service, &headers)?;
+    let _permit = service.running.acquire().await.map_err(|_| {
+        ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "the service is stopping".into(),
+        )
+    })?;
+    let snapshot = service.lake.snapshot().await?;
+    // Figures never show pseudonyms; the session may read them to count distinct users.
+    let scope = Scope {
+        server: who.server.clone(),
+        pseudonyms: true,
+    };
+    let ctx = session::session(&snapshot, &scope, &service.limits).await?;
+    let filters = Filters {
+        server: query.server,
+        domain: query.domain,
+        platform: query.platform,
+    };
+    let (timezone, min_users) = (service.timezone.clone(), service.min_users);
+    let report = service
+        .executor
+        .run(service.limits.timeout, async move {
+            figures::compute(
+                &ctx,
+                granularity,
+                &query.from,
+                &query.to,
+                &filters,
+                &timezone,
+                min_users,
+            )
+            .await
+        })
+        .await?;
+    service.metrics.figures.fetch_add(1, Ordering::Relaxed);
+    Ok(axum::Json(report))
+}
+
+async fn monthly(
+    State(service): State<Arc<QueryService>>,
+    headers: HeaderMap,
+    Query(query): Query<FigureQuery>,
+) -> Result<axum::Json<figures::FiguresReport>, ApiError> {
+    figures_of(service, headers, query, Granularity::Month).await
+}
+
+async fn daily(
+    State(service): State<Arc<QueryService>>,
+    headers: HeaderMap,
+    Query(query): Query<FigureQuery>,
+) -> Result<axum::Json<figures::FiguresReport>, ApiError> {
+    figures_of(service, headers, query, Granularity::Day).await
+}
+
+#[derive(Debug, Deserialize)]
+struct SqlRequest {
+    sql: String,
+}
+
+async fn sql(
+    State(service): State<Arc<QueryService>>,
+    headers: HeaderMap,
+    body: Result<axum::Json<SqlRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, ApiError> {
+    let who = principal(&service, &headers)?;
+    if !who.role.may_query_sql() {
+        return Err(ApiError(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("{} may read figures only", who.name),
+        ));
+    }
+    let axum::Json(request) =
+        body.map_err(|e| ApiError(StatusCode::BAD_REQUEST, "invalid", e.body_text()))?;
+    tracing::info!(user = %who.name, scope = ?who.server, sql = %request.sql, "sql query");
+    let started = Instant::now();
+    let result = async {
+        let _permit = service
+            .running
+            .acquire()
+            .await
+            .map_err(|_| QueryError::Internal("the service is stopping".into()))?;
+        let snapshot = service.lake.snapshot().await?;
+        let ctx = session::session(&snapshot, &who.scope(), &service.limits).await?;
+        session::run_sql(&service.executor, ctx, request.sql, service.limits).await
+    }
+    .await;
+    service
+        .metrics
+        .micros
+        .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+    let output = match result {
+        Ok(output) => {
+            service.metrics.sql_ok.fetch_add(1, Ordering::Relaxed);
+            output
+        }
+        Err(error) => {
+            let counter = if matches!(error, QueryError::Refused(_)) {
+                &service.metrics.sql_refused
+            } else {
+                &service.metrics.sql_failed
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(user = %who.name, %error, "sql query failed");
+            return Err(error.into());
+        }
+    };
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json");
+    encode(&output, accept).map_err(ApiError::from)
+}
+
+/// The rows in the format the client accepts.
+fn encode(output: &QueryOutput, accept: &str) -> Result<Response, QueryError> {
+    use datafusion::arrow;
+    let truncated = [(
+        "x-mxpulse-truncated",
+        if output.truncated { "true" } else { "false" },
+    )];
+    if accept.contains("text/csv") {
+        let mut writer = arrow::csv::WriterBuilder::new()
+            .with_header(true)
+            .build(Vec::new());
+        for batch in &output.batches {
+            writer.write(batch)?;
+        }
+        let body = writer.into_inner();
+        return Ok(([(header::CONTENT_TYPE, "text/csv")], truncated, body).into_response());
+    }
+    if accept.contains("application/vnd.apache.arrow.stream") {
+        let mut writer = arrow::ipc::writer::StreamWriter::try_new(Vec::new(), &output.schema)?;
+        for batch in &output.batches {
+            writer.write(batch)?;
+        }
+        writer.finish()?;
+        let body = writer.into_inner()?;
+        return Ok((
+            [(header::CONTENT_TYPE, "application/vnd.apache.arrow.stream")],
+            truncated,
+            body,
+        )
+            .into_response());
+    }
+    let mut writer = arrow::json::ArrayWriter::new(Vec::new());
+    for batch in &output.batches {
+        writer.write(batch)?;
+    }
+    writer.finish()?;
+    let rows = writer.into_inner();
+    let rows: serde_json::Value = if rows.is_empty() {
+        json!([])
+    } else {
+        serde_json::from_slice(&rows).map_err(|e| QueryError::Internal(e.to_string()))?
+    };
+    let columns: Vec<_> = output
+        .schema
+        .fields()
+        .iter()
+        .map(|f| json!({"name": f.name(), "type": f.data_type().to_string()}))
+        .collect();
+    Ok(axum::Json(json!({
+        "columns": columns,
+        "rows": rows,
+        "row_count": output.rows,
+        "truncated": output.truncated,
+    }))
+    .into_response())
+}
+
+async fn metrics_text(State(service): State<Arc<QueryService>>) -> impl IntoResponse {
+    let m = &service.metrics;
+    let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    let body = format!(
+        "# HELP mxpulse_query_sql_total SQL queries by outcome.\n# TYPE mxpulse_query_sql_total counter\n\
+         mxpulse_query_sql_total{{outcome=\"ok\"}} {}\nmxpulse_query_sql_total{{outcome=\"refused\"}} {}\nmxpulse_query_sql_total{{outcome=\"failed\"}} {}\n\
+         # HELP mxpulse_query_figures_total Figures requests answered.\n# TYPE mxpulse_query_figures_total counter\nmxpulse_query_figures_total {}\n\
+         # HELP mxpulse_query_unauthorized_total Requests without a valid token.\n# TYPE mxpulse_query_unauthorized_total counter\nmxpulse_query_unauthorized_total {}\n\
+         # HELP mxpulse_query_sql_seconds_sum Time spent answering SQL.\n# TYPE mxpulse_query_sql_seconds_sum counter\nmxpulse_query_sql_seconds_sum {:.6}\n",
+        load(&m.sql_ok),
+        load(&m.sql_refused),
+        load(&m.sql_failed),
+        load(&m.figures),
+        load(&m.unauthorized),
+        load(&m.micros) as f64 / 1e6,
+    );
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
+}
+
+/// 200 when the lake can be read.
+async fn health(State(service): State<Arc<QueryService>>) -> impl IntoResponse {
+    match service.lake.snapshot().await {
+        Ok(_) => (StatusCode::OK, axum::Json(json!({"status": "ok"}))),
+        Err(error) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({"status": "failing", "lake": error.to_string()})),
+        ),
+    }
+}
+
+/// Binds now and serves until `shutdown` resolves.
+pub async fn serve(
+    address: SocketAddr,
+    service: Arc<QueryService>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>)> {
+    let listener = tokio::net::TcpListener::bind(address).await?;
+    let bound = listener.local_addr()?;
+    let app = router(service);
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+    });
+    Ok((bound, task))
+}

@@ -1,0 +1,191 @@
+//! One DataFusion session per request, built from a lake snapshot for one principal: the
+//! tables appear as views (`events`, `visits`, `accounts`, `rooms`), filtered to the
+//! principal's server when it has a scope and without pseudonym columns when it may not see
+//! them. The raw tables are never registered by name, so no SQL can reach around the filter.
+//! Each session has its own memory pool (the per-query limit); the service bounds how many
+//! run at once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::TableProvider;
+use datafusion::catalog::view::ViewTable;
+use datafusion::datasource::{MemTable, provider_as_source};
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::logical_expr::LogicalPlanBuilder;
+use datafusion::prelude::{SessionConfig, SessionContext, col, lit};
+use futures::StreamExt as _;
+
+use crate::error::QueryError;
+use crate::executor::QueryExecutor;
+use crate::guard;
+use crate::lake::LakeSnapshot;
+
+/// Columns holding pseudonyms, by table: hidden from principals that may not see them.
+pub const PSEUDONYM_COLUMNS: &[(&str, &[&str])] = &[
+    ("events", &["sender", "room", "event", "target"]),
+    ("visits", &["user", "device"]),
+    ("accounts", &["user"]),
+];
+
+/// What a session may see.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Scope {
+    /// Only this server's rows.
+    pub server: Option<String>,
+    /// Pseudonym columns visible.
+    pub pseudonyms: bool,
+}
+
+/// Bounds of one query.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    pub memory_bytes: usize,
+    pub timeout: Duration,
+    pub max_rows: usize,
+}
+
+/// The rooms view: one row per room created by a local user, with its kind read from the
+/// room's initial state (design.md §5): space, direct, forum (public, unencrypted), external
+/// (encrypted, unrestricted), private (the rest: encrypted or invite-only, restricted).
+const ROOMS_VIEW: &str = "
+CREATE VIEW rooms AS
+WITH created AS (
+  SELECT room, server, domain, sender AS creator, ts AS created_at, room_type
+  FROM events WHERE type = 'm.room.create'
+), facts AS (
+  SELECT room,
+    bool_or(is_direct) AS is_direct,
+    bool_or(type = 'm.room.encryption') AS encrypted,
+    first_value(join_rule ORDER BY ts) FILTER (WHERE type = 'm.room.join_rules') AS join_rule,
+    first_value(access_rule ORDER BY ts) FILTER (WHERE type = 'im.vector.room.access_rules') AS access_rule
+  FROM events GROUP BY room
+), members AS (
+  SELECT room, count(*) AS members FROM (
+    SELECT room, target, last_value(membership ORDER BY ts) AS membership
+    FROM events WHERE type = 'm.room.member' GROUP BY room, target
+  ) WHERE membership = 'join' GROUP BY room
+)
+SELECT c.room, c.server, c.domain, c.creator, c.created_at,
+  CASE
+    WHEN c.room_type = 'm.space' THEN 'space'
+    WHEN coalesce(f.is_direct, false) THEN 'direct'
+    WHEN f.join_rule = 'public' AND NOT coalesce(f.encrypted, false) THEN 'forum'
+    WHEN coalesce(f.encrypted, false) AND f.access_rule = 'unrestricted' THEN 'external'
+    ELSE 'private'
+  END AS kind,
+  coalesce(f.encrypted, false) AS encrypted,
+  f.join_rule, f.access_rule,
+  coalesce(m.members, 0) AS members
+FROM created c LEFT JOIN facts f ON f.room = c.room LEFT JOIN members m ON m.room = c.room";
+
+/// A session over `snapshot` for `scope`, with `limits`' memory pool.
+pub async fn session(
+    snapshot: &LakeSnapshot,
+    scope: &Scope,
+    limits: &Limits,
+) -> Result<SessionContext, QueryError> {
+    // No spilling: a query over its memory limit fails instead of filling the disk.
+    let runtime = RuntimeEnvBuilder::new()
+        .with_memory_limit(limits.memory_bytes, 1.0)
+        .with_disk_manager_builder(
+            DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
+        )
+        .build_arc()?;
+    let config = SessionConfig::new()
+        .with_information_schema(true)
+        .with_default_catalog_and_schema("mxpulse", "public");
+    let ctx = SessionContext::new_with_config_rt(config, runtime);
+    for table in &snapshot.tables {
+        let provider: Arc<dyn TableProvider> = match &table.delta {
+            Some(delta) => {
+                delta
+                    .update_datafusion_session(&ctx.state())
+                    .map_err(|e| QueryError::Lake(e.to_string()))?;
+                delta
+                    .table_provider()
+                    .await
+                    .map_err(|e| QueryError::Lake(e.to_string()))?
+            }
+            None => Arc::new(MemTable::try_new(table.schema.clone(), vec![vec![]])?),
+        };
+        let mut plan = LogicalPlanBuilder::scan(table.name, provider_as_source(provider), None)?;
+        if let Some(server) = &scope.server {
+            plan = plan.filter(col("server").eq(lit(server.as_str())))?;
+        }
+        if !scope.pseudonyms {
+            let hidden = PSEUDONYM_COLUMNS
+                .iter()
+                .find(|(name, _)| *name == table.name)
+                .map_or(&[][..], |(_, columns)| *columns);
+            let kept: Vec<_> = table
+                .schema
+                .fields()
+                .iter()
+                .filter(|f| !hidden.contains(&f.name().as_str()))
+                .map(|f| col(f.name()))
+                .collect();
+            plan = plan.project(kept)?;
+        }
+        let view = ViewTable::new(plan.build()?, None);
+        ctx.register_table(table.name, Arc::new(view))?;
+    }
+    if scope.pseudonyms {
+        ctx.sql(ROOMS_VIEW).await?;
+    }
+    Ok(ctx)
+}
+
+/// The rows of a query, at most `max_rows` of them.
+#[derive(Debug)]
+pub struct QueryOutput {
+    pub schema: SchemaRef,
+    pub batches: Vec<RecordBatch>,
+    pub rows: usize,
+    /// More rows were there than `max_rows`.
+    pub truncated: bool,
+}
+
+/// Runs one analyst query on `executor`: the guard, read-only planning, the row limit, and a
+/// wall-clock timeout that cancels the running stream.
+pub async fn run_sql(
+    executor: &QueryExecutor,
+    ctx: SessionContext,
+    sql: String,
+    limits: Limits,
+) -> Result<QueryOutput, QueryError> {
+    guard::check(&sql)?;
+    executor
+        .run(limits.timeout, async move {
+            let frame = ctx
+                .sql_with_options(&sql, guard::read_only_options())
+                .await?;
+            let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
+            let mut stream = frame.execute_stream().await?;
+            let mut batches = Vec::new();
+            let mut rows = 0;
+            let mut truncated = false;
+            while let Some(batch) = stream.next().await {
+                let batch = batch?;
+                let room = limits.max_rows - rows;
+                if batch.num_rows() > room {
+                    batches.push(batch.slice(0, room));
+                    rows += room;
+                    truncated = true;
+                    break;
+                }
+                rows += batch.num_rows();
+                batches.push(batch);
+            }
+            Ok(QueryOutput {
+                schema,
+                batches,
+                rows,
+                truncated,
+            })
+        })
+        .await
+}

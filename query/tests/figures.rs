@@ -1,0 +1,531 @@
+//! Golden figures: a small lake written by the test, where every figure, breakdown, change,
+//! peak day and suppression below was worked out by hand (k = 3, Europe/Paris).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{NaiveDate, TimeZone, Utc};
+use mxpulse_query::figures::{self, FigureCell, Filters, Granularity};
+use mxpulse_query::lake::LakeSnapshot;
+use mxpulse_query::session::{self, Limits, Scope};
+use mxpulse_schemas::vocabulary::{
+    AccessRule, AccountChange, Client, EventType, JoinRule, Membership, MsgType, Platform, RelType,
+    RoomType, Source, UserType,
+};
+use mxpulse_schemas::{
+    AccountRecord, EventPseudonym, EventRecord, KeyId, Record, RoomPseudonym, SchemaVersion,
+    UnixMillis, UserPseudonym, VisitRecord,
+};
+
+const A: &str = "agent.interieur.tchap.gouv.fr";
+const B: &str = "agent.finances.tchap.gouv.fr";
+
+fn ms(y: i32, mo: u32, d: u32, h: u32, mi: u32) -> UnixMillis {
+    UnixMillis(
+        Utc.with_ymd_and_hms(y, mo, d, h, mi, 0)
+            .unwrap()
+            .timestamp_millis(),
+    )
+}
+
+fn visit(
+    user: u64,
+    server: &str,
+    domain: &str,
+    day: (i32, u32, u32),
+    platform: Platform,
+) -> VisitRecord {
+    VisitRecord {
+        v: SchemaVersion::CURRENT,
+        key_id: KeyId([1, 2, 3, 4]),
+        day: NaiveDate::from_ymd_opt(day.0, day.1, day.2).unwrap(),
+        server: server.into(),
+        user: UserPseudonym(user),
+        device: None,
+        domain: Some(domain.into()),
+        platform,
+        client: Client::Tchap,
+    }
+}
+
+struct Events(Vec<EventRecord>);
+
+impl Events {
+    fn add(
+        &mut self,
+        sender: u64,
+        room: u64,
+        at: UnixMillis,
+        event_type: EventType,
+        edit: impl FnOnce(&mut EventRecord),
+    ) {
+        let n = self.0.len() as u128 + 1;
+        let mut r = EventRecord::new(
+            KeyId([1, 2, 3, 4]),
+            EventPseudonym(n),
+            at,
+            A,
+            UserPseudonym(sender),
+            RoomPseudonym(room),
+            event_type,
+            Source::Appservice,
+        );
+        r.domain = Some("interieur.gouv.fr".into());
+        edit(&mut r);
+        self.0.push(r);
+    }
+}
+
+async fn write<R: Record>(root: &mxpulse_ingest::LakeRoot, records: &[R]) {
+    let table = mxpulse_ingest::lake::open_or_create::<R>(root)
+        .await
+        .unwrap();
+    table
+        .write(vec![R::to_record_batch(records).unwrap()])
+        .with_partition_columns([R::PARTITION_COLUMN])
+        .await
+        .unwrap();
+}
+
+fn lake_data() -> (Vec<VisitRecord>, Vec<EventRecord>, Vec<AccountRecord>) {
+    use Platform::*;
+    let mut visits = Vec::new();
+    // May 2024: users 1-3 (interieur, server A) on 2 May, 4-5 (finances, server B) on 3 May;
+    // user 6 has no known platform.
+    for (user, server, domain, day, platform) in [
+        (1, A, "interieur.gouv.fr", 2, Web),
+        (2, A, "interieur.gouv.fr", 2, Android),
+        (3, A, "interieur.gouv.fr", 2, Web),
+        (4, B, "finances.gouv.fr", 3, Ios),
+        (5, B, "finances.gouv.fr", 3, Web),
+    ] {
+        visits.push(visit(user, server, domain, (2024, 5, day), platform));
+    }
+    // Peak day: 14 May with users 1-4, on Android.
+    for user in 1..=4 {
+        let (server, domain) = if user <= 3 {
+            (A, "interieur.gouv.fr")
+        } else {
+            (B, "finances.gouv.fr")
+        };
+        visits.push(visit(user, server, domain, (2024, 5, 14), Android));
+    }
+    visits.push(visit(6, A, "interieur.gouv.fr", (2024, 5, 20), Unknown));
+    // June 2024: two users only (suppressed).
+    visits.push(visit(1, A, "interieur.gouv.fr", (2024, 6, 3), Web));
+    visits.push(visit(2, A, "interieur.gouv.fr", (2024, 6, 3), Web));
+    // May 2023: four users, for the year-over-year change.
+    for user in 1..=4 {
+        visits.push(visit(user, A, "interieur.gouv.fr", (2023, 5, 10), Web));
+    }
+    // April 2024: four users, for the month-over-month change.
+    for user in 1..=4 {
+        visits.push(visit(user, A, "interieur.gouv.fr", (2024, 4, 10), Web));
+    }
+
+    let mut e = Events(Vec::new());
+    let msg = |r: &mut EventRecord| r.msgtype = Some(MsgType::Text);
+    // May 2024 (Paris): 30 April 22:30 UTC is 1 May 00:30 in Paris.
+    e.add(1, 100, ms(2024, 4, 30, 22, 30), EventType::RoomMessage, msg);
+    for (sender, day) in [(1, 6), (2, 6), (3, 7), (4, 7), (1, 7), (2, 20), (3, 21)] {
+        e.add(
+            sender,
+            100,
+            ms(2024, 5, day, 10, 0),
+            EventType::RoomEncrypted,
+            |_| {},
+        );
+    }
+    e.add(2, 100, ms(2024, 5, 7, 11, 0), EventType::RoomMessage, |r| {
+        r.msgtype = Some(MsgType::Text);
+        r.rel_type = Some(RelType::Thread)
+    });
+    e.add(
+        3,
+        100,
+        ms(2024, 5, 7, 12, 0),
+        EventType::RoomEncrypted,
+        |r| r.rel_type = Some(RelType::Thread),
+    );
+    e.add(1, 100, ms(2024, 5, 8, 12, 0), EventType::RoomMessage, |r| {
+        r.msgtype = Some(MsgType::Text);
+        r.rel_type = Some(RelType::Replace)
+    });
+    e.add(2, 100, ms(2024, 5, 8, 12, 0), EventType::Reaction, |r| {
+        r.rel_type = Some(RelType::Annotation)
+    });
+    e.add(3, 100, ms(2024, 5, 8, 12, 5), EventType::Reaction, |r| {
+        r.rel_type = Some(RelType::Annotation)
+    });
+    // 31 May 22:30 UTC is 1 June in Paris: June has one message, from one sender.
+    e.add(4, 100, ms(2024, 5, 31, 22, 30), EventType::RoomMessage, msg);
+    // Rooms created in May 2024 by users 1, 2, 3: one of each kind.
+    e.add(1, 201, ms(2024, 5, 9, 9, 0), EventType::RoomCreate, |_| {});
+    e.add(1, 201, ms(2024, 5, 9, 9, 1), EventType::RoomMember, |r| {
+        r.membership = Some(Membership::Invite);
+        r.target = Some(UserPseudonym(2));
+        r.is_direct = Some(true)
+    });
+    e.add(2, 202, ms(2024, 5, 9, 9, 0), EventType::RoomCreate, |_| {});
+    e.add(
+        2,
+        202,
+        ms(2024, 5, 9, 9, 1),
+        EventType::RoomJoinRules,
+        |r| r.join_rule = Some(JoinRule::Public),
+    );
+    e.add(3, 203, ms(2024, 5, 9, 9, 0), EventType::RoomCreate, |r| {
+        r.room_type = Some(RoomType::Space)
+    });
+    e.add(3, 204, ms(2024, 5, 9, 9, 0), EventType::RoomCreate, |_| {});
+    e.add(
+        3,
+        204,
+        ms(2024, 5, 9, 9, 1),
+        EventType::RoomJoinRules,
+        |r| r.join_rule = Some(JoinRule::Invite),
+    );
+    e.add(
+        3,
+        204,
+        ms(2024, 5, 9, 9, 2),
+        EventType::RoomEncryption,
+        |r| r.encrypted = Some(true),
+    );
+    e.add(1, 205, ms(2024, 5, 9, 9, 0), EventType::RoomCreate, |_| {});
+    e.add(
+        1,
+        205,
+        ms(2024, 5, 9, 9, 2),
+        EventType::RoomEncryption,
+        |r| r.encrypted = Some(true),
+    );
+    e.add(1, 205, ms(2024, 5, 9, 9, 3), EventType::AccessRules, |r| {
+        r.access_rule = Some(AccessRule::Unrestricted)
+    });
+
+    let account = |user: u64, at: UnixMillis, user_type: UserType| AccountRecord {
+        v: SchemaVersion::CURRENT,
+        key_id: KeyId([1, 2, 3, 4]),
+        ts: at,
+        server: A.into(),
+        user: UserPseudonym(user),
+        domain: None,
+        change: AccountChange::Created,
+        user_type,
+    };
+    let accounts = vec![
+        account(1, ms(2024, 5, 1, 8, 0), UserType::Regular),
+        account(2, ms(2024, 5, 2, 8, 0), UserType::Regular),
+        account(3, ms(2024, 5, 2, 9, 0), UserType::Regular),
+        account(4, ms(2024, 5, 3, 8, 0), UserType::Regular),
+        account(90, ms(2024, 5, 3, 8, 0), UserType::Bot),
+    ];
+    (visits, e.0, accounts)
+}
+
+async fn report(scope: Scope, filters: Filters) -> Vec<FigureCell> {
+    let dir = tempfile::tempdir().unwrap();
+    let root = mxpulse_ingest::LakeRoot::parse(&dir.path().display().to_string()).unwrap();
+    let (visits, events, accounts) = lake_data();
+    write(&root, &visits).await;
+    write(&root, &events).await;
+    write(&root, &accounts).await;
+    let snapshot = LakeSnapshot::load(root.url()).await.unwrap();
+    let limits = Limits {
+        memory_bytes: 256 << 20,
+        timeout: Duration::from_secs(60),
+        max_rows: 10_000,
+    };
+    let ctx = session::session(&snapshot, &scope, &limits).await.unwrap();
+    figures::compute(
+        &ctx,
+        Granularity::Month,
+        "2024-05",
+        "2024-06",
+        &filters,
+        "Europe/Paris",
+        3,
+    )
+    .await
+    .unwrap()
+    .cells
+}
+
+fn cell<'a>(
+    cells: &'a [FigureCell],
+    figure: &str,
+    period: &str,
+    breakdown: &str,
+    key: Option<&str>,
+) -> &'a FigureCell {
+    cells
+        .iter()
+        .find(|c| {
+            c.figure == figure
+                && c.period == period
+                && c.breakdown == breakdown
+                && c.key.as_deref() == key
+        })
+        .unwrap_or_else(|| panic!("no cell {figure} {period} {breakdown} {key:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_figure_matches_the_hand_worked_values() {
+    let cells = report(
+        Scope {
+            server: None,
+            pseudonyms: true,
+        },
+        Filters::default(),
+    )
+    .await;
+    let total =
+        |figure: &'static str, period: &'static str| cell(&cells, figure, period, "total", None);
+
+    // Active users: May 2024 = users 1-5 (6 has no known platform); June 2 users: suppressed.
+    let may = total("active_users", "2024-05");
+    assert_eq!((may.value, may.suppressed), (Some(5.0), false));
+    assert_eq!(may.yoy, Some(0.25), "May 2023 had 4");
+    assert_eq!(may.mom, Some(0.25), "April 2024 had 4");
+    assert_eq!(
+        (may.peak_day.as_deref(), may.peak_value),
+        (Some("2024-05-14"), Some(4.0))
+    );
+    let june = total("active_users", "2024-06");
+    assert_eq!((june.value, june.suppressed, june.mom), (None, true, None));
+    assert_eq!(
+        cell(&cells, "active_users", "2024-05", "server", Some(A)).value,
+        Some(3.0)
+    );
+    assert!(
+        cell(&cells, "active_users", "2024-05", "server", Some(B)).suppressed,
+        "2 users"
+    );
+    // Web: users 1, 3, 5; Android: 2 and, on 14 May, 1-4; iOS: user 4 alone.
+    assert_eq!(
+        cell(&cells, "active_users", "2024-05", "platform", Some("web")).value,
+        Some(3.0)
+    );
+    assert_eq!(
+        cell(
+            &cells,
+            "active_users",
+            "2024-05",
+            "platform",
+            Some("android")
+        )
+        .value,
+        Some(4.0)
+    );
+    assert!(cell(&cells, "active_users", "2024-05", "platform", Some("ios")).suppressed);
+
+    // Messages in May (Paris): the 1 May 00:30 message, 7 encrypted, 2 thread replies = 10;
+    // the edit and the reactions are not messages; 4 senders.
+    let messages = total("messages", "2024-05");
+    assert_eq!(messages.value, Some(10.0));
+    assert_eq!(
+        messages.peak_day.as_deref(),
+        Some("2024-05-07"),
+        "4 messages on 7 May"
+    );
+    assert_eq!(messages.peak_value, Some(5.0));
+    assert!(
+        total("messages", "2024-06").suppressed,
+        "one sender in June"
+    );
+    assert!(total("threads", "2024-05").suppressed, "2 senders");
+    assert!(total("reactions", "2024-05").suppressed, "2 senders");
+
+    // Rooms: 5 created by 3 users; one of each kind, each by one user: suppressed.
+    assert_eq!(total("rooms_created", "2024-05").value, Some(5.0));
+    for kind in ["direct", "private", "external", "forum", "space"] {
+        let figure = format!("rooms_created_{kind}");
+        let c = cell(&cells, &figure, "2024-05", "total", None);
+        assert!(c.suppressed && c.value.is_none(), "{kind}: {c:?}");
+    }
+    // Accounts: four regular, the bot not counted.
+    assert_eq!(total("accounts_created", "2024-05").value, Some(4.0));
+    // Nothing published for months outside the request.
+    assert!(
+        cells
+            .iter()
+            .all(|c| c.period == "2024-05" || c.period == "2024-06")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_scoped_session_sees_only_its_server_and_kinds_are_right() {
+    let cells = report(
+        Scope {
+            server: Some(B.into()),
+            pseudonyms: true,
+        },
+        Filters::default(),
+    )
+    .await;
+    // Server B: users 4 and 5 only, suppressed; none of A's events.
+    let may = cell(&cells, "active_users", "2024-05", "total", None);
+    assert!(may.suppressed);
+    assert!(cells.iter().all(|c| c.figure == "active_users"
+        || c.figure == "accounts_created"
+        || c.value.is_none()));
+    assert!(
+        !cells.iter().any(|c| c.key.as_deref() == Some(A)),
+        "no row of server A"
+    );
+    let kinds: BTreeMap<_, _> = cells
+        .iter()
+        .filter(|c| c.figure.starts_with("rooms_created"))
+        .map(|c| (c.figure, c.value))
+        .collect();
+    assert!(kinds.is_empty(), "B created no rooms: {kinds:?}");
+}
+
+async fn analyst_session(
+    scope: Scope,
+    limits: Limits,
+) -> (tempfile::TempDir, datafusion::prelude::SessionContext) {
+    let dir = tempfile::tempdir().unwrap();
+    let root = mxpulse_ingest::LakeRoot::parse(&dir.path().display().to_string()).unwrap();
+    let (visits, events, accounts) = lake_data();
+    write(&root, &visits).await;
+    write(&root, &events).await;
+    write(&root, &accounts).await;
+    let snapshot = LakeSnapshot::load(root.url()).await.unwrap();
+    let ctx = session::session(&snapshot, &scope, &limits).await.unwrap();
+    (dir, ctx)
+}
+
+fn limits() -> Limits {
+    Limits {
+        memory_bytes: 64 << 20,
+        timeout: Duration::from_secs(5),
+        max_rows: 1_000,
+    }
+}
+
+fn executor() -> mxpulse_query::executor::QueryExecutor {
+    mxpulse_query::executor::QueryExecutor::new(2).unwrap()
+}
+
+async fn rows(ctx: &datafusion::prelude::SessionContext, sql: &str) -> Vec<String> {
+    let out = session::run_sql(&executor(), ctx.clone(), sql.into(), limits())
+        .await
+        .unwrap();
+    let text = datafusion::arrow::util::pretty::pretty_format_batches(&out.batches)
+        .unwrap()
+        .to_string();
+    // The table's lines without its header.
+    text.lines()
+        .filter(|l| l.starts_with("| "))
+        .skip(1)
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rooms_have_the_kind_of_their_initial_state() {
+    let (_dir, ctx) = analyst_session(
+        Scope {
+            server: None,
+            pseudonyms: true,
+        },
+        limits(),
+    )
+    .await;
+    let kinds = rows(&ctx, "SELECT room, kind FROM rooms ORDER BY room").await;
+    assert_eq!(
+        kinds,
+        [
+            "| 201 | direct |",
+            "| 202 | forum |",
+            "| 203 | space |",
+            "| 204 | private |",
+            "| 205 | external |"
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_sql_is_refused_or_bounded_and_the_session_still_answers() {
+    let (_dir, ctx) = analyst_session(
+        Scope {
+            server: None,
+            pseudonyms: true,
+        },
+        limits(),
+    )
+    .await;
+    let x = executor();
+    let refused = [
+        "CREATE TABLE t AS SELECT 1",
+        "INSERT INTO events SELECT * FROM events",
+        "COPY (SELECT * FROM events) TO '/tmp/stolen.csv'",
+        "CREATE EXTERNAL TABLE p (line VARCHAR) STORED AS CSV LOCATION '/etc/passwd'",
+        "SET datafusion.execution.batch_size = 1",
+        "DROP VIEW events",
+    ];
+    for sql in refused {
+        let err = session::run_sql(&x, ctx.clone(), sql.into(), limits())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, mxpulse_query::QueryError::Refused(_)),
+            "{sql}: {err}"
+        );
+    }
+    for sql in [
+        "SELECT * FROM '/etc/passwd'",
+        "SELECT * FROM 'https://example.org/data.parquet'",
+        "SELECT * FROM read_csv('/etc/passwd')",
+    ] {
+        let err = session::run_sql(&x, ctx.clone(), sql.into(), limits())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, mxpulse_query::QueryError::Invalid(_)),
+            "{sql}: {err}"
+        );
+    }
+    let err = session::run_sql(
+        &x,
+        ctx.clone(),
+        "SELECT max(a.value + b.value) FROM generate_series(1, 100000000) a CROSS JOIN generate_series(1, 100000000) b".into(),
+        limits(),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(err, mxpulse_query::QueryError::Memory(_)),
+        "memory: {err}"
+    );
+    let slow = Limits {
+        timeout: Duration::from_millis(500),
+        ..limits()
+    };
+    let err = session::run_sql(
+        &x,
+        ctx.clone(),
+        "SELECT count(*) FROM generate_series(1, 2000000000) WHERE value % 7 = 3".into(),
+        slow,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(err, mxpulse_query::QueryError::Timeout(_)),
+        "timeout: {err}"
+    );
+    let few = Limits {
+        max_rows: 3,
+        ..limits()
+    };
+    let out = session::run_sql(&x, ctx.clone(), "SELECT * FROM events".into(), few)
+        .await
+        .unwrap();
+    assert_eq!((out.rows, out.truncated), (3, true));
+    assert_eq!(
+        rows(&ctx, "SELECT count(*) AS n FROM accounts").await,
+        ["| 5 |"]
+    );
+}
