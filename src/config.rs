@@ -29,6 +29,7 @@ pub struct Config {
     pub lake: LakeSection,
     pub hooks: HooksSection,
     pub ingest: IngestSection,
+    pub query: QuerySection,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -163,6 +164,63 @@ impl Default for IngestSection {
             identity_days: 8,
         }
     }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QuerySection {
+    /// Address of the figures API, the SQL API, `/metrics` and `/health`.
+    pub listen: SocketAddr,
+    /// Time zone of calendar months and days in the figures (IANA name).
+    pub timezone: String,
+    /// A query's answer stops after this many rows (and says it was truncated).
+    pub max_rows: u64,
+    /// A query running longer is cancelled (milliseconds).
+    pub query_timeout_ms: u64,
+    /// A figures request running longer is cancelled (milliseconds).
+    pub figures_timeout_ms: u64,
+    /// Memory one query may use; a query needing more fails (nothing spills to disk).
+    pub query_memory_bytes: u64,
+    /// Queries running at once; with `query_memory_bytes`, the service's memory bound.
+    pub max_concurrent_queries: u64,
+    /// Threads DataFusion runs on, apart from the HTTP handlers.
+    pub threads: u64,
+    /// New lake commits are visible after at most this long (milliseconds).
+    pub refresh_ms: u64,
+    /// Who may ask: bearer tokens with a role and an optional server scope.
+    pub principals: Vec<PrincipalSection>,
+}
+
+impl Default for QuerySection {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            timezone: "Europe/Paris".into(),
+            max_rows: 100_000,
+            query_timeout_ms: 30_000,
+            figures_timeout_ms: 120_000,
+            query_memory_bytes: 512 << 20,
+            max_concurrent_queries: 4,
+            threads: 2,
+            refresh_ms: 2_000,
+            principals: Vec::new(),
+        }
+    }
+}
+
+/// One of `[[query.principals]]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrincipalSection {
+    /// Shown in the logs next to every query.
+    pub name: String,
+    /// `viewer` (figures), `analyst` (figures and SQL) or `admin`.
+    pub role: String,
+    /// The bearer token (at least 16 characters).
+    pub token: String,
+    /// Only this server's rows; empty for all.
+    #[serde(default)]
+    pub server: String,
 }
 
 /// What is wrong with the configuration, naming where it came from.
@@ -322,6 +380,45 @@ impl Config {
                 });
             }
         }
+        for (key, value) in [
+            ("query.max_rows", self.query.max_rows),
+            ("query.query_timeout_ms", self.query.query_timeout_ms),
+            ("query.figures_timeout_ms", self.query.figures_timeout_ms),
+            ("query.query_memory_bytes", self.query.query_memory_bytes),
+            (
+                "query.max_concurrent_queries",
+                self.query.max_concurrent_queries,
+            ),
+            ("query.threads", self.query.threads),
+            ("query.refresh_ms", self.query.refresh_ms),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Invalid {
+                    key,
+                    message: "must be at least 1".into(),
+                });
+            }
+        }
+        for principal in &self.query.principals {
+            if !["viewer", "analyst", "admin"].contains(&principal.role.as_str()) {
+                return Err(ConfigError::Invalid {
+                    key: "query.principals.role",
+                    message: format!(
+                        "{:?} of {} is not viewer, analyst or admin",
+                        principal.role, principal.name
+                    ),
+                });
+            }
+            if principal.token.len() < 16 {
+                return Err(ConfigError::Invalid {
+                    key: "query.principals.token",
+                    message: format!(
+                        "the token of {} must be at least 16 characters",
+                        principal.name
+                    ),
+                });
+            }
+        }
         if self.lake.root.trim().is_empty() {
             return Err(ConfigError::Invalid {
                 key: "lake.root",
@@ -337,6 +434,9 @@ impl Config {
         let mut shown = self.clone();
         for homeserver in &mut shown.hooks.homeservers {
             homeserver.hs_token = REDACTED.into();
+        }
+        for principal in &mut shown.query.principals {
+            principal.token = REDACTED.into();
         }
         for (key, value) in &mut shown.kafka.properties {
             if key.contains("password") || key.contains("secret") {

@@ -29,6 +29,8 @@ pub struct QueryService {
     pub lake: Lake,
     pub access: AccessList,
     pub limits: Limits,
+    /// Bound of a figures request.
+    pub figures_timeout: std::time::Duration,
     pub timezone: String,
     pub min_users: u32,
     /// Bounds the queries running at once: with the per-query memory limit, the service's.
@@ -138,7 +140,7 @@ async fn figures_of(
     let (timezone, min_users) = (service.timezone.clone(), service.min_users);
     let report = service
         .executor
-        .run(service.limits.timeout, async move {
+        .run(service.figures_timeout, async move {
             figures::compute(
                 &ctx,
                 granularity,

@@ -7,6 +7,7 @@ mod dev_broker;
 mod hooks;
 mod ingest;
 mod lake;
+mod serve;
 
 use std::path::PathBuf;
 
@@ -40,7 +41,7 @@ pub enum Command {
     /// Kafka to the Delta lake, exactly once.
     Ingest(ingest::IngestArgs),
     /// Figures API, read-only SQL over HTTP and the PostgreSQL wire protocol.
-    Serve(PendingArgs),
+    Serve(serve::ServeArgs),
     /// A local federation flowing end to end into the figures.
     Demo(PendingArgs),
     /// Deterministic federation simulator.
@@ -72,7 +73,7 @@ impl Cli {
             Command::Hooks(args) => return hooks::run(args, &load_config(&self.global)?),
             Command::Ingest(args) => return ingest::run(args, &load_config(&self.global)?),
             Command::Lake(args) => return lake::run(args, &load_config(&self.global)?),
-            Command::Serve(_) => "serve",
+            Command::Serve(args) => return serve::run(args, &load_config(&self.global)?),
             Command::Demo(_) => "demo",
             Command::Generate(_) => "generate",
             Command::Report(_) => "report",

@@ -1,0 +1,72 @@
+//! `mxpulse serve`: the query service over the lake until SIGINT or SIGTERM: the figures API,
+//! read-only SQL over HTTP, `/metrics` and `/health`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Args;
+use mxpulse_ingest::LakeRoot;
+use mxpulse_query::access::{AccessList, Principal, Role};
+use mxpulse_query::executor::QueryExecutor;
+use mxpulse_query::http::{self, QueryService};
+use mxpulse_query::lake::Lake;
+use mxpulse_query::session::Limits;
+
+use crate::config::Config;
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {}
+
+/// The service's parts from the configuration.
+pub fn query_service(config: &Config) -> anyhow::Result<QueryService> {
+    let q = &config.query;
+    let root = LakeRoot::parse(&config.lake.root).context("lake.root")?;
+    let principals = q.principals.iter().map(|p| {
+        let role = match p.role.as_str() {
+            "viewer" => Role::Viewer,
+            "analyst" => Role::Analyst,
+            _ => Role::Admin,
+        };
+        let server = (!p.server.is_empty()).then(|| p.server.clone());
+        (
+            p.token.clone(),
+            Principal {
+                name: p.name.clone(),
+                role,
+                server,
+            },
+        )
+    });
+    Ok(QueryService {
+        lake: Lake::new(root.url().clone(), Duration::from_millis(q.refresh_ms)),
+        access: AccessList::new(principals),
+        limits: Limits {
+            memory_bytes: q.query_memory_bytes as usize,
+            timeout: Duration::from_millis(q.query_timeout_ms),
+            max_rows: q.max_rows as usize,
+        },
+        figures_timeout: Duration::from_millis(q.figures_timeout_ms),
+        timezone: q.timezone.clone(),
+        min_users: config.privacy.min_users,
+        running: tokio::sync::Semaphore::new(q.max_concurrent_queries as usize),
+        executor: QueryExecutor::new(q.threads as usize)?,
+        metrics: Default::default(),
+    })
+}
+
+pub fn run(_args: &ServeArgs, config: &Config) -> anyhow::Result<()> {
+    if config.query.principals.is_empty() {
+        tracing::warn!("no [[query.principals]] configured: every request will be refused");
+    }
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let service = Arc::new(query_service(config)?);
+        let (bound, server) = http::serve(config.query.listen, service, super::shutdown_signal())
+            .await
+            .with_context(|| format!("cannot listen on {}", config.query.listen))?;
+        tracing::info!(%bound, "query service listening");
+        server.await??;
+        anyhow::Ok(())
+    })
+}

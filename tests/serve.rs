@@ -1,0 +1,381 @@
+//! `mxpulse serve` over HTTP: tokens and roles, a ministry's scope whatever its SQL, hostile
+//! SQL refused or bounded with the service alive after each, the figures API, the output
+//! formats, and new lake commits visible without a restart.
+
+mod harness;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use chrono::NaiveDate;
+use harness::{free_port, mxpulse_bin, stop, wait_for};
+use mxpulse_schemas::vocabulary::{Client, EventType, MsgType, Platform, Source};
+use mxpulse_schemas::{
+    EventPseudonym, EventRecord, KeyId, Record, RoomPseudonym, SchemaVersion, UnixMillis,
+    UserPseudonym, VisitRecord,
+};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+const A: &str = "agent.interieur.tchap.gouv.fr";
+const B: &str = "agent.finances.tchap.gouv.fr";
+const VIEWER: &str = "viewer-token-0123456789";
+const ANALYST: &str = "analyst-token-0123456789";
+const B_ANALYST: &str = "finances-analyst-token-0123456789";
+
+struct Serve {
+    child: Child,
+    url: String,
+    log: std::path::PathBuf,
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        stop(&mut self.child);
+    }
+}
+
+fn start(dir: &Path, lake: &Path) -> Serve {
+    let port = free_port();
+    let config = dir.join("serve.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[lake]\nroot = \"{}\"\n[query]\nlisten = \"127.0.0.1:{port}\"\nquery_timeout_ms = 2000\nquery_memory_bytes = 67108864\nmax_rows = 1000\nrefresh_ms = 200\n\
+             [[query.principals]]\nname = \"product-lead\"\nrole = \"viewer\"\ntoken = \"{VIEWER}\"\n\
+             [[query.principals]]\nname = \"dinum-analyst\"\nrole = \"analyst\"\ntoken = \"{ANALYST}\"\n\
+             [[query.principals]]\nname = \"finances-analyst\"\nrole = \"analyst\"\ntoken = \"{B_ANALYST}\"\nserver = \"{B}\"\n",
+            lake.display()
+        ),
+    )
+    .unwrap();
+    let log = dir.join("serve.log");
+    let child = Command::new(mxpulse_bin())
+        .arg("--config")
+        .arg(&config)
+        .arg("serve")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    let serve = Serve { child, url, log };
+    wait_for(Duration::from_secs(30), || {
+        harness::synapse::http_get(&format!("127.0.0.1:{port}"), "/health")
+            .filter(|b| b.contains("ok"))
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "serve did not start: {}",
+            std::fs::read_to_string(&serve.log).unwrap_or_default()
+        )
+    });
+    serve
+}
+
+async fn write<R: Record>(lake: &Path, records: &[R]) {
+    let root = mxpulse_ingest::LakeRoot::parse(&lake.display().to_string()).unwrap();
+    let table = mxpulse_ingest::lake::open_or_create::<R>(&root)
+        .await
+        .unwrap();
+    table
+        .write(vec![R::to_record_batch(records).unwrap()])
+        .with_partition_columns([R::PARTITION_COLUMN])
+        .await
+        .unwrap();
+}
+
+fn visit(user: u64, server: &str, day: u32) -> VisitRecord {
+    VisitRecord {
+        v: SchemaVersion::CURRENT,
+        key_id: KeyId([9, 9, 9, 9]),
+        day: NaiveDate::from_ymd_opt(2024, 5, day).unwrap(),
+        server: server.into(),
+        user: UserPseudonym(user),
+        device: None,
+        domain: None,
+        platform: Platform::Web,
+        client: Client::Tchap,
+    }
+}
+
+fn message(n: u128, sender: u64, server: &str) -> EventRecord {
+    let mut r = EventRecord::new(
+        KeyId([9, 9, 9, 9]),
+        EventPseudonym(n),
+        UnixMillis(1_715_000_000_000 + n as i64 * 1000),
+        server,
+        UserPseudonym(sender),
+        RoomPseudonym(7),
+        EventType::RoomMessage,
+        Source::Appservice,
+    );
+    r.msgtype = Some(MsgType::Text);
+    r
+}
+
+async fn sql(serve: &Serve, token: &str, sql: &str) -> (StatusCode, Value) {
+    let response = reqwest::Client::new()
+        .post(format!("{}/api/v1/sql", serve.url))
+        .bearer_auth(token)
+        .json(&json!({"sql": sql}))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn get(serve: &Serve, token: Option<&str>, path: &str) -> (StatusCode, Value) {
+    let mut request = reqwest::Client::new().get(format!("{}{path}", serve.url));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn lake_with_two_servers(dir: &Path) -> std::path::PathBuf {
+    let lake = dir.join("lake");
+    let mut visits: Vec<_> = (1..=4).map(|u| visit(u, A, 6)).collect();
+    visits.extend((11..=13).map(|u| visit(u, B, 7)));
+    write(&lake, &visits).await;
+    let mut events: Vec<_> = (1..=6).map(|n| message(n, n as u64 % 3 + 1, A)).collect();
+    events.extend((7..=9).map(|n| message(n, n as u64 % 3 + 11, B)));
+    write(&lake, &events).await;
+    lake
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tokens_roles_and_scopes_hold_whatever_the_sql() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = lake_with_two_servers(dir.path()).await;
+    let serve = start(dir.path(), &lake);
+
+    assert_eq!(
+        get(
+            &serve,
+            None,
+            "/api/v1/figures/monthly?from=2024-05&to=2024-05"
+        )
+        .await
+        .0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        get(
+            &serve,
+            Some("not-a-token-at-all"),
+            "/api/v1/figures/monthly?from=2024-05&to=2024-05"
+        )
+        .await
+        .0,
+        StatusCode::UNAUTHORIZED
+    );
+    let (status, answer) = sql(&serve, VIEWER, "SELECT 1").await;
+    assert_eq!(
+        (status, answer["error"]["kind"].as_str()),
+        (StatusCode::FORBIDDEN, Some("forbidden"))
+    );
+
+    // The viewer's figures: 7 active users in May 2024 (4 on A, 3 on B), 9 messages.
+    let (status, report) = get(
+        &serve,
+        Some(VIEWER),
+        "/api/v1/figures/monthly?from=2024-05&to=2024-05",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    let total = |report: &Value, figure: &str| {
+        report["cells"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["figure"] == figure && c["breakdown"] == "total")
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    assert_eq!(total(&report, "active_users")["value"], 7.0);
+    assert_eq!(total(&report, "messages")["value"], 9.0);
+    let by_server: Vec<_> = report["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["figure"] == "active_users" && c["breakdown"] == "server")
+        .map(|c| (c["key"].clone(), c["value"].clone()))
+        .collect();
+    assert_eq!(by_server.len(), 2, "{by_server:?}");
+    // The same figure from SQL.
+    let (_, answer) = sql(
+        &serve,
+        ANALYST,
+        "SELECT count(DISTINCT \"user\") AS n FROM visits WHERE platform <> 'unknown'",
+    )
+    .await;
+    assert_eq!(answer["rows"][0]["n"], 7);
+
+    // The finances analyst sees only B, whatever it writes.
+    for query in [
+        "SELECT DISTINCT server FROM events",
+        "SELECT DISTINCT e.server FROM events e JOIN visits v ON true",
+        "SELECT server FROM visits UNION SELECT server FROM events",
+        "SELECT DISTINCT server FROM (SELECT * FROM events WHERE server = 'agent.interieur.tchap.gouv.fr' OR true)",
+    ] {
+        let (status, answer) = sql(&serve, B_ANALYST, query).await;
+        assert_eq!(status, StatusCode::OK, "{query}: {answer}");
+        let servers: Vec<_> = answer["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["server"].clone())
+            .collect();
+        assert_eq!(servers, [json!(B)], "{query}");
+    }
+    let (_, answer) = sql(&serve, B_ANALYST, "SELECT count(*) AS n FROM events").await;
+    assert_eq!(answer["rows"][0]["n"], 3);
+    // Its figures too: 3 users on B, the 4 of A nowhere.
+    let (_, report) = get(
+        &serve,
+        Some(B_ANALYST),
+        "/api/v1/figures/monthly?from=2024-05&to=2024-05",
+    )
+    .await;
+    assert_eq!(total(&report, "active_users")["value"], 3.0);
+    assert!(!report.to_string().contains(A));
+
+    // Every SQL query is logged with its user.
+    let log = std::fs::read_to_string(&serve.log).unwrap();
+    assert!(
+        log.contains("finances-analyst") && log.contains("SELECT DISTINCT server FROM events"),
+        "{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_sql_over_http_is_refused_and_the_service_answers_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = lake_with_two_servers(dir.path()).await;
+    let serve = start(dir.path(), &lake);
+    let cases = [
+        (
+            "CREATE TABLE t AS SELECT 1",
+            StatusCode::BAD_REQUEST,
+            "refused",
+        ),
+        ("DELETE FROM events", StatusCode::BAD_REQUEST, "refused"),
+        (
+            "COPY (SELECT * FROM events) TO '/tmp/mxpulse-stolen.csv'",
+            StatusCode::BAD_REQUEST,
+            "refused",
+        ),
+        (
+            "CREATE EXTERNAL TABLE p (line VARCHAR) STORED AS CSV LOCATION '/etc/passwd'",
+            StatusCode::BAD_REQUEST,
+            "refused",
+        ),
+        (
+            "SELECT * FROM 'file:///etc/passwd'",
+            StatusCode::BAD_REQUEST,
+            "invalid",
+        ),
+        (
+            "SELECT * FROM 'https://example.org/x.parquet'",
+            StatusCode::BAD_REQUEST,
+            "invalid",
+        ),
+        (
+            "SET datafusion.execution.batch_size = 1",
+            StatusCode::BAD_REQUEST,
+            "refused",
+        ),
+        (
+            "SELECT max(a.value + b.value) FROM generate_series(1, 100000000) a CROSS JOIN generate_series(1, 100000000) b",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "memory",
+        ),
+        (
+            "SELECT count(*) FROM generate_series(1, 5000000000) WHERE value % 7 = 3",
+            StatusCode::REQUEST_TIMEOUT,
+            "timeout",
+        ),
+        ("SELEC nonsense", StatusCode::BAD_REQUEST, "invalid"),
+    ];
+    for (query, status, kind) in cases {
+        let (got, answer) = sql(&serve, ANALYST, query).await;
+        assert_eq!(
+            (got, answer["error"]["kind"].as_str()),
+            (status, Some(kind)),
+            "{query}: {answer}"
+        );
+        assert!(
+            answer["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty())
+        );
+        let (ok, answer) = sql(&serve, ANALYST, "SELECT count(*) AS n FROM events").await;
+        assert_eq!(
+            (ok, &answer["rows"][0]["n"]),
+            (StatusCode::OK, &json!(9)),
+            "after {query}"
+        );
+    }
+    assert!(!Path::new("/tmp/mxpulse-stolen.csv").exists());
+    let (_, answer) = sql(
+        &serve,
+        ANALYST,
+        "SELECT value FROM generate_series(1, 5000)",
+    )
+    .await;
+    assert_eq!(
+        (answer["row_count"].as_u64(), answer["truncated"].as_bool()),
+        (Some(1000), Some(true))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn formats_and_new_commits_without_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = lake_with_two_servers(dir.path()).await;
+    let serve = start(dir.path(), &lake);
+    let client = reqwest::Client::new();
+    let csv = client
+        .post(format!("{}/api/v1/sql", serve.url))
+        .bearer_auth(ANALYST)
+        .header("accept", "text/csv")
+        .json(&json!({"sql": "SELECT server, count(*) AS n FROM events GROUP BY server ORDER BY server"}))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(csv, format!("server,n\n{B},3\n{A},6\n"));
+    let arrow = client
+        .post(format!("{}/api/v1/sql", serve.url))
+        .bearer_auth(ANALYST)
+        .header("accept", "application/vnd.apache.arrow.stream")
+        .json(&json!({"sql": "SELECT count(*) AS n FROM events"}))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let reader = datafusion::arrow::ipc::reader::StreamReader::try_new(
+        std::io::Cursor::new(arrow.to_vec()),
+        None,
+    )
+    .unwrap();
+    let batches: Vec<_> = reader.map(|b| b.unwrap()).collect();
+    assert_eq!(batches[0].num_rows(), 1);
+
+    write(&lake, &[message(100, 1, A), message(101, 2, A)]).await;
+    let seen = wait_for(Duration::from_secs(20), || {
+        let (_, answer) =
+            harness::block_on(sql(&serve, ANALYST, "SELECT count(*) AS n FROM events"));
+        (answer["rows"][0]["n"] == 11).then_some(())
+    });
+    assert!(seen.is_some(), "the new commit shows without a restart");
+}
