@@ -171,6 +171,8 @@ impl Default for IngestSection {
 pub struct QuerySection {
     /// Address of the figures API, the SQL API, `/metrics` and `/health`.
     pub listen: SocketAddr,
+    /// Address of the PostgreSQL wire endpoint (psql).
+    pub pgwire_listen: SocketAddr,
     /// Time zone of calendar months and days in the figures (IANA name).
     pub timezone: String,
     /// A query's answer stops after this many rows (and says it was truncated).
@@ -195,6 +197,7 @@ impl Default for QuerySection {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            pgwire_listen: SocketAddr::from(([127, 0, 0, 1], 5432)),
             timezone: "Europe/Paris".into(),
             max_rows: 100_000,
             query_timeout_ms: 30_000,

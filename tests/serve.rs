@@ -27,6 +27,7 @@ const B_ANALYST: &str = "finances-analyst-token-0123456789";
 struct Serve {
     child: Child,
     url: String,
+    pg_port: u16,
     log: std::path::PathBuf,
 }
 
@@ -38,11 +39,12 @@ impl Drop for Serve {
 
 fn start(dir: &Path, lake: &Path) -> Serve {
     let port = free_port();
+    let pg_port = free_port();
     let config = dir.join("serve.toml");
     std::fs::write(
         &config,
         format!(
-            "[lake]\nroot = \"{}\"\n[query]\nlisten = \"127.0.0.1:{port}\"\nquery_timeout_ms = 2000\nquery_memory_bytes = 67108864\nmax_rows = 1000\nrefresh_ms = 200\n\
+            "[lake]\nroot = \"{}\"\n[query]\nlisten = \"127.0.0.1:{port}\"\npgwire_listen = \"127.0.0.1:{pg_port}\"\nquery_timeout_ms = 2000\nquery_memory_bytes = 67108864\nmax_rows = 1000\nrefresh_ms = 200\n\
              [[query.principals]]\nname = \"product-lead\"\nrole = \"viewer\"\ntoken = \"{VIEWER}\"\n\
              [[query.principals]]\nname = \"dinum-analyst\"\nrole = \"analyst\"\ntoken = \"{ANALYST}\"\n\
              [[query.principals]]\nname = \"finances-analyst\"\nrole = \"analyst\"\ntoken = \"{B_ANALYST}\"\nserver = \"{B}\"\n",
@@ -60,7 +62,12 @@ fn start(dir: &Path, lake: &Path) -> Serve {
         .spawn()
         .unwrap();
     let url = format!("http://127.0.0.1:{port}");
-    let serve = Serve { child, url, log };
+    let serve = Serve {
+        child,
+        url,
+        pg_port,
+        log,
+    };
     wait_for(Duration::from_secs(30), || {
         harness::synapse::http_get(&format!("127.0.0.1:{port}"), "/health")
             .filter(|b| b.contains("ok"))
@@ -378,4 +385,126 @@ async fn formats_and_new_commits_without_restart() {
         (answer["rows"][0]["n"] == 11).then_some(())
     });
     assert!(seen.is_some(), "the new commit shows without a restart");
+}
+
+/// psql's answer to `sql` as `user` (unaligned, tuples only), or its error text.
+fn psql(serve: &Serve, user: &str, password: &str, sql: &str) -> Result<String, String> {
+    let output = Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &serve.pg_port.to_string(),
+            "-U",
+            user,
+            "-d",
+            "mxpulse",
+            "-X",
+            "-A",
+            "-t",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            sql,
+        ])
+        .env("PGPASSWORD", password)
+        .env("PGCONNECT_TIMEOUT", "10")
+        .output()
+        .expect("psql (scripts/test installs postgresql-client)");
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).into_owned())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn psql_over_the_wire_with_the_same_answers_guard_and_scope() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = lake_with_two_servers(dir.path()).await;
+    let serve = start(dir.path(), &lake);
+    // The views are listed, as \dv and as a query over information_schema.
+    let tables = psql(
+        &serve,
+        "dinum-analyst",
+        ANALYST,
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' ORDER BY 1",
+    )
+    .unwrap();
+    assert_eq!(
+        tables.lines().collect::<Vec<_>>(),
+        ["accounts", "events", "rooms", "visits"]
+    );
+    let views = psql(&serve, "dinum-analyst", ANALYST, "\\dv").unwrap();
+    let names: Vec<_> = views.lines().filter_map(|l| l.split('|').nth(1)).collect();
+    assert_eq!(names, ["accounts", "events", "rooms", "visits"], "{views}");
+    // A figure's query answers what the HTTP API answers.
+    let n = psql(
+        &serve,
+        "dinum-analyst",
+        ANALYST,
+        "SELECT count(DISTINCT \"user\") FROM visits WHERE platform <> 'unknown'",
+    )
+    .unwrap();
+    let (_, report) = get(
+        &serve,
+        Some(VIEWER),
+        "/api/v1/figures/monthly?from=2024-05&to=2024-05",
+    )
+    .await;
+    let http = report["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["figure"] == "active_users" && c["breakdown"] == "total")
+        .unwrap()["value"]
+        .as_f64()
+        .unwrap();
+    assert_eq!(n.parse::<f64>().unwrap(), http);
+    // Wrong password, viewer role, hostile SQL: refused, and the next query answers.
+    let denied = psql(&serve, "dinum-analyst", "wrong-password-0000", "SELECT 1")
+        .unwrap_err()
+        .to_lowercase();
+    assert!(
+        denied.contains("password") || denied.contains("authentication"),
+        "{denied}"
+    );
+    assert!(
+        psql(&serve, "product-lead", VIEWER, "SELECT 1")
+            .unwrap_err()
+            .contains("figures only")
+    );
+    for hostile in [
+        "CREATE TABLE t AS SELECT 1",
+        "DELETE FROM events",
+        "COPY (SELECT 1) TO '/tmp/mxpulse-pg-stolen.csv'",
+        "CREATE EXTERNAL TABLE p (line VARCHAR) STORED AS CSV LOCATION '/etc/passwd'",
+        "SET datafusion.execution.batch_size = 1",
+        "SELECT * FROM 'file:///etc/passwd'",
+        "SELECT max(a.value + b.value) FROM generate_series(1, 100000000) a CROSS JOIN generate_series(1, 100000000) b",
+        "SELECT count(*) FROM generate_series(1, 5000000000) WHERE value % 7 = 3",
+    ] {
+        let err = psql(&serve, "dinum-analyst", ANALYST, hostile).unwrap_err();
+        assert!(err.contains("ERROR"), "{hostile}: {err}");
+        assert_eq!(
+            psql(
+                &serve,
+                "dinum-analyst",
+                ANALYST,
+                "SELECT count(*) FROM events"
+            )
+            .unwrap(),
+            "9",
+            "after {hostile}"
+        );
+    }
+    // The ministry's user sees its server only.
+    let servers = psql(
+        &serve,
+        "finances-analyst",
+        B_ANALYST,
+        "SELECT DISTINCT e.server FROM events e JOIN visits v ON true",
+    )
+    .unwrap();
+    assert_eq!(servers, B);
 }

@@ -42,8 +42,8 @@ impl Principal {
     }
 }
 
-/// The principals and their secrets (HTTP token, pgwire password).
-#[derive(Clone, Debug, Default)]
+/// The principals and their secrets (HTTP token, pgwire password). `Debug` shows names only.
+#[derive(Clone, Default)]
 pub struct AccessList {
     entries: Vec<(String, Principal)>,
 }
@@ -69,5 +69,21 @@ impl AccessList {
     /// The principal named `user` if `password` is its secret (pgwire).
     pub fn by_user(&self, user: &str, password: &str) -> Option<Principal> {
         self.by_token(password).filter(|p| p.name == user)
+    }
+
+    /// The principal named `user` and its secret (pgwire's password check).
+    pub fn named(&self, user: &str) -> Option<(&str, &Principal)> {
+        self.entries
+            .iter()
+            .find(|(_, p)| p.name == user)
+            .map(|(secret, p)| (secret.as_str(), p))
+    }
+}
+
+impl std::fmt::Debug for AccessList {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.entries.iter().map(|(_, p)| &p.name))
+            .finish()
     }
 }

@@ -14,6 +14,7 @@ pub mod figures;
 pub mod guard;
 pub mod http;
 pub mod lake;
+pub mod pgwire;
 pub mod session;
 
 pub use error::QueryError;

@@ -1,5 +1,5 @@
 //! `mxpulse serve`: the query service over the lake until SIGINT or SIGTERM: the figures API,
-//! read-only SQL over HTTP, `/metrics` and `/health`.
+//! read-only SQL over HTTP and the PostgreSQL wire protocol, `/metrics` and `/health`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -62,10 +62,14 @@ pub fn run(_args: &ServeArgs, config: &Config) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         let service = Arc::new(query_service(config)?);
+        let (pg_bound, _pgwire) =
+            mxpulse_query::pgwire::serve(config.query.pgwire_listen, service.clone())
+                .await
+                .with_context(|| format!("cannot listen on {}", config.query.pgwire_listen))?;
         let (bound, server) = http::serve(config.query.listen, service, super::shutdown_signal())
             .await
             .with_context(|| format!("cannot listen on {}", config.query.listen))?;
-        tracing::info!(%bound, "query service listening");
+        tracing::info!(%bound, pgwire = %pg_bound, "query service listening");
         server.await??;
         anyhow::Ok(())
     })
