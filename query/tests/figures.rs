@@ -529,3 +529,33 @@ async fn hostile_sql_is_refused_or_bounded_and_the_session_still_answers() {
         ["| 5 |"]
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_example_of_docs_sql_md_runs() {
+    let (_dir, ctx) = analyst_session(
+        Scope {
+            server: None,
+            pseudonyms: true,
+        },
+        limits(),
+    )
+    .await;
+    let docs =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/sql.md")).unwrap();
+    let examples: Vec<&str> = docs
+        .split("```sql")
+        .skip(1)
+        .filter_map(|block| block.split("```").next())
+        .collect();
+    assert!(examples.len() >= 4, "{} examples", examples.len());
+    let x = executor();
+    for sql in examples {
+        let sql = sql.trim().trim_end_matches(';');
+        let out = session::run_sql(&x, ctx.clone(), sql.into(), limits()).await;
+        assert!(out.is_ok(), "{sql}: {:?}", out.err());
+        assert!(
+            out.unwrap().rows > 0,
+            "{sql} returns rows over the test lake"
+        );
+    }
+}
