@@ -418,6 +418,9 @@ pub async fn compute(
             });
         }
     }
+    if granularity == Granularity::Month && filters.platform.is_none() {
+        cells.extend(total_active_accounts(ctx, from, to, filters, timezone, k).await?);
+    }
     Ok(FiguresReport {
         granularity,
         from: from.to_owned(),
@@ -440,4 +443,128 @@ async fn raw_daily(
         .into_iter()
         .map(|((day, _, _), cell)| (day, cell))
         .collect())
+}
+
+/// Regular accounts open at the end of each month: created, minus deactivated, plus
+/// reactivated, over all history up to that month's end (in total, by server, by domain).
+async fn total_active_accounts(
+    ctx: &SessionContext,
+    from: &str,
+    to: &str,
+    filters: &Filters,
+    timezone: &str,
+    k: i64,
+) -> Result<Vec<FigureCell>, QueryError> {
+    let figure = Figure {
+        name: "total_active_accounts",
+        description: "",
+        source: Source::Accounts,
+        filter: "user_type = 'regular'",
+        value: Some(
+            "SUM(CASE change WHEN 'created' THEN 1 WHEN 'reactivated' THEN 1 WHEN 'deactivated' THEN -1 ELSE 0 END)",
+        ),
+    };
+    let changes = raw(ctx, &figure, "%Y-%m", timezone, filters, true).await?;
+    // Running sums per (breakdown, key), month by month.
+    let mut series: BTreeMap<(&'static str, Option<String>), BTreeMap<String, f64>> =
+        BTreeMap::new();
+    for ((month, breakdown, key), (delta, _)) in &changes {
+        series
+            .entry((breakdown, key.clone()))
+            .or_default()
+            .insert(month.clone(), *delta);
+    }
+    let mut months = Vec::new();
+    let mut month = month_start(from)?;
+    let last = month_start(to)?;
+    while month <= last {
+        months.push(month.format("%Y-%m").to_string());
+        month = month
+            .checked_add_months(Months::new(1))
+            .ok_or_else(|| QueryError::Invalid("month out of range".into()))?;
+    }
+    let mut cells = Vec::new();
+    for ((breakdown, key), deltas) in series {
+        let at_end = |month: &str| {
+            deltas
+                .range(..=month.to_owned())
+                .map(|(_, d)| d)
+                .sum::<f64>()
+        };
+        for month in &months {
+            let value = at_end(month);
+            // Accounts are users: the cell is built from `value` of them.
+            let suppressed = (value as i64) < k;
+            let shown = (!suppressed).then_some(value);
+            let before = |back: u32| {
+                shift(month, back)
+                    .map(|m| at_end(&m))
+                    .filter(|v| (*v as i64) >= k)
+            };
+            cells.push(FigureCell {
+                figure: "total_active_accounts",
+                period: month.clone(),
+                breakdown,
+                key: key.clone(),
+                value: shown,
+                suppressed,
+                mom: change(shown, before(1)),
+                yoy: change(shown, before(12)),
+                peak_day: None,
+                peak_value: None,
+            });
+        }
+    }
+    Ok(cells)
+}
+
+/// One of the largest forums (public, unencrypted rooms), without any identifier.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ForumRank {
+    pub rank: usize,
+    pub server: String,
+    /// Local users whose last membership is `join`.
+    pub members: i64,
+    /// Month of its creation, in the configured time zone.
+    pub created: String,
+}
+
+/// The `limit` forums with the most members; forums of fewer than `min_users` members are
+/// left out (small cells).
+pub async fn top_forums(
+    ctx: &SessionContext,
+    limit: usize,
+    timezone: &str,
+    min_users: u32,
+) -> Result<Vec<ForumRank>, QueryError> {
+    let sql = format!(
+        "SELECT server, members, to_char({time}, '%Y-%m') AS created FROM rooms \
+         WHERE kind = 'forum' AND members >= {min_users} ORDER BY members DESC, created_at LIMIT {limit}",
+        time = Source::Rooms.time(timezone),
+    );
+    let batches = ctx.sql(&sql).await?.collect().await?;
+    let mut ranks = Vec::new();
+    for batch in batches {
+        let utf8 = datafusion::arrow::datatypes::DataType::Utf8;
+        let server = datafusion::arrow::compute::cast(batch.column(0), &utf8)?;
+        let members = datafusion::arrow::compute::cast(
+            batch.column(1),
+            &datafusion::arrow::datatypes::DataType::Int64,
+        )?;
+        let created = datafusion::arrow::compute::cast(batch.column(2), &utf8)?;
+        let (server, members, created) = (
+            server.as_string::<i32>(),
+            members.as_primitive::<Int64Type>(),
+            created.as_string::<i32>(),
+        );
+        for row in 0..batch.num_rows() {
+            ranks.push(ForumRank {
+                rank: ranks.len() + 1,
+                server: server.value(row).to_owned(),
+                members: members.value(row),
+                created: created.value(row).to_owned(),
+            });
+        }
+    }
+    Ok(ranks)
 }

@@ -80,6 +80,7 @@ pub fn router(service: Arc<QueryService>) -> Router {
     Router::new()
         .route("/api/v1/figures/monthly", get(monthly))
         .route("/api/v1/figures/daily", get(daily))
+        .route("/api/v1/figures/forums", get(forums))
         .route("/api/v1/sql", post(sql))
         .route("/metrics", get(metrics_text))
         .route("/health", get(health))
@@ -171,6 +172,38 @@ async fn daily(
     Query(query): Query<FigureQuery>,
 ) -> Result<axum::Json<figures::FiguresReport>, ApiError> {
     figures_of(service, headers, query, Granularity::Day).await
+}
+
+#[derive(Debug, Deserialize)]
+struct ForumQuery {
+    limit: Option<usize>,
+}
+
+/// The largest forums by members (the public directory's order), no identifiers.
+async fn forums(
+    State(service): State<Arc<QueryService>>,
+    headers: HeaderMap,
+    Query(query): Query<ForumQuery>,
+) -> Result<axum::Json<Vec<figures::ForumRank>>, ApiError> {
+    let who = principal(&service, &headers)?;
+    let snapshot = service.lake.snapshot().await?;
+    let scope = Scope {
+        server: who.server.clone(),
+        pseudonyms: true,
+    };
+    let ctx = session::session(&snapshot, &scope, &service.limits).await?;
+    let (timezone, min_users, limit) = (
+        service.timezone.clone(),
+        service.min_users,
+        query.limit.unwrap_or(10).min(1000),
+    );
+    let ranks = service
+        .executor
+        .run(service.figures_timeout, async move {
+            figures::top_forums(&ctx, limit, &timezone, min_users).await
+        })
+        .await?;
+    Ok(axum::Json(ranks))
 }
 
 #[derive(Debug, Deserialize)]

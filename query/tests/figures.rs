@@ -344,8 +344,11 @@ async fn every_figure_matches_the_hand_worked_values() {
         let c = cell(&cells, &figure, "2024-05", "total", None);
         assert!(c.suppressed && c.value.is_none(), "{kind}: {c:?}");
     }
-    // Accounts: four regular, the bot not counted.
+    // Accounts: four regular, the bot not counted; still four open at the end of June.
     assert_eq!(total("accounts_created", "2024-05").value, Some(4.0));
+    assert_eq!(total("total_active_accounts", "2024-05").value, Some(4.0));
+    assert_eq!(total("total_active_accounts", "2024-06").value, Some(4.0));
+    assert_eq!(total("total_active_accounts", "2024-06").mom, Some(0.0));
     // Nothing published for months outside the request.
     assert!(
         cells
@@ -558,4 +561,36 @@ async fn every_example_of_docs_sql_md_runs() {
             "{sql} returns rows over the test lake"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn top_forums_rank_by_members_and_leave_small_ones_out() {
+    let (_dir, ctx) = analyst_session(
+        Scope {
+            server: None,
+            pseudonyms: true,
+        },
+        limits(),
+    )
+    .await;
+    // Forum 202 has no joined member in the test lake: below k, left out.
+    assert!(
+        figures::top_forums(&ctx, 10, "Europe/Paris", 3)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let ranks = figures::top_forums(&ctx, 10, "Europe/Paris", 0)
+        .await
+        .unwrap();
+    assert_eq!(ranks.len(), 1);
+    assert_eq!(
+        (
+            ranks[0].rank,
+            ranks[0].server.as_str(),
+            ranks[0].members,
+            ranks[0].created.as_str()
+        ),
+        (1, A, 0, "2024-05")
+    );
 }
