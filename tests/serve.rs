@@ -378,6 +378,28 @@ async fn formats_and_new_commits_without_restart() {
     let batches: Vec<_> = reader.map(|b| b.unwrap()).collect();
     assert_eq!(batches[0].num_rows(), 1);
 
+    // The OpenAPI document names every API route, its answer types and the bearer scheme.
+    let (status, doc) = get(&serve, None, "/api/openapi.json").await;
+    assert_eq!(status, StatusCode::OK);
+    let paths: Vec<_> = doc["paths"].as_object().unwrap().keys().cloned().collect();
+    assert_eq!(
+        paths,
+        [
+            "/api/v1/figures/daily",
+            "/api/v1/figures/forums",
+            "/api/v1/figures/monthly",
+            "/api/v1/sql"
+        ]
+    );
+    assert!(
+        doc["components"]["schemas"]["FigureCell"]["properties"]["suppressed"].is_object(),
+        "{doc}"
+    );
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+
     write(&lake, &[message(100, 1, A), message(101, 2, A)]).await;
     let seen = wait_for(Duration::from_secs(20), || {
         let (_, answer) =

@@ -172,7 +172,7 @@ pub const FIGURES: &[Figure] = &[
 ];
 
 /// Calendar months or days.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Granularity {
     Month,
@@ -180,7 +180,7 @@ pub enum Granularity {
 }
 
 /// What the caller narrowed the figures to.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Filters {
     pub server: Option<String>,
     pub domain: Option<String>,
@@ -188,7 +188,7 @@ pub struct Filters {
 }
 
 /// One cell: a figure for a period, in total or for one breakdown key.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct FigureCell {
     pub figure: &'static str,
     pub period: String,
@@ -211,7 +211,7 @@ pub struct FigureCell {
 }
 
 /// The answer of the figures API.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct FiguresReport {
     pub granularity: Granularity,
     pub from: String,
@@ -519,7 +519,7 @@ async fn total_active_accounts(
 }
 
 /// One of the largest forums (public, unencrypted rooms), without any identifier.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct ForumRank {
     pub rank: usize,
     pub server: String,

@@ -1,5 +1,6 @@
 //! The query service's HTTP surface (axum): the figures API for viewers and up, read-only SQL
-//! for analysts (JSON, CSV or Arrow IPC by `Accept`), `/metrics` and `/health`.
+//! for analysts (JSON, CSV or Arrow IPC by `Accept`), `/api/openapi.json` (generated from the
+//! handlers and types with utoipa), `/metrics` and `/health`.
 //!
 //! Every request names its principal with a bearer token; every SQL query is logged with it.
 //! Errors are JSON `{"error": {"kind", "message"}}`: refused or invalid 400, unknown token 401,
@@ -82,6 +83,7 @@ pub fn router(service: Arc<QueryService>) -> Router {
         .route("/api/v1/figures/daily", get(daily))
         .route("/api/v1/figures/forums", get(forums))
         .route("/api/v1/sql", post(sql))
+        .route("/api/openapi.json", get(openapi))
         .route("/metrics", get(metrics_text))
         .route("/health", get(health))
         .with_state(service)
@@ -103,12 +105,52 @@ fn principal(service: &QueryService, headers: &HeaderMap) -> Result<Principal, A
     })
 }
 
-#[derive(Debug, Deserialize)]
+/// The OpenAPI document, generated from the handlers' annotations and the answer types.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(title = "mxpulse query service", description = "Figures of a Matrix federation and read-only SQL over its lake."),
+    paths(monthly, daily, forums, sql),
+    components(schemas(figures::FiguresReport, figures::FigureCell, figures::Filters, figures::Granularity, figures::ForumRank, SqlRequest)),
+    modifiers(&BearerAuth)
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{
+            HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+        };
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        openapi.security = Some(vec![SecurityRequirement::new(
+            "bearer",
+            Vec::<String>::new(),
+        )]);
+    }
+}
+
+async fn openapi() -> axum::Json<utoipa::openapi::OpenApi> {
+    use utoipa::OpenApi as _;
+    axum::Json(ApiDoc::openapi())
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct FigureQuery {
+    /// First period: `YYYY-MM` (monthly) or `YYYY-MM-DD` (daily).
     from: String,
+    /// Last period, included.
     to: String,
+    /// Only this server's activity.
     server: Option<String>,
+    /// Only this e-mail domain's users.
     domain: Option<String>,
+    /// Only this platform (web, android, ios, desktop): the figures of visits only.
     platform: Option<String>,
 }
 
@@ -158,6 +200,9 @@ async fn figures_of(
     Ok(axum::Json(report))
 }
 
+/// Figures by calendar month (in the configured time zone), with MoM, YoY and peak day.
+#[utoipa::path(get, path = "/api/v1/figures/monthly", params(FigureQuery),
+    responses((status = 200, body = figures::FiguresReport), (status = 400, description = "from/to are not months"), (status = 401, description = "no valid token")))]
 async fn monthly(
     State(service): State<Arc<QueryService>>,
     headers: HeaderMap,
@@ -166,6 +211,9 @@ async fn monthly(
     figures_of(service, headers, query, Granularity::Month).await
 }
 
+/// Figures by day.
+#[utoipa::path(get, path = "/api/v1/figures/daily", params(FigureQuery),
+    responses((status = 200, body = figures::FiguresReport), (status = 400, description = "from/to are not days"), (status = 401, description = "no valid token")))]
 async fn daily(
     State(service): State<Arc<QueryService>>,
     headers: HeaderMap,
@@ -174,12 +222,16 @@ async fn daily(
     figures_of(service, headers, query, Granularity::Day).await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ForumQuery {
+    /// How many forums (default 10, at most 1000).
     limit: Option<usize>,
 }
 
 /// The largest forums by members (the public directory's order), no identifiers.
+#[utoipa::path(get, path = "/api/v1/figures/forums", params(ForumQuery),
+    responses((status = 200, body = Vec<figures::ForumRank>), (status = 401, description = "no valid token")))]
 async fn forums(
     State(service): State<Arc<QueryService>>,
     headers: HeaderMap,
@@ -206,11 +258,18 @@ async fn forums(
     Ok(axum::Json(ranks))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 struct SqlRequest {
+    /// One read-only statement.
     sql: String,
 }
 
+/// One read-only query (SELECT, WITH, EXPLAIN, SHOW); JSON, CSV or Arrow IPC by `Accept`.
+#[utoipa::path(post, path = "/api/v1/sql", request_body = SqlRequest,
+    responses((status = 200, description = "the rows: JSON {columns, rows, row_count, truncated}, text/csv or application/vnd.apache.arrow.stream"),
+        (status = 400, description = "refused (not a query) or invalid"), (status = 401, description = "no valid token"),
+        (status = 403, description = "the role may read figures only"), (status = 408, description = "over the time limit"),
+        (status = 422, description = "over the memory limit")))]
 async fn sql(
     State(service): State<Arc<QueryService>>,
     headers: HeaderMap,
