@@ -11,8 +11,8 @@ mod harness;
 
 use std::time::{Duration, Instant};
 
-use harness::Broker;
 use harness::hooks::HooksProcess;
+use harness::{Broker, cpu_seconds};
 
 const SERVERS: [&str; 17] = [
     "agent",
@@ -45,21 +45,6 @@ fn server_name(short: &str) -> String {
 
 fn token(short: &str) -> String {
     format!("bench-hs-token-of-{short}-0123456789")
-}
-
-/// CPU seconds (user + system) a process has used, from /proc.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or_default()
-        .split_whitespace()
-        .collect();
-    let ticks: f64 = fields.get(11..13).map_or(0.0, |f| {
-        f.iter().filter_map(|v| v.parse::<f64>().ok()).sum()
-    });
-    ticks / 100.0
 }
 
 /// One transaction body: cleartext and encrypted messages, replies in threads, reactions.

@@ -10,23 +10,8 @@ mod harness;
 
 use std::time::{Duration, Instant};
 
-use harness::Broker;
 use harness::pipeline::*;
-
-/// CPU seconds (user + system) a process has used, from /proc.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or_default()
-        .split_whitespace()
-        .collect();
-    let ticks: f64 = fields.get(11..13).map_or(0.0, |f| {
-        f.iter().filter_map(|v| v.parse::<f64>().ok()).sum()
-    });
-    ticks / 100.0
-}
+use harness::{Broker, cpu_seconds};
 
 fn main() {
     let records: usize = std::env::args()

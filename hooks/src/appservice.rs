@@ -329,18 +329,27 @@ async fn transaction(
     Ok(axum::Json(json!({})))
 }
 
-/// The hooks create no users or rooms: every query answers "not here".
+/// The hooks create no users or rooms: every authenticated query answers "not here".
+fn not_provided(
+    state: &AppserviceState,
+    headers: &HeaderMap,
+    uri: &Uri,
+    what: &str,
+) -> Result<Response, MatrixError> {
+    authenticate(state, headers, uri)?;
+    Err(MatrixError::new(
+        StatusCode::NOT_FOUND,
+        "M_NOT_FOUND",
+        format!("this application service provides no {what}"),
+    ))
+}
+
 async fn unknown_user(
     State(state): State<Arc<AppserviceState>>,
     headers: HeaderMap,
     uri: Uri,
 ) -> Result<Response, MatrixError> {
-    authenticate(&state, &headers, &uri)?;
-    Err(MatrixError::new(
-        StatusCode::NOT_FOUND,
-        "M_NOT_FOUND",
-        "this application service provides no users",
-    ))
+    not_provided(&state, &headers, &uri, "users")
 }
 
 async fn unknown_room(
@@ -348,12 +357,7 @@ async fn unknown_room(
     headers: HeaderMap,
     uri: Uri,
 ) -> Result<Response, MatrixError> {
-    authenticate(&state, &headers, &uri)?;
-    Err(MatrixError::new(
-        StatusCode::NOT_FOUND,
-        "M_NOT_FOUND",
-        "this application service provides no rooms",
-    ))
+    not_provided(&state, &headers, &uri, "rooms")
 }
 
 async fn ping(

@@ -161,6 +161,14 @@ impl DbTap {
         let mut state = TapState::load(&self.state_path, now_ms)?;
         self.flush_pending(&mut state, producer).await?;
 
+        // Identities already waiting, so each row is checked in O(1).
+        let mut pending: std::collections::HashSet<String> = state
+            .pending_visits
+            .iter()
+            .map(|r| r.key().0)
+            .chain(state.pending_accounts.iter().map(|r| r.key().0))
+            .collect();
+
         // Visits.
         let rows = db.visits_since(state.visits.from).await?;
         let mut newest_day = state.visits.from;
@@ -170,9 +178,7 @@ impl DbTap {
             };
             newest_day = newest_day.max(row.timestamp_ms);
             let key = record.key().0;
-            if !state.visits.contains(row.timestamp_ms, &key)
-                && !state.pending_visits.iter().any(|p| p.key().0 == key)
-            {
+            if !state.visits.contains(row.timestamp_ms, &key) && pending.insert(key) {
                 state.pending_visits.push(record);
             }
         }
@@ -184,9 +190,7 @@ impl DbTap {
             newest_s = newest_s.max(user.creation_ts_s);
             let record = self.anonymizer.account_created(user);
             let key = record.key().0;
-            if !state.accounts.contains(user.creation_ts_s, &key)
-                && !state.pending_accounts.iter().any(|p| p.key().0 == key)
-            {
+            if !state.accounts.contains(user.creation_ts_s, &key) && pending.insert(key) {
                 state.pending_accounts.push(record);
             }
         }

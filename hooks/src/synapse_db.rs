@@ -147,31 +147,36 @@ impl SynapseDb {
 
     /// Accounts created at or after `from_s` (seconds, as Synapse stores `creation_ts`).
     pub async fn users_created_since(&self, from_s: i64) -> Result<Vec<UserRow>, SynapseDbError> {
-        let rows = sqlx::query(
-            "SELECT name, creation_ts, user_type, CAST(is_guest AS BIGINT), appservice_id, \
-             CAST(deactivated AS BIGINT) FROM users \
-             WHERE creation_ts IS NOT NULL AND creation_ts >= $1 ORDER BY creation_ts, name",
+        self.users_where(
+            "creation_ts IS NOT NULL AND creation_ts >= $1 ORDER BY creation_ts, name",
+            Some(from_s),
         )
-        .bind(from_s)
-        .fetch_all(&self.pool)
         .await
-        .map_err(query_error("users"))?;
-        rows.iter()
-            .map(user_row)
-            .collect::<Result<_, _>>()
-            .map_err(query_error("users"))
     }
 
     /// Every deactivated account.
     pub async fn deactivated_users(&self) -> Result<Vec<UserRow>, SynapseDbError> {
-        let rows = sqlx::query(
+        self.users_where("deactivated = 1 ORDER BY name", None)
+            .await
+    }
+
+    async fn users_where(
+        &self,
+        filter: &str,
+        bind: Option<i64>,
+    ) -> Result<Vec<UserRow>, SynapseDbError> {
+        let sql = format!(
             "SELECT name, COALESCE(creation_ts, 0), user_type, CAST(is_guest AS BIGINT), \
-             appservice_id, CAST(deactivated AS BIGINT) FROM users WHERE deactivated = 1 \
-             ORDER BY name",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .map_err(query_error("users"))?;
+             appservice_id, CAST(deactivated AS BIGINT) FROM users WHERE {filter}"
+        );
+        let mut query = sqlx::query(&sql);
+        if let Some(value) = bind {
+            query = query.bind(value);
+        }
+        let rows = query
+            .fetch_all(&self.pool)
+            .await
+            .map_err(query_error("users"))?;
         rows.iter()
             .map(user_row)
             .collect::<Result<_, _>>()

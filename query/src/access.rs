@@ -66,11 +66,6 @@ impl AccessList {
         found
     }
 
-    /// The principal named `user` if `password` is its secret (pgwire).
-    pub fn by_user(&self, user: &str, password: &str) -> Option<Principal> {
-        self.by_token(password).filter(|p| p.name == user)
-    }
-
     /// The principal named `user` and its secret (pgwire's password check).
     pub fn named(&self, user: &str) -> Option<(&str, &Principal)> {
         self.entries

@@ -377,7 +377,9 @@ pub async fn compute(
                 if users < k {
                     continue;
                 }
-                let month = day[..7].to_owned();
+                let Some(month) = day.get(..7).map(str::to_owned) else {
+                    continue;
+                };
                 let entry = peaks.entry(month).or_insert((day.clone(), value));
                 if value > entry.1 {
                     *entry = (day, value);

@@ -225,19 +225,12 @@ fn lake_data() -> (Vec<VisitRecord>, Vec<EventRecord>, Vec<AccountRecord>) {
 }
 
 async fn report(scope: Scope, filters: Filters) -> Vec<FigureCell> {
-    let dir = tempfile::tempdir().unwrap();
-    let root = mxpulse_ingest::LakeRoot::parse(&dir.path().display().to_string()).unwrap();
-    let (visits, events, accounts) = lake_data();
-    write(&root, &visits).await;
-    write(&root, &events).await;
-    write(&root, &accounts).await;
-    let snapshot = LakeSnapshot::load(root.url()).await.unwrap();
     let limits = Limits {
         memory_bytes: 256 << 20,
         timeout: Duration::from_secs(60),
         max_rows: 10_000,
     };
-    let ctx = session::session(&snapshot, &scope, &limits).await.unwrap();
+    let (_dir, ctx) = analyst_session(scope, limits).await;
     figures::compute(
         &ctx,
         Granularity::Month,

@@ -271,6 +271,21 @@ pub fn wait_for<T>(deadline: Duration, mut probe: impl FnMut() -> Option<T>) -> 
     }
 }
 
+/// CPU seconds (user + system) a process has used, from /proc (for the bench reports).
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = fields.get(11..13).map_or(0.0, |f| {
+        f.iter().filter_map(|v| v.parse::<f64>().ok()).sum()
+    });
+    ticks / 100.0
+}
+
 /// SIGTERM, then SIGKILL if the process is still there after 5 s.
 pub fn stop(child: &mut Child) {
     let pid = child.id().to_string();
