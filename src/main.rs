@@ -4,6 +4,8 @@
 mod cli;
 mod config;
 mod dev_broker;
+mod generation;
+mod services;
 
 use std::process::ExitCode;
 

@@ -27,7 +27,23 @@ pub struct BackfillReport {
     pub accounts: usize,
 }
 
-/// Replays `[from_ms, until_ms)`. `progress` shows bars on stderr (hidden when it is not a
+/// Which of a homeserver's tables a backfill replays.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BackfillParts {
+    pub events: bool,
+    pub visits: bool,
+    pub accounts: bool,
+}
+
+impl BackfillParts {
+    pub const ALL: Self = Self {
+        events: true,
+        visits: true,
+        accounts: true,
+    };
+}
+
+/// Replays `parts` of `[from_ms, until_ms)`. `progress` shows bars on stderr (hidden when it is not a
 /// terminal).
 pub async fn backfill(
     db: &SynapseDb,
@@ -35,10 +51,10 @@ pub async fn backfill(
     producer: &RecordProducer,
     from_ms: i64,
     until_ms: i64,
+    parts: BackfillParts,
     progress: bool,
 ) -> Result<BackfillReport, TapError> {
     let mut report = BackfillReport::default();
-    let server = anonymizer.server();
     let bar = |total: u64, what: &str| {
         let bar = if progress {
             ProgressBar::new(total)
@@ -55,7 +71,30 @@ pub async fn backfill(
         bar
     };
 
-    // Events, page by page in stream order.
+    if parts.events {
+        (report.events, report.events_skipped) =
+            backfill_events(db, anonymizer, producer, from_ms, until_ms, &bar).await?;
+    }
+    if parts.visits {
+        report.visits = backfill_visits(db, anonymizer, producer, from_ms, until_ms, &bar).await?;
+    }
+    if parts.accounts {
+        report.accounts = backfill_accounts(db, anonymizer, producer, from_ms, until_ms).await?;
+    }
+    Ok(report)
+}
+
+/// Events of local senders, page by page in stream order: (published, skipped).
+async fn backfill_events(
+    db: &SynapseDb,
+    anonymizer: &Anonymizer,
+    producer: &RecordProducer,
+    from_ms: i64,
+    until_ms: i64,
+    bar: &impl Fn(u64, &str) -> ProgressBar,
+) -> Result<(usize, usize), TapError> {
+    let server = anonymizer.server();
+    let (mut published, mut skipped) = (0, 0);
     let total = db.count_local_events(server, from_ms, until_ms).await?;
     let events_bar = bar(u64::try_from(total).unwrap_or(0), "events");
     let mut after = i64::MIN;
@@ -72,17 +111,28 @@ pub async fn backfill(
                 Ok(Mapped::Remote) => {}
                 Err(reason) => {
                     tracing::debug!(%reason, "event skipped");
-                    report.events_skipped += 1;
+                    skipped += 1;
                 }
             }
         }
         producer.publish(&records).await?;
-        report.events += records.len();
+        published += records.len();
         events_bar.inc(page.len() as u64);
     }
     events_bar.finish();
+    Ok((published, skipped))
+}
 
-    // Visits, one day at a time (a day's rows fit in memory at any federation's size).
+/// Visits, one day at a time (a day's rows fit in memory at any federation's size).
+async fn backfill_visits(
+    db: &SynapseDb,
+    anonymizer: &Anonymizer,
+    producer: &RecordProducer,
+    from_ms: i64,
+    until_ms: i64,
+    bar: &impl Fn(u64, &str) -> ProgressBar,
+) -> Result<usize, TapError> {
+    let mut published = 0;
     if let Some((first, last)) = db.visit_day_range(from_ms).await? {
         let last = last.min(until_ms - 1);
         let days = if last >= first {
@@ -100,14 +150,23 @@ pub async fn backfill(
                 .filter_map(|row| anonymizer.visit(row))
                 .collect();
             producer.publish(&records).await?;
-            report.visits += records.len();
+            published += records.len();
             visits_bar.inc(1);
             day += DAY_MS;
         }
         visits_bar.finish();
     }
+    Ok(published)
+}
 
-    // Accounts created in the window.
+/// Accounts created in the window.
+async fn backfill_accounts(
+    db: &SynapseDb,
+    anonymizer: &Anonymizer,
+    producer: &RecordProducer,
+    from_ms: i64,
+    until_ms: i64,
+) -> Result<usize, TapError> {
     let users = db.users_created_since(from_ms.div_euclid(1000)).await?;
     let records: Vec<_> = users
         .iter()
@@ -117,6 +176,5 @@ pub async fn backfill(
     for chunk in records.chunks(PAGE as usize) {
         producer.publish(chunk).await?;
     }
-    report.accounts = records.len();
-    Ok(report)
+    Ok(records.len())
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use chrono::NaiveDate;
 use clap::Args;
-use mxpulse_hooks::backfill::backfill;
+use mxpulse_hooks::backfill::{BackfillParts, backfill};
 use mxpulse_hooks::metrics::HooksMetrics;
 use mxpulse_hooks::synapse_db::SynapseDb;
 
@@ -26,9 +26,32 @@ pub struct BackfillArgs {
     /// Day after the last one to replay (default: no end).
     #[arg(long)]
     until: Option<NaiveDate>,
+    /// Replay only these tables (default: all three).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    only: Vec<BackfillPart>,
     /// No progress bars.
     #[arg(long)]
     quiet: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum BackfillPart {
+    Events,
+    Visits,
+    Accounts,
+}
+
+impl BackfillArgs {
+    fn parts(&self) -> BackfillParts {
+        if self.only.is_empty() {
+            return BackfillParts::ALL;
+        }
+        BackfillParts {
+            events: self.only.contains(&BackfillPart::Events),
+            visits: self.only.contains(&BackfillPart::Visits),
+            accounts: self.only.contains(&BackfillPart::Accounts),
+        }
+    }
 }
 
 fn day_ms(day: NaiveDate) -> i64 {
@@ -51,6 +74,7 @@ pub fn run(args: &BackfillArgs, config: &Config) -> anyhow::Result<()> {
             &producer,
             day_ms(args.since),
             until,
+            args.parts(),
             !args.quiet,
         )
         .await

@@ -3,7 +3,9 @@
 
 mod backfill;
 mod config_cmd;
+mod demo;
 mod dev_broker;
+mod generate;
 mod hooks;
 mod ingest;
 mod lake;
@@ -42,10 +44,10 @@ pub enum Command {
     Ingest(ingest::IngestArgs),
     /// Figures API, read-only SQL over HTTP and the PostgreSQL wire protocol.
     Serve(serve::ServeArgs),
-    /// A local federation flowing end to end into the figures.
-    Demo(PendingArgs),
-    /// Deterministic federation simulator.
-    Generate(PendingArgs),
+    /// A local federation flowing end to end into the figures: the first command to run.
+    Demo(demo::DemoArgs),
+    /// Deterministic federation simulator calibrated to the published figures.
+    Generate(generate::GenerateArgs),
     /// Monthly report exports.
     Report(PendingArgs),
     /// Replay a homeserver's history from its database.
@@ -74,8 +76,8 @@ impl Cli {
             Command::Ingest(args) => return ingest::run(args, &load_config(&self.global)?),
             Command::Lake(args) => return lake::run(args, &load_config(&self.global)?),
             Command::Serve(args) => return serve::run(args, &load_config(&self.global)?),
-            Command::Demo(_) => "demo",
-            Command::Generate(_) => "generate",
+            Command::Demo(args) => return demo::run(args),
+            Command::Generate(args) => return generate::run(args, &load_config(&self.global)?),
             Command::Report(_) => "report",
             Command::Backfill(args) => return backfill::run(args, &load_config(&self.global)?),
         };

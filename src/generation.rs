@@ -1,0 +1,244 @@
+//! Drives a `Simulation` month by month into where a homeserver's activity goes: its
+//! database (Synapse-schema SQLite files, for the database tap and `mxpulse backfill`), its
+//! appservice transactions (sent to a running `mxpulse hooks`), and,
+//! for large benchmark runs, records straight to Kafka through the hooks' own anonymizer.
+//! `mxpulse generate` and `mxpulse demo` both run this.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use mxpulse_hooks::anonymizer::{UserRow, VisitRow};
+use mxpulse_hooks::event_mapping::Mapped;
+use mxpulse_hooks::producer::RecordProducer;
+use mxpulse_hooks::Anonymizer;
+use mxpulse_schemas::UnixMillis;
+use mxpulse_schemas::vocabulary::{AccountChange, Source, UserType};
+use mxpulse_simulator::synapse_sqlite::SynapseDatabases;
+use mxpulse_simulator::{Activity, SimEvent, Simulation, day_ms, matrix};
+
+/// How long a transaction is retried while the hooks answer 5xx or cannot be reached (Synapse
+/// retries forever; a generator run gives up and says so).
+const HOOKS_RETRY_FOR: Duration = Duration::from_secs(600);
+
+/// Sends appservice transactions to `mxpulse hooks`, as each homeserver's Synapse would: one
+/// server's transactions in order, the servers side by side.
+pub struct HooksSender {
+    client: reqwest::Client,
+    url: String,
+    /// The hs_token of each simulated server, by index.
+    tokens: Vec<String>,
+    sent: Vec<u64>,
+}
+
+impl HooksSender {
+    pub fn new(url: &str, tokens: Vec<String>) -> anyhow::Result<Self> {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(120))
+            .build()
+            .context("building the HTTP client")?;
+        Ok(Self {
+            client,
+            url: url.trim_end_matches('/').to_owned(),
+            sent: vec![0; tokens.len()],
+            tokens,
+        })
+    }
+
+    /// Sends `events` in transactions of at most 100; returns how many transactions.
+    pub async fn send(&mut self, sim: &Simulation, events: &[SimEvent], label: &str) -> anyhow::Result<usize> {
+        let batches = matrix::per_server_batches(sim, events);
+        let mut per_server = Vec::new();
+        for (server, batches) in batches.iter().enumerate() {
+            let bodies: Vec<(String, Vec<u8>)> = batches
+                .iter()
+                .enumerate()
+                .map(|(i, batch)| {
+                    let txn_id = format!("{label}.{}", self.sent[server] + i as u64);
+                    (txn_id, sim.transaction_body(batch))
+                })
+                .collect();
+            self.sent[server] += bodies.len() as u64;
+            per_server.push((server, bodies));
+        }
+        let this = &*self;
+        let sends = per_server.iter().map(|(server, bodies)| async move {
+            for (txn_id, body) in bodies {
+                this.put(*server, txn_id, body).await?;
+            }
+            anyhow::Ok(bodies.len())
+        });
+        let counts = futures::future::try_join_all(sends).await?;
+        Ok(counts.into_iter().sum())
+    }
+
+    async fn put(&self, server: usize, txn_id: &str, body: &[u8]) -> anyhow::Result<()> {
+        let url = format!("{}/_matrix/app/v1/transactions/{txn_id}", self.url);
+        let started = Instant::now();
+        let mut wait = Duration::from_millis(250);
+        loop {
+            let answer = self
+                .client
+                .put(&url)
+                .bearer_auth(&self.tokens[server])
+                .header("content-type", "application/json")
+                .body(body.to_vec())
+                .send()
+                .await;
+            let retry_reason = match answer {
+                Ok(response) if response.status().is_success() => return Ok(()),
+                Ok(response) if response.status().is_server_error() => {
+                    format!("hooks answered {}", response.status())
+                }
+                Ok(response) => {
+                    let status = response.status();
+                    let text = response.text().await.unwrap_or_default();
+                    anyhow::bail!("hooks refused transaction {txn_id}: {status} {text}");
+                }
+                Err(error) => format!("hooks unreachable: {error}"),
+            };
+            if started.elapsed() > HOOKS_RETRY_FOR {
+                anyhow::bail!("transaction {txn_id} not accepted after {HOOKS_RETRY_FOR:?}: {retry_reason}");
+            }
+            tracing::warn!(txn_id, %retry_reason, "retrying");
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_secs(30));
+        }
+    }
+}
+
+/// Records straight to Kafka: the hooks' mapping without the HTTP hop, for large runs.
+pub struct KafkaFastPath {
+    /// One anonymizer per simulated server, by index.
+    pub anonymizers: Vec<Anonymizer>,
+    pub producer: RecordProducer,
+}
+
+/// Records per publish call.
+const PUBLISH_CHUNK: usize = 10_000;
+
+impl KafkaFastPath {
+    async fn publish(&self, sim: &Simulation, month_start_ms: i64, activity: &Activity, created: &[u32]) -> anyhow::Result<()> {
+        let mut events = Vec::with_capacity(PUBLISH_CHUNK);
+        for chunk in activity.events.chunks(PUBLISH_CHUNK) {
+            events.clear();
+            for event in chunk {
+                let anonymizer = &self.anonymizers[sim.origin_server(event)];
+                if let Ok(Mapped::Record(record)) = anonymizer.event(&sim.render(event), Source::Appservice) {
+                    events.push(*record);
+                }
+            }
+            self.producer.publish(&events).await?;
+        }
+        let visits: Vec<_> = activity
+            .visits
+            .iter()
+            .filter_map(|visit| {
+                let account = &sim.population.accounts[visit.account as usize];
+                let device = usize::from(visit.device).min(account.devices.len() - 1);
+                self.anonymizers[account.server as usize].visit(&VisitRow {
+                    user_id: sim.user_id(visit.account),
+                    device_id: Some(account.device_id(visit.account, device)),
+                    timestamp_ms: day_ms(visit.day),
+                    user_agent: Some(account.devices[device].user_agent().to_owned()),
+                })
+            })
+            .collect();
+        for chunk in visits.chunks(PUBLISH_CHUNK) {
+            self.producer.publish(chunk).await?;
+        }
+        let mut accounts: Vec<_> = created
+            .iter()
+            .map(|&account| {
+                let a = &sim.population.accounts[account as usize];
+                self.anonymizers[a.server as usize].account_created(&UserRow {
+                    name: sim.user_id(account),
+                    creation_ts_s: a.created_s,
+                    user_type: None,
+                    is_guest: false,
+                    appservice_id: None,
+                    deactivated: false,
+                })
+            })
+            .collect();
+        for &account in &activity.deactivated {
+            let a = &sim.population.accounts[account as usize];
+            let ts = a.deactivated_s.map_or(month_start_ms, |s| s * 1000);
+            accounts.push(self.anonymizers[a.server as usize].account(
+                &sim.user_id(account),
+                UnixMillis(ts),
+                AccountChange::Deactivated,
+                UserType::Regular,
+            ));
+        }
+        self.producer.publish(&accounts).await?;
+        Ok(())
+    }
+}
+
+/// Where generated activity goes; any combination.
+#[derive(Default)]
+pub struct Sinks {
+    pub databases: Option<SynapseDatabases>,
+    /// Whether the databases get the `events` and `event_json` rows (a homeserver's history
+    /// for `mxpulse backfill`); off when the events reach the hooks as transactions.
+    pub database_events: bool,
+    pub hooks: Option<HooksSender>,
+    pub kafka: Option<KafkaFastPath>,
+}
+
+/// What a run produced.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GenerationTotals {
+    pub months: usize,
+    pub events: usize,
+    pub visits: usize,
+    pub accounts_created: usize,
+    pub transactions: usize,
+}
+
+impl Sinks {
+    /// Writes the accounts that exist before the first month (databases only: they are
+    /// history, not activity of the period).
+    pub async fn start(&mut self, sim: &Simulation) -> anyhow::Result<()> {
+        if let Some(databases) = &self.databases {
+            databases.write_accounts(sim, sim.accounts_before()).await?;
+        }
+        Ok(())
+    }
+
+    /// Hands one month (or live slice) of activity to every sink. `label` prefixes the
+    /// transaction IDs (unique per run).
+    pub async fn deliver(
+        &mut self,
+        sim: &Simulation,
+        label: &str,
+        period_start_ms: i64,
+        activity: &Activity,
+        totals: &mut GenerationTotals,
+    ) -> anyhow::Result<()> {
+        if let Some(databases) = &mut self.databases {
+            databases.write_accounts(sim, activity.created.iter().copied()).await?;
+            databases.write_deactivations(sim, &activity.deactivated).await?;
+            databases.write_visits(sim, &activity.visits).await?;
+            if self.database_events {
+                databases.write_events(sim, &activity.events).await?;
+            }
+        }
+        if let Some(hooks) = &mut self.hooks {
+            totals.transactions += hooks.send(sim, &activity.events, label).await?;
+        }
+        if let Some(kafka) = &self.kafka {
+            kafka.publish(sim, period_start_ms, activity, &activity.created).await?;
+        }
+        totals.events += activity.events.len();
+        totals.visits += activity.visits.len();
+        totals.accounts_created += activity.created.len();
+        Ok(())
+    }
+
+    pub async fn finish(self) {
+        if let Some(databases) = self.databases {
+            databases.close().await;
+        }
+    }
+}
