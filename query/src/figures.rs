@@ -46,6 +46,15 @@ impl Source {
         }
     }
 
+    /// The UTC date the table is partitioned by (the rooms view has none).
+    fn partition_column(self) -> Option<&'static str> {
+        match self {
+            Source::Events | Source::Accounts => Some("date"),
+            Source::Visits => Some("day"),
+            Source::Rooms => None,
+        }
+    }
+
     fn user(self) -> &'static str {
         match self {
             Source::Events => "sender",
@@ -229,6 +238,41 @@ fn quote(text: &str) -> String {
 /// (period, breakdown, key) -> (value, users)
 type Raw = BTreeMap<(String, &'static str, Option<String>), (f64, i64)>;
 
+/// A figure's cells and, when asked, its daily totals (for the peak days): one scan.
+#[derive(Debug, Default)]
+struct RawFigure {
+    cells: Raw,
+    /// day -> (value, users)
+    daily: BTreeMap<String, (f64, i64)>,
+}
+
+/// The UTC dates a query reads, a day wider on each side than the local periods it shows
+/// (time zones): the tables are partitioned by UTC date, so the rest is never opened.
+#[derive(Clone, Copy, Debug)]
+struct DateRange {
+    from: Option<NaiveDate>,
+    to: NaiveDate,
+}
+
+impl DateRange {
+    fn predicate(&self, column: &str) -> String {
+        let mut predicate = format!(" AND {column} <= DATE '{}'", self.to + chrono::Days::new(1));
+        if let Some(from) = self.from {
+            predicate.push_str(&format!(" AND {column} >= DATE '{}'", from - chrono::Days::new(1)));
+        }
+        predicate
+    }
+}
+
+fn utf8(column: &datafusion::arrow::array::ArrayRef) -> Result<datafusion::arrow::array::ArrayRef, QueryError> {
+    Ok(datafusion::arrow::compute::cast(
+        column,
+        &datafusion::arrow::datatypes::DataType::Utf8,
+    )?)
+}
+
+/// Every cell of `figure` by period (in total and by each breakdown) and, with `daily`, by
+/// day in total, in one grouping-sets query.
 async fn raw(
     ctx: &SessionContext,
     figure: &Figure,
@@ -236,7 +280,9 @@ async fn raw(
     timezone: &str,
     filters: &Filters,
     breakdowns: bool,
-) -> Result<Raw, QueryError> {
+    daily: bool,
+    range: DateRange,
+) -> Result<RawFigure, QueryError> {
     let source = figure.source;
     let mut filter = format!("({})", figure.filter);
     for (column, value) in [("server", &filters.server), ("domain", &filters.domain)] {
@@ -247,65 +293,79 @@ async fn raw(
     if let Some(platform) = &filters.platform {
         filter.push_str(&format!(" AND platform = {}", quote(platform)));
     }
+    if let Some(column) = source.partition_column() {
+        filter.push_str(&range.predicate(column));
+    }
     let value = figure.value.unwrap_or("COUNT(*)");
     let user = source.user();
-    let mut dims = vec![("total", "CAST(NULL AS VARCHAR)")];
+    let mut dims: Vec<&'static str> = Vec::new();
     if breakdowns {
-        dims.push(("server", "server"));
-        dims.push(("domain", "domain"));
+        dims.extend(["server", "domain"]);
         if source == Source::Visits {
-            dims.push(("platform", "platform"));
+            dims.push("platform");
         }
     }
-    let selects: Vec<String> = dims
-        .iter()
-        .map(|(name, column)| {
-            format!(
-                "SELECT to_char(t, '{period_format}') AS period, '{name}' AS breakdown, {column} AS key, \
-                 CAST({value} AS DOUBLE) AS value, COUNT(DISTINCT {user}) AS users \
-                 FROM (SELECT *, {time} AS t FROM {table} WHERE {filter}) AS x GROUP BY 1, 3",
-                time = source.time(timezone),
-                table = source.table(),
-            )
-        })
-        .collect();
-    let sql = selects.join(" UNION ALL ");
+    let mut sets = vec!["(mx_period)".to_owned()];
+    sets.extend(dims.iter().map(|d| format!("(mx_period, {d})")));
+    if daily {
+        sets.push("(mx_period, mx_day)".into());
+    }
+    let dim_columns: String = dims.iter().map(|d| format!(", {d}")).collect();
+    let flags: String = dims.iter().map(|d| format!(", grouping({d})")).collect();
+    let sql = format!(
+        "SELECT mx_period, {day}{dim_columns}, {day_flag}{flags}, CAST({value} AS DOUBLE) AS value, \
+         COUNT(DISTINCT {user}) AS users \
+         FROM (SELECT *, to_char(t, '{period_format}') AS mx_period, to_char(t, '%Y-%m-%d') AS mx_day \
+               FROM (SELECT *, {time} AS t FROM {table} WHERE {filter}) AS x) AS y \
+         GROUP BY GROUPING SETS ({sets})",
+        day = if daily { "mx_day" } else { "CAST(NULL AS VARCHAR)" },
+        day_flag = if daily { "grouping(mx_day)" } else { "1" },
+        time = source.time(timezone),
+        table = source.table(),
+        sets = sets.join(", "),
+    );
     let batches = ctx.sql(&sql).await?.collect().await?;
-    let mut out = Raw::new();
+    let mut out = RawFigure::default();
     for batch in batches {
-        let period = datafusion::arrow::compute::cast(
-            batch.column(0),
-            &datafusion::arrow::datatypes::DataType::Utf8,
-        )?;
-        let breakdown = datafusion::arrow::compute::cast(
-            batch.column(1),
-            &datafusion::arrow::datatypes::DataType::Utf8,
-        )?;
-        let key = datafusion::arrow::compute::cast(
-            batch.column(2),
-            &datafusion::arrow::datatypes::DataType::Utf8,
-        )?;
-        let (period, breakdown, key) = (
-            period.as_string::<i32>(),
-            breakdown.as_string::<i32>(),
-            key.as_string::<i32>(),
-        );
-        let values = batch.column(3).as_primitive::<Float64Type>();
-        let users = batch.column(4).as_primitive::<Int64Type>();
+        let period = utf8(batch.column(0))?;
+        let day = utf8(batch.column(1))?;
+        let (period, day) = (period.as_string::<i32>(), day.as_string::<i32>());
+        let keys = (0..dims.len())
+            .map(|i| utf8(batch.column(2 + i)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let flag_column = |i: usize| {
+            datafusion::arrow::compute::cast(
+                batch.column(2 + dims.len() + i),
+                &datafusion::arrow::datatypes::DataType::Int64,
+            )
+        };
+        let day_flag = flag_column(0)?;
+        let dim_flags = (0..dims.len())
+            .map(|i| flag_column(1 + i))
+            .collect::<Result<Vec<_>, _>>()?;
+        let values = batch.column(3 + 2 * dims.len()).as_primitive::<Float64Type>();
+        let users = batch.column(4 + 2 * dims.len()).as_primitive::<Int64Type>();
         for row in 0..batch.num_rows() {
             if period.is_null(row) {
                 continue;
             }
-            let name = dims
-                .iter()
-                .map(|(n, _)| *n)
-                .find(|n| *n == breakdown.value(row))
-                .unwrap_or("total");
-            let key = (!key.is_null(row)).then(|| key.value(row).to_owned());
-            out.insert(
-                (period.value(row).to_owned(), name, key),
-                (values.value(row), users.value(row)),
-            );
+            let cell = (values.value(row), users.value(row));
+            if day_flag.as_primitive::<Int64Type>().value(row) == 0 {
+                if !day.is_null(row) {
+                    out.daily.insert(day.value(row).to_owned(), cell);
+                }
+                continue;
+            }
+            let grouped = (0..dims.len())
+                .find(|i| dim_flags[*i].as_primitive::<Int64Type>().value(row) == 0);
+            let (name, key) = match grouped {
+                Some(i) => {
+                    let keys = keys[i].as_string::<i32>();
+                    (dims[i], (!keys.is_null(row)).then(|| keys.value(row).to_owned()))
+                }
+                None => ("total", None),
+            };
+            out.cells.insert((period.value(row).to_owned(), name, key), cell);
         }
     }
     Ok(out)
@@ -314,6 +374,14 @@ async fn raw(
 fn month_start(month: &str) -> Result<NaiveDate, QueryError> {
     NaiveDate::parse_from_str(&format!("{month}-01"), "%Y-%m-%d")
         .map_err(|_| QueryError::Invalid(format!("{month:?} is not a month (YYYY-MM)")))
+}
+
+/// The last day of a month `YYYY-MM`.
+fn month_end(month: &str) -> Result<NaiveDate, QueryError> {
+    month_start(month)?
+        .checked_add_months(Months::new(1))
+        .and_then(|next| next.pred_opt())
+        .ok_or_else(|| QueryError::Invalid(format!("{month:?} is out of range")))
 }
 
 fn shift(month: &str, back: u32) -> Option<String> {
@@ -330,39 +398,57 @@ fn change(now: Option<f64>, before: Option<f64>) -> Option<f64> {
     }
 }
 
-/// The figures between two periods (inclusive; months `YYYY-MM` or days `YYYY-MM-DD`).
+/// The figures between two periods (inclusive; months `YYYY-MM` or days `YYYY-MM-DD`);
+/// `only` names the figures wanted (all when empty).
+#[allow(clippy::too_many_arguments)]
 pub async fn compute(
     ctx: &SessionContext,
     granularity: Granularity,
     from: &str,
     to: &str,
     filters: &Filters,
+    only: &[String],
     timezone: &str,
     min_users: u32,
 ) -> Result<FiguresReport, QueryError> {
     let k = i64::from(min_users);
-    let (format, first) = match granularity {
+    for name in only {
+        if name != "total_active_accounts" && !FIGURES.iter().any(|f| f.name == name) {
+            return Err(QueryError::Invalid(format!("no figure named {name:?}")));
+        }
+    }
+    let wanted = |name: &str| only.is_empty() || only.iter().any(|n| n == name);
+    let (format, first, range) = match granularity {
         Granularity::Month => {
-            month_start(from)?;
-            month_start(to)?;
             // A year before `from`, for the year-over-year change.
-            ("%Y-%m", shift(from, 12).unwrap_or_else(|| from.to_owned()))
+            let first = shift(from, 12).unwrap_or_else(|| from.to_owned());
+            let range = DateRange {
+                from: Some(month_start(&first)?),
+                to: month_end(to)?,
+            };
+            ("%Y-%m", first, range)
         }
         Granularity::Day => {
-            for day in [from, to] {
+            let parse = |day: &str| {
                 NaiveDate::parse_from_str(day, "%Y-%m-%d").map_err(|_| {
                     QueryError::Invalid(format!("{day:?} is not a day (YYYY-MM-DD)"))
-                })?;
-            }
-            ("%Y-%m-%d", from.to_owned())
+                })
+            };
+            let range = DateRange {
+                from: Some(parse(from)?),
+                to: parse(to)?,
+            };
+            ("%Y-%m-%d", from.to_owned(), range)
         }
     };
     let mut cells = Vec::new();
     for figure in FIGURES {
-        if filters.platform.is_some() && figure.source != Source::Visits {
+        if (filters.platform.is_some() && figure.source != Source::Visits) || !wanted(figure.name) {
             continue;
         }
-        let raw = raw(ctx, figure, format, timezone, filters, true).await?;
+        let monthly = granularity == Granularity::Month;
+        let RawFigure { cells: raw, daily } =
+            raw(ctx, figure, format, timezone, filters, true, monthly, range).await?;
         let visible = |period: &str| period >= first.as_str() && period <= to;
         let value_of = |period: &str, breakdown: &'static str, key: &Option<String>| {
             raw.get(&(period.to_owned(), breakdown, key.clone()))
@@ -370,8 +456,7 @@ pub async fn compute(
                 .map(|(value, _)| *value)
         };
         // Peak days of the totals, from the daily series.
-        let peaks: BTreeMap<String, (String, f64)> = if granularity == Granularity::Month {
-            let daily = raw_daily(ctx, figure, timezone, filters).await?;
+        let peaks: BTreeMap<String, (String, f64)> = if monthly {
             let mut peaks: BTreeMap<String, (String, f64)> = BTreeMap::new();
             for (day, (value, users)) in daily {
                 if users < k {
@@ -420,7 +505,10 @@ pub async fn compute(
             });
         }
     }
-    if granularity == Granularity::Month && filters.platform.is_none() {
+    if granularity == Granularity::Month
+        && filters.platform.is_none()
+        && wanted("total_active_accounts")
+    {
         cells.extend(total_active_accounts(ctx, from, to, filters, timezone, k).await?);
     }
     Ok(FiguresReport {
@@ -432,19 +520,6 @@ pub async fn compute(
         filters: filters.clone(),
         cells,
     })
-}
-
-async fn raw_daily(
-    ctx: &SessionContext,
-    figure: &Figure,
-    timezone: &str,
-    filters: &Filters,
-) -> Result<BTreeMap<String, (f64, i64)>, QueryError> {
-    Ok(raw(ctx, figure, "%Y-%m-%d", timezone, filters, false)
-        .await?
-        .into_iter()
-        .map(|((day, _, _), cell)| (day, cell))
-        .collect())
 }
 
 /// Regular accounts open at the end of each month: created, minus deactivated, plus
@@ -466,7 +541,14 @@ async fn total_active_accounts(
             "SUM(CASE change WHEN 'created' THEN 1 WHEN 'reactivated' THEN 1 WHEN 'deactivated' THEN -1 ELSE 0 END)",
         ),
     };
-    let changes = raw(ctx, &figure, "%Y-%m", timezone, filters, true).await?;
+    // All history up to `to`: the totals are running sums.
+    let range = DateRange {
+        from: None,
+        to: month_end(to)?,
+    };
+    let changes = raw(ctx, &figure, "%Y-%m", timezone, filters, true, false, range)
+        .await?
+        .cells;
     // Running sums per (breakdown, key), month by month.
     let mut series: BTreeMap<(&'static str, Option<String>), BTreeMap<String, f64>> =
         BTreeMap::new();

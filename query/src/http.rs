@@ -152,6 +152,8 @@ struct FigureQuery {
     domain: Option<String>,
     /// Only this platform (web, android, ios, desktop): the figures of visits only.
     platform: Option<String>,
+    /// Only these figures, comma-separated (e.g. `active_users,messages`); all by default.
+    figures: Option<String>,
 }
 
 async fn figures_of(
@@ -180,6 +182,17 @@ async fn figures_of(
         domain: query.domain,
         platform: query.platform,
     };
+    let only: Vec<String> = query
+        .figures
+        .as_deref()
+        .map(|list| {
+            list.split(',')
+                .map(str::trim)
+                .filter(|name| !name.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
     let (timezone, min_users) = (service.timezone.clone(), service.min_users);
     let report = service
         .executor
@@ -190,6 +203,7 @@ async fn figures_of(
                 &query.from,
                 &query.to,
                 &filters,
+                &only,
                 &timezone,
                 min_users,
             )

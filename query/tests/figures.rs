@@ -237,6 +237,7 @@ async fn report(scope: Scope, filters: Filters) -> Vec<FigureCell> {
         "2024-05",
         "2024-06",
         &filters,
+        &[],
         "Europe/Paris",
         3,
     )
@@ -586,4 +587,56 @@ async fn top_forums_rank_by_members_and_leave_small_ones_out() {
         ),
         (1, A, 0, "2024-05")
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn only_the_figures_asked_for_and_unknown_names_are_refused() {
+    let scope = Scope {
+        server: None,
+        pseudonyms: true,
+    };
+    let (_dir, ctx) = analyst_session(scope, limits()).await;
+    let only = ["messages".to_owned(), "total_active_accounts".to_owned()];
+    let cells = report_cells_of(&ctx, &only).await;
+    let names: std::collections::BTreeSet<_> = cells.iter().map(|c| c.figure).collect();
+    assert_eq!(names.into_iter().collect::<Vec<_>>(), ["messages", "total_active_accounts"]);
+    // The same cells as in the full report.
+    let full = report_cells_of(&ctx, &[]).await;
+    for c in &cells {
+        assert!(full.contains(c), "{c:?}");
+    }
+    let unknown = figures::compute(
+        &ctx,
+        Granularity::Month,
+        "2024-05",
+        "2024-06",
+        &Filters::default(),
+        &["messagez".to_owned()],
+        "Europe/Paris",
+        3,
+    )
+    .await;
+    assert!(
+        matches!(&unknown, Err(mxpulse_query::QueryError::Invalid(m)) if m.contains("messagez")),
+        "{unknown:?}"
+    );
+}
+
+async fn report_cells_of(
+    ctx: &datafusion::prelude::SessionContext,
+    only: &[String],
+) -> Vec<FigureCell> {
+    figures::compute(
+        ctx,
+        Granularity::Month,
+        "2024-05",
+        "2024-06",
+        &Filters::default(),
+        only,
+        "Europe/Paris",
+        3,
+    )
+    .await
+    .unwrap()
+    .cells
 }

@@ -334,9 +334,11 @@ impl Backfiller {
             accounts: true,
         };
         let (from, until) = (day_ms(month), day_ms(next_month(month)));
-        for (db, anonymizer) in &self.servers {
-            backfill(db, anonymizer, &self.producer, from, until, parts, false).await?;
-        }
+        // The homeservers side by side, as their operators would run it.
+        let servers = self.servers.iter().map(|(db, anonymizer)| {
+            backfill(db, anonymizer, &self.producer, from, until, parts, false)
+        });
+        futures::future::try_join_all(servers).await?;
         Ok(())
     }
 }
