@@ -7,10 +7,10 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use mxpulse_hooks::Anonymizer;
 use mxpulse_hooks::anonymizer::{UserRow, VisitRow};
 use mxpulse_hooks::event_mapping::Mapped;
 use mxpulse_hooks::producer::RecordProducer;
-use mxpulse_hooks::Anonymizer;
 use mxpulse_schemas::UnixMillis;
 use mxpulse_schemas::vocabulary::{AccountChange, Source, UserType};
 use mxpulse_simulator::synapse_sqlite::SynapseDatabases;
@@ -45,7 +45,12 @@ impl HooksSender {
     }
 
     /// Sends `events` in transactions of at most 100; returns how many transactions.
-    pub async fn send(&mut self, sim: &Simulation, events: &[SimEvent], label: &str) -> anyhow::Result<usize> {
+    pub async fn send(
+        &mut self,
+        sim: &Simulation,
+        events: &[SimEvent],
+        label: &str,
+    ) -> anyhow::Result<usize> {
         let batches = matrix::per_server_batches(sim, events);
         let mut per_server = Vec::new();
         for (server, batches) in batches.iter().enumerate() {
@@ -97,7 +102,9 @@ impl HooksSender {
                 Err(error) => format!("hooks unreachable: {error}"),
             };
             if started.elapsed() > HOOKS_RETRY_FOR {
-                anyhow::bail!("transaction {txn_id} not accepted after {HOOKS_RETRY_FOR:?}: {retry_reason}");
+                anyhow::bail!(
+                    "transaction {txn_id} not accepted after {HOOKS_RETRY_FOR:?}: {retry_reason}"
+                );
             }
             tracing::warn!(txn_id, %retry_reason, "retrying");
             tokio::time::sleep(wait).await;
@@ -117,13 +124,21 @@ pub struct KafkaFastPath {
 const PUBLISH_CHUNK: usize = 10_000;
 
 impl KafkaFastPath {
-    async fn publish(&self, sim: &Simulation, month_start_ms: i64, activity: &Activity, created: &[u32]) -> anyhow::Result<()> {
+    async fn publish(
+        &self,
+        sim: &Simulation,
+        month_start_ms: i64,
+        activity: &Activity,
+        created: &[u32],
+    ) -> anyhow::Result<()> {
         let mut events = Vec::with_capacity(PUBLISH_CHUNK);
         for chunk in activity.events.chunks(PUBLISH_CHUNK) {
             events.clear();
             for event in chunk {
                 let anonymizer = &self.anonymizers[sim.origin_server(event)];
-                if let Ok(Mapped::Record(record)) = anonymizer.event(&sim.render(event), Source::Appservice) {
+                if let Ok(Mapped::Record(record)) =
+                    anonymizer.event(&sim.render(event), Source::Appservice)
+                {
                     events.push(*record);
                 }
             }
@@ -217,8 +232,12 @@ impl Sinks {
         totals: &mut GenerationTotals,
     ) -> anyhow::Result<()> {
         if let Some(databases) = &mut self.databases {
-            databases.write_accounts(sim, activity.created.iter().copied()).await?;
-            databases.write_deactivations(sim, &activity.deactivated).await?;
+            databases
+                .write_accounts(sim, activity.created.iter().copied())
+                .await?;
+            databases
+                .write_deactivations(sim, &activity.deactivated)
+                .await?;
             databases.write_visits(sim, &activity.visits).await?;
             if self.database_events {
                 databases.write_events(sim, &activity.events).await?;
@@ -228,7 +247,9 @@ impl Sinks {
             totals.transactions += hooks.send(sim, &activity.events, label).await?;
         }
         if let Some(kafka) = &self.kafka {
-            kafka.publish(sim, period_start_ms, activity, &activity.created).await?;
+            kafka
+                .publish(sim, period_start_ms, activity, &activity.created)
+                .await?;
         }
         totals.events += activity.events.len();
         totals.visits += activity.visits.len();

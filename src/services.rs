@@ -16,9 +16,15 @@ pub struct ServiceProcess {
 
 impl ServiceProcess {
     /// Starts `mxpulse <args>` with `config` (if any), stdout and stderr to `log`.
-    pub fn spawn(name: &'static str, args: &[&str], config: Option<&Path>, log: &Path) -> anyhow::Result<Self> {
+    pub fn spawn(
+        name: &'static str,
+        args: &[&str],
+        config: Option<&Path>,
+        log: &Path,
+    ) -> anyhow::Result<Self> {
         let exe = std::env::current_exe().context("locating the mxpulse binary")?;
-        let log_file = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+        let log_file =
+            std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
         let mut command = tokio::process::Command::new(exe);
         match config {
             Some(config) => command.env("MXPULSE_CONFIG", config),
@@ -54,7 +60,12 @@ impl ServiceProcess {
     }
 
     /// Waits until `url` answers 200, failing if the process ends or `timeout` passes.
-    pub async fn wait_healthy(&mut self, client: &reqwest::Client, url: &str, timeout: Duration) -> anyhow::Result<()> {
+    pub async fn wait_healthy(
+        &mut self,
+        client: &reqwest::Client,
+        url: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
         let started = Instant::now();
         loop {
             if let Some(status) = self.exited() {
@@ -86,7 +97,10 @@ impl ServiceProcess {
         match tokio::time::timeout(grace, self.child.wait()).await {
             Ok(status) => Ok(status?),
             Err(_) => {
-                tracing::warn!(service = self.name, "did not stop after SIGTERM; killing it");
+                tracing::warn!(
+                    service = self.name,
+                    "did not stop after SIGTERM; killing it"
+                );
                 self.child.kill().await?;
                 Ok(self.child.wait().await?)
             }

@@ -75,7 +75,10 @@ impl Demo {
                 Err(_) => break,
             }
         }
-        panic!("no line with {text:?} in time; printed so far:\n{}", self.printed.join("\n"));
+        panic!(
+            "no line with {text:?} in time; printed so far:\n{}",
+            self.printed.join("\n")
+        );
     }
 
     /// The value the demo printed after `label`.
@@ -88,7 +91,12 @@ impl Demo {
     }
 
     /// Total cells of some monthly figures, by (figure, period).
-    fn monthly(&self, figures: &str, from: &str, to: &str) -> std::collections::HashMap<(String, String), Value> {
+    fn monthly(
+        &self,
+        figures: &str,
+        from: &str,
+        to: &str,
+    ) -> std::collections::HashMap<(String, String), Value> {
         let token = self.printed_value("viewer token");
         let url = format!(
             "http://{}/api/v1/figures/monthly?figures={figures}&from={from}&to={to}",
@@ -112,7 +120,10 @@ impl Demo {
             .iter()
             .filter(|c| c["breakdown"] == "total")
             .map(|c| {
-                let key = (c["figure"].as_str().unwrap_or_default().to_owned(), c["period"].as_str().unwrap_or_default().to_owned());
+                let key = (
+                    c["figure"].as_str().unwrap_or_default().to_owned(),
+                    c["period"].as_str().unwrap_or_default().to_owned(),
+                );
                 (key, c["value"].clone())
             })
             .collect()
@@ -121,12 +132,21 @@ impl Demo {
     /// Ctrl-C, and the exit status.
     fn interrupt(&mut self) -> Option<ExitStatus> {
         let pid = self.child.id().to_string();
-        Command::new("kill").args(["-INT", &pid]).status().expect("kill");
-        wait_for(Duration::from_secs(60), || self.child.try_wait().ok().flatten())
+        Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .expect("kill");
+        wait_for(Duration::from_secs(60), || {
+            self.child.try_wait().ok().flatten()
+        })
     }
 }
 
-fn value(cells: &std::collections::HashMap<(String, String), Value>, figure: &str, period: &str) -> f64 {
+fn value(
+    cells: &std::collections::HashMap<(String, String), Value>,
+    figure: &str,
+    period: &str,
+) -> f64 {
     cells
         .get(&(figure.to_owned(), period.to_owned()))
         .and_then(Value::as_f64)
@@ -141,46 +161,111 @@ fn value(cells: &std::collections::HashMap<(String, String), Value>, figure: &st
 #[test]
 fn the_demo_federation_reaches_the_figures_with_the_published_ratios() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut demo = Demo::start(dir.path(), &["--scale", "0.001", "--from", "2023-05", "--to", "2024-07", "--trickle-messages", "1"]);
+    let mut demo = Demo::start(
+        dir.path(),
+        &[
+            "--scale",
+            "0.001",
+            "--from",
+            "2023-05",
+            "--to",
+            "2024-07",
+            "--trickle-messages",
+            "1",
+        ],
+    );
     demo.wait_line("history generated", Duration::from_secs(900));
     let figures = "active_users,messages,accounts_created,rooms_created";
     let cells = wait_for(Duration::from_secs(120), || {
         // The ingest commits within a second of the last records; the service refreshes each second.
         let cells = demo.monthly(figures, "2024-05", "2024-07");
-        let july = cells.get(&("messages".into(), "2024-07".into())).and_then(Value::as_f64);
+        let july = cells
+            .get(&("messages".into(), "2024-07".into()))
+            .and_then(Value::as_f64);
         (july == Some(7_000.0)).then_some(cells)
     })
-    .unwrap_or_else(|| panic!("July 2024's 7,000 messages never all reached the figures: {:?}", demo.monthly("messages", "2024-07", "2024-07")));
+    .unwrap_or_else(|| {
+        panic!(
+            "July 2024's 7,000 messages never all reached the figures: {:?}",
+            demo.monthly("messages", "2024-07", "2024-07")
+        )
+    });
 
-    let published_mau = [("2024-05", 226_855.0), ("2024-06", 241_295.0), ("2024-07", 230_561.0)];
+    let published_mau = [
+        ("2024-05", 226_855.0),
+        ("2024-06", 241_295.0),
+        ("2024-07", 230_561.0),
+    ];
     let yoy = demo.monthly("active_users", "2023-05", "2023-07");
     for (month, mau) in published_mau {
         let got = value(&cells, "active_users", month);
-        assert!((got / (mau * 0.001) - 1.0).abs() < 0.02, "MAU {month}: {got} vs {mau} x 0.001");
+        assert!(
+            (got / (mau * 0.001) - 1.0).abs() < 0.02,
+            "MAU {month}: {got} vs {mau} x 0.001"
+        );
         let year_before = format!("2023-{}", &month[5..]);
         let growth = got / value(&yoy, "active_users", &year_before);
-        assert!((growth - 1.5).abs() < 0.02, "MAU {month} over {year_before}: {growth}");
+        assert!(
+            (growth - 1.5).abs() < 0.02,
+            "MAU {month} over {year_before}: {growth}"
+        );
     }
     let ratio = |figure: &str| value(&cells, figure, "2024-07") / value(&cells, figure, "2024-05");
-    assert!((ratio("messages") - 1.27).abs() < 0.005, "messages July/May {}", ratio("messages"));
-    assert!((ratio("accounts_created") - 2.0).abs() < 0.13, "accounts July/May {}", ratio("accounts_created"));
-    assert!((ratio("rooms_created") - 1.44).abs() < 0.03, "rooms July/May {}", ratio("rooms_created"));
+    assert!(
+        (ratio("messages") - 1.27).abs() < 0.005,
+        "messages July/May {}",
+        ratio("messages")
+    );
+    assert!(
+        (ratio("accounts_created") - 2.0).abs() < 0.13,
+        "accounts July/May {}",
+        ratio("accounts_created")
+    );
+    assert!(
+        (ratio("rooms_created") - 1.44).abs() < 0.03,
+        "rooms July/May {}",
+        ratio("rooms_created")
+    );
     // An ordinary 2024 month: about 6.5M messages.
     let june = value(&cells, "messages", "2024-06");
-    assert!((june / 6_500.0 - 1.0).abs() < 0.05, "June 2024: {june} messages");
+    assert!(
+        (june / 6_500.0 - 1.0).abs() < 0.05,
+        "June 2024: {june} messages"
+    );
 
-    assert!(demo.interrupt().is_some_and(|s| s.success()), "the demo stops cleanly on Ctrl-C");
+    assert!(
+        demo.interrupt().is_some_and(|s| s.success()),
+        "the demo stops cleanly on Ctrl-C"
+    );
 }
 
 #[test]
 fn the_demo_prints_where_to_look_keeps_activity_flowing_and_stops_on_ctrl_c() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut demo = Demo::start(dir.path(), &["--scale", "0.0005", "--from", "2024-07", "--to", "2024-07", "--trickle-interval-ms", "300"]);
+    let mut demo = Demo::start(
+        dir.path(),
+        &[
+            "--scale",
+            "0.0005",
+            "--from",
+            "2024-07",
+            "--to",
+            "2024-07",
+            "--trickle-interval-ms",
+            "300",
+        ],
+    );
     let figures_line = demo.wait_line("figures", Duration::from_secs(120));
-    assert!(figures_line.contains(&format!("http://{}/api/v1/figures/monthly", demo.http)), "{figures_line}");
+    assert!(
+        figures_line.contains(&format!("http://{}/api/v1/figures/monthly", demo.http)),
+        "{figures_line}"
+    );
     demo.wait_line("Ctrl-C stops everything", Duration::from_secs(5));
     let psql = demo.printed_value("psql");
-    assert!(psql.contains("psql -h 127.0.0.1") && psql.contains("-U analyst"), "{psql}");
+    assert!(
+        psql.contains("psql -h 127.0.0.1") && psql.contains("-U analyst"),
+        "{psql}"
+    );
     demo.wait_line("live activity flowing", Duration::from_secs(300));
 
     // The current month fills with the live trickle and keeps growing.
@@ -190,17 +275,29 @@ fn the_demo_prints_where_to_look_keeps_activity_flowing_and_stops_on_ctrl_c() {
             .get(&("messages".into(), now.clone()))
             .and_then(Value::as_f64)
     };
-    let first = wait_for(Duration::from_secs(60), || messages_now(&demo)).expect("live messages reach the figures");
-    let later = wait_for(Duration::from_secs(60), || messages_now(&demo).filter(|v| *v > first));
+    let first = wait_for(Duration::from_secs(60), || messages_now(&demo))
+        .expect("live messages reach the figures");
+    let later = wait_for(Duration::from_secs(60), || {
+        messages_now(&demo).filter(|v| *v > first)
+    });
     assert!(later.is_some(), "the live figures stopped at {first}");
 
     let status = demo.interrupt();
-    assert!(status.is_some_and(|s| s.success()), "exit after Ctrl-C: {status:?}");
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "exit after Ctrl-C: {status:?}"
+    );
     demo.wait_line("demo stopped", Duration::from_secs(5));
     // Everything it started is gone: nothing answers on its address any more.
-    assert!(std::net::TcpStream::connect(&demo.http).is_err(), "the query service still listens");
+    assert!(
+        std::net::TcpStream::connect(&demo.http).is_err(),
+        "the query service still listens"
+    );
     let logs = dir.path().join("demo").join("logs");
     for service in ["hooks", "ingest", "serve", "dev-broker"] {
-        assert!(logs.join(format!("{service}.log")).exists(), "{service} ran");
+        assert!(
+            logs.join(format!("{service}.log")).exists(),
+            "{service} ran"
+        );
     }
 }

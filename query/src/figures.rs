@@ -258,17 +258,33 @@ impl DateRange {
     fn predicate(&self, column: &str) -> String {
         let mut predicate = format!(" AND {column} <= DATE '{}'", self.to + chrono::Days::new(1));
         if let Some(from) = self.from {
-            predicate.push_str(&format!(" AND {column} >= DATE '{}'", from - chrono::Days::new(1)));
+            predicate.push_str(&format!(
+                " AND {column} >= DATE '{}'",
+                from - chrono::Days::new(1)
+            ));
         }
         predicate
     }
 }
 
-fn utf8(column: &datafusion::arrow::array::ArrayRef) -> Result<datafusion::arrow::array::ArrayRef, QueryError> {
+fn utf8(
+    column: &datafusion::arrow::array::ArrayRef,
+) -> Result<datafusion::arrow::array::ArrayRef, QueryError> {
     Ok(datafusion::arrow::compute::cast(
         column,
         &datafusion::arrow::datatypes::DataType::Utf8,
     )?)
+}
+
+/// How a figure's rows are grouped, and which dates are read.
+#[derive(Clone, Copy, Debug)]
+struct Grouping<'a> {
+    period_format: &'a str,
+    /// By server, domain (and platform for visits) besides the total.
+    breakdowns: bool,
+    /// Daily totals too (for the peak days).
+    daily: bool,
+    range: DateRange,
 }
 
 /// Every cell of `figure` by period (in total and by each breakdown) and, with `daily`, by
@@ -276,13 +292,16 @@ fn utf8(column: &datafusion::arrow::array::ArrayRef) -> Result<datafusion::arrow
 async fn raw(
     ctx: &SessionContext,
     figure: &Figure,
-    period_format: &str,
     timezone: &str,
     filters: &Filters,
-    breakdowns: bool,
-    daily: bool,
-    range: DateRange,
+    grouping: Grouping<'_>,
 ) -> Result<RawFigure, QueryError> {
+    let Grouping {
+        period_format,
+        breakdowns,
+        daily,
+        range,
+    } = grouping;
     let source = figure.source;
     let mut filter = format!("({})", figure.filter);
     for (column, value) in [("server", &filters.server), ("domain", &filters.domain)] {
@@ -318,7 +337,11 @@ async fn raw(
          FROM (SELECT *, to_char(t, '{period_format}') AS mx_period, to_char(t, '%Y-%m-%d') AS mx_day \
                FROM (SELECT *, {time} AS t FROM {table} WHERE {filter}) AS x) AS y \
          GROUP BY GROUPING SETS ({sets})",
-        day = if daily { "mx_day" } else { "CAST(NULL AS VARCHAR)" },
+        day = if daily {
+            "mx_day"
+        } else {
+            "CAST(NULL AS VARCHAR)"
+        },
         day_flag = if daily { "grouping(mx_day)" } else { "1" },
         time = source.time(timezone),
         table = source.table(),
@@ -343,7 +366,9 @@ async fn raw(
         let dim_flags = (0..dims.len())
             .map(|i| flag_column(1 + i))
             .collect::<Result<Vec<_>, _>>()?;
-        let values = batch.column(3 + 2 * dims.len()).as_primitive::<Float64Type>();
+        let values = batch
+            .column(3 + 2 * dims.len())
+            .as_primitive::<Float64Type>();
         let users = batch.column(4 + 2 * dims.len()).as_primitive::<Int64Type>();
         for row in 0..batch.num_rows() {
             if period.is_null(row) {
@@ -356,16 +381,20 @@ async fn raw(
                 }
                 continue;
             }
-            let grouped = (0..dims.len())
-                .find(|i| dim_flags[*i].as_primitive::<Int64Type>().value(row) == 0);
+            let grouped =
+                (0..dims.len()).find(|i| dim_flags[*i].as_primitive::<Int64Type>().value(row) == 0);
             let (name, key) = match grouped {
                 Some(i) => {
                     let keys = keys[i].as_string::<i32>();
-                    (dims[i], (!keys.is_null(row)).then(|| keys.value(row).to_owned()))
+                    (
+                        dims[i],
+                        (!keys.is_null(row)).then(|| keys.value(row).to_owned()),
+                    )
                 }
                 None => ("total", None),
             };
-            out.cells.insert((period.value(row).to_owned(), name, key), cell);
+            out.cells
+                .insert((period.value(row).to_owned(), name, key), cell);
         }
     }
     Ok(out)
@@ -430,9 +459,8 @@ pub async fn compute(
         }
         Granularity::Day => {
             let parse = |day: &str| {
-                NaiveDate::parse_from_str(day, "%Y-%m-%d").map_err(|_| {
-                    QueryError::Invalid(format!("{day:?} is not a day (YYYY-MM-DD)"))
-                })
+                NaiveDate::parse_from_str(day, "%Y-%m-%d")
+                    .map_err(|_| QueryError::Invalid(format!("{day:?} is not a day (YYYY-MM-DD)")))
             };
             let range = DateRange {
                 from: Some(parse(from)?),
@@ -447,8 +475,19 @@ pub async fn compute(
             continue;
         }
         let monthly = granularity == Granularity::Month;
-        let RawFigure { cells: raw, daily } =
-            raw(ctx, figure, format, timezone, filters, true, monthly, range).await?;
+        let RawFigure { cells: raw, daily } = raw(
+            ctx,
+            figure,
+            timezone,
+            filters,
+            Grouping {
+                period_format: format,
+                breakdowns: true,
+                daily: monthly,
+                range,
+            },
+        )
+        .await?;
         let visible = |period: &str| period >= first.as_str() && period <= to;
         let value_of = |period: &str, breakdown: &'static str, key: &Option<String>| {
             raw.get(&(period.to_owned(), breakdown, key.clone()))
@@ -546,9 +585,13 @@ async fn total_active_accounts(
         from: None,
         to: month_end(to)?,
     };
-    let changes = raw(ctx, &figure, "%Y-%m", timezone, filters, true, false, range)
-        .await?
-        .cells;
+    let grouping = Grouping {
+        period_format: "%Y-%m",
+        breakdowns: true,
+        daily: false,
+        range,
+    };
+    let changes = raw(ctx, &figure, timezone, filters, grouping).await?.cells;
     // Running sums per (breakdown, key), month by month.
     let mut series: BTreeMap<(&'static str, Option<String>), BTreeMap<String, f64>> =
         BTreeMap::new();

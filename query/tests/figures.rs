@@ -599,7 +599,10 @@ async fn only_the_figures_asked_for_and_unknown_names_are_refused() {
     let only = ["messages".to_owned(), "total_active_accounts".to_owned()];
     let cells = report_cells_of(&ctx, &only).await;
     let names: std::collections::BTreeSet<_> = cells.iter().map(|c| c.figure).collect();
-    assert_eq!(names.into_iter().collect::<Vec<_>>(), ["messages", "total_active_accounts"]);
+    assert_eq!(
+        names.into_iter().collect::<Vec<_>>(),
+        ["messages", "total_active_accounts"]
+    );
     // The same cells as in the full report.
     let full = report_cells_of(&ctx, &[]).await;
     for c in &cells {

@@ -7,10 +7,10 @@ use rand::distr::weighted::WeightedIndex;
 use rand::prelude::Distribution;
 use rand_chacha::ChaCha8Rng;
 
+use crate::Simulation;
 use crate::calibration::{ScaledTargets, olympic_boost};
 use crate::rhythm::{self, DAY_MS};
 use crate::rooms::RoomKind;
-use crate::Simulation;
 
 /// A visit: one row of Synapse's `user_daily_visits`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,22 +24,39 @@ pub struct Visit {
 /// What an event says, in the terms the figures care about; `matrix.rs` renders it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EventBody {
-    Create { space: bool },
+    Create {
+        space: bool,
+    },
     Name,
-    Member { target: u32, membership: Membership, is_direct: bool },
-    JoinRules { public: bool },
+    Member {
+        target: u32,
+        membership: Membership,
+        is_direct: bool,
+    },
+    JoinRules {
+        public: bool,
+    },
     AccessRules,
     Encryption,
-    Message { msgtype: &'static str, thread: bool },
-    Encrypted { thread: bool },
+    Message {
+        msgtype: &'static str,
+        thread: bool,
+    },
+    Encrypted {
+        thread: bool,
+    },
     Edit,
     Reaction,
     Redaction,
     CallInvite,
     CallAnswer,
     CallHangup,
-    CallMember { join: bool },
-    Beacon { live: bool },
+    CallMember {
+        join: bool,
+    },
+    Beacon {
+        live: bool,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -141,7 +158,14 @@ impl Simulation {
             if let Some((creator, day)) = talkers.draw(rng) {
                 let kind = pick_kind(rng);
                 let at = day + rhythm::office_time_ms(rng);
-                self.create_room(creator, kind, at, &activity.active, rng, &mut activity.events);
+                self.create_room(
+                    creator,
+                    kind,
+                    at,
+                    &activity.active,
+                    rng,
+                    &mut activity.events,
+                );
             }
         }
         self.grow_directory_forums(&activity.active, &days, rng, &mut activity.events);
@@ -171,9 +195,9 @@ impl Simulation {
             if open.is_empty() {
                 continue;
             }
-            let wanted = 1 + ((open.len() - 1) as f64
-                * a.engagement.powf(1.3)
-                * rng.random_range(0.3..1.0)) as usize;
+            let wanted = 1
+                + ((open.len() - 1) as f64 * a.engagement.powf(1.3) * rng.random_range(0.3..1.0))
+                    as usize;
             let day_weights: Vec<f64> = open.iter().map(|d| rhythm::weekday_weight(*d)).collect();
             let chosen = rand::seq::index::sample_weighted(
                 rng,
@@ -210,7 +234,14 @@ impl Simulation {
         self.seq
     }
 
-    fn push(&mut self, events: &mut Vec<SimEvent>, ts_ms: i64, sender: u32, room: u32, body: EventBody) {
+    fn push(
+        &mut self,
+        events: &mut Vec<SimEvent>,
+        ts_ms: i64,
+        sender: u32,
+        room: u32,
+        body: EventBody,
+    ) {
         let seq = self.next_seq();
         events.push(SimEvent {
             ts_ms,
@@ -235,11 +266,37 @@ impl Simulation {
         let room = self.rooms.add(server, kind, None, self.spec.seed);
         self.rooms.join(room, creator);
         let mut t = at;
-        self.push(events, t, creator, room, EventBody::Create { space: kind == RoomKind::Space });
+        self.push(
+            events,
+            t,
+            creator,
+            room,
+            EventBody::Create {
+                space: kind == RoomKind::Space,
+            },
+        );
         t += 1;
-        self.push(events, t, creator, room, EventBody::Member { target: creator, membership: Membership::Join, is_direct: false });
+        self.push(
+            events,
+            t,
+            creator,
+            room,
+            EventBody::Member {
+                target: creator,
+                membership: Membership::Join,
+                is_direct: false,
+            },
+        );
         t += 1;
-        self.push(events, t, creator, room, EventBody::JoinRules { public: kind == RoomKind::Forum });
+        self.push(
+            events,
+            t,
+            creator,
+            room,
+            EventBody::JoinRules {
+                public: kind == RoomKind::Forum,
+            },
+        );
         t += 1;
         self.push(events, t, creator, room, EventBody::AccessRules);
         if kind.encrypted() {
@@ -276,17 +333,29 @@ impl Simulation {
                 continue;
             }
             t += 1;
-            self.push(events, t, creator, room, EventBody::Member {
-                target: invitee,
-                membership: Membership::Invite,
-                is_direct: kind == RoomKind::Direct,
-            });
+            self.push(
+                events,
+                t,
+                creator,
+                room,
+                EventBody::Member {
+                    target: invitee,
+                    membership: Membership::Invite,
+                    is_direct: kind == RoomKind::Direct,
+                },
+            );
             let joined_at = t + rng.random_range(5_000..1_800_000);
-            self.push(events, joined_at, invitee, room, EventBody::Member {
-                target: invitee,
-                membership: Membership::Join,
-                is_direct: false,
-            });
+            self.push(
+                events,
+                joined_at,
+                invitee,
+                room,
+                EventBody::Member {
+                    target: invitee,
+                    membership: Membership::Join,
+                    is_direct: false,
+                },
+            );
             self.rooms.join(room, invitee);
         }
         if kind == RoomKind::Forum {
@@ -302,11 +371,17 @@ impl Simulation {
                     continue;
                 }
                 let joined_at = t + rng.random_range(60_000..5 * DAY_MS);
-                self.push(events, joined_at, member, room, EventBody::Member {
-                    target: member,
-                    membership: Membership::Join,
-                    is_direct: false,
-                });
+                self.push(
+                    events,
+                    joined_at,
+                    member,
+                    room,
+                    EventBody::Member {
+                        target: member,
+                        membership: Membership::Join,
+                        is_direct: false,
+                    },
+                );
                 self.rooms.join(room, member);
             }
         }
@@ -352,7 +427,9 @@ impl Simulation {
     ) {
         let mut rooms = Vec::new();
         for _ in 0..count {
-            let Some((sender, day)) = talkers.draw(rng) else { return };
+            let Some((sender, day)) = talkers.draw(rng) else {
+                return;
+            };
             let server = self.population.accounts[sender as usize].server;
             self.rooms.talks_in(sender, server, &mut rooms);
             let room = rooms[rng.random_range(0..rooms.len())];
@@ -361,7 +438,10 @@ impl Simulation {
             let body = if self.rooms.rooms[room as usize].kind.encrypted() {
                 EventBody::Encrypted { thread }
             } else {
-                EventBody::Message { msgtype: pick_msgtype(rng), thread }
+                EventBody::Message {
+                    msgtype: pick_msgtype(rng),
+                    thread,
+                }
             };
             self.push(events, at, sender, room, body);
             if rng.random_bool(REACTIONS_PER_MESSAGE) {
@@ -382,8 +462,20 @@ impl Simulation {
                 self.group_call(sender, &rooms, at, rng, events);
             }
             if rng.random_bool(LIVE_LOCATIONS_PER_MESSAGE) {
-                self.push(events, at + 1, sender, room, EventBody::Beacon { live: true });
-                self.push(events, at + 900_000, sender, room, EventBody::Beacon { live: false });
+                self.push(
+                    events,
+                    at + 1,
+                    sender,
+                    room,
+                    EventBody::Beacon { live: true },
+                );
+                self.push(
+                    events,
+                    at + 900_000,
+                    sender,
+                    room,
+                    EventBody::Beacon { live: false },
+                );
             }
         }
     }
@@ -398,7 +490,14 @@ impl Simulation {
     }
 
     /// A 1:1 call in one of the caller's direct chats.
-    fn call(&mut self, caller: u32, rooms: &[u32], at: i64, rng: &mut ChaCha8Rng, events: &mut Vec<SimEvent>) {
+    fn call(
+        &mut self,
+        caller: u32,
+        rooms: &[u32],
+        at: i64,
+        rng: &mut ChaCha8Rng,
+        events: &mut Vec<SimEvent>,
+    ) {
         let Some(&room) = rooms.iter().find(|r| {
             let room = &self.rooms.rooms[**r as usize];
             room.kind == RoomKind::Direct && room.members.len() == 2
@@ -409,11 +508,24 @@ impl Simulation {
         let duration = rng.random_range(30_000..1_800_000);
         self.push(events, at + 2, caller, room, EventBody::CallInvite);
         self.push(events, at + 4_000, callee, room, EventBody::CallAnswer);
-        self.push(events, at + 4_000 + duration, caller, room, EventBody::CallHangup);
+        self.push(
+            events,
+            at + 4_000 + duration,
+            caller,
+            room,
+            EventBody::CallHangup,
+        );
     }
 
     /// A MatrixRTC group call: a few members join and leave.
-    fn group_call(&mut self, starter: u32, rooms: &[u32], at: i64, rng: &mut ChaCha8Rng, events: &mut Vec<SimEvent>) {
+    fn group_call(
+        &mut self,
+        starter: u32,
+        rooms: &[u32],
+        at: i64,
+        rng: &mut ChaCha8Rng,
+        events: &mut Vec<SimEvent>,
+    ) {
         let Some(&room) = rooms.iter().find(|r| {
             let room = &self.rooms.rooms[**r as usize];
             matches!(room.kind, RoomKind::Private | RoomKind::External) && room.members.len() >= 2
@@ -429,9 +541,21 @@ impl Simulation {
         }
         for (i, participant) in participants.into_iter().enumerate() {
             let joined = at + 3 + i as i64 * 20_000;
-            self.push(events, joined, participant, room, EventBody::CallMember { join: true });
+            self.push(
+                events,
+                joined,
+                participant,
+                room,
+                EventBody::CallMember { join: true },
+            );
             let left = joined + rng.random_range(600_000..2_400_000);
-            self.push(events, left, participant, room, EventBody::CallMember { join: false });
+            self.push(
+                events,
+                left,
+                participant,
+                room,
+                EventBody::CallMember { join: false },
+            );
         }
     }
 }

@@ -104,8 +104,9 @@ impl Simulation {
         let epoch = NaiveDate::from_ymd_opt(EPOCH.0, EPOCH.1, 1)
             .unwrap_or(from)
             .min(from);
-        let initial =
-            (calibration::ACCOUNTS_BEFORE_2023 * spec.scale).round().max(1.0) as usize;
+        let initial = (calibration::ACCOUNTS_BEFORE_2023 * spec.scale)
+            .round()
+            .max(1.0) as usize;
         let mut population = Population::before(&spec.federation, epoch, initial, spec.seed);
         // Months before `from` shape the population but produce nothing.
         let mut month = epoch;
@@ -186,8 +187,19 @@ impl Simulation {
         if rng.random_bool(0.2)
             && let Some((creator, _)) = talkers.draw(&mut rng)
         {
-            let kind = if rng.random_bool(0.7) { RoomKind::Direct } else { RoomKind::Private };
-            self.create_room(creator, kind, from_ms, &active, &mut rng, &mut activity.events);
+            let kind = if rng.random_bool(0.7) {
+                RoomKind::Direct
+            } else {
+                RoomKind::Private
+            };
+            self.create_room(
+                creator,
+                kind,
+                from_ms,
+                &active,
+                &mut rng,
+                &mut activity.events,
+            );
         }
         self.messages(&talkers, messages, &mut rng, &mut activity.events);
         // Live events happen now, not at office hours of the day.
@@ -203,13 +215,21 @@ impl Simulation {
         activity.visits = speakers
             .into_iter()
             .filter(|account| self.live_visits.insert((*account, today)))
-            .map(|account| Visit { account, device: 0, day: today })
+            .map(|account| Visit {
+                account,
+                device: 0,
+                day: today,
+            })
             .collect();
         activity
     }
 
     fn smallest_directory_forum(&self) -> usize {
-        self.directory.iter().map(|f| f.members).min().unwrap_or(usize::MAX)
+        self.directory
+            .iter()
+            .map(|f| f.members)
+            .min()
+            .unwrap_or(usize::MAX)
     }
 
     /// The forums of the published directory, created on the first generated month's first

@@ -54,7 +54,11 @@ impl Simulation {
                     _ => "Équipe projet",
                 })}),
             ),
-            EventBody::Member { target, membership, is_direct } => {
+            EventBody::Member {
+                target,
+                membership,
+                is_direct,
+            } => {
                 state_key = Some(self.user_id(target));
                 let account = &self.population.accounts[target as usize];
                 let name = account.localpart.split('-').next().unwrap_or("agent");

@@ -26,7 +26,9 @@ impl Platform {
             Platform::Web => {
                 "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36"
             }
-            Platform::Android => "Tchap/4.3.2 (Android 14; SM-S911B; Samsung; Build/UP1A; Flavour GooglePlay; MatrixAndroidSdk2 1.6.10)",
+            Platform::Android => {
+                "Tchap/4.3.2 (Android 14; SM-S911B; Samsung; Build/UP1A; Flavour GooglePlay; MatrixAndroidSdk2 1.6.10)"
+            }
             Platform::Ios => "Tchap/2.8.1 (iPhone; iOS 17.5; Scale/3.00)",
         }
     }
@@ -197,9 +199,8 @@ impl Population {
             .filter(|(_, a)| a.created_s < end_s && a.deactivated_s.is_none_or(|d| d >= end_s))
             .map(|(i, a)| {
                 let new = if a.created_s >= start_s { 2.0 } else { 0.0 };
-                let score = a.engagement
-                    + 0.5 * unit(self.seed, i as u64, 0x1000 + month_key)
-                    + new;
+                let score =
+                    a.engagement + 0.5 * unit(self.seed, i as u64, 0x1000 + month_key) + new;
                 (score, i as u32)
             })
             .collect();
@@ -216,7 +217,10 @@ impl Population {
     /// `@localpart:server`.
     pub fn user_id(&self, federation: &Federation, account: u32) -> String {
         let a = &self.accounts[account as usize];
-        format!("@{}:{}", a.localpart, federation.servers[a.server as usize].name)
+        format!(
+            "@{}:{}",
+            a.localpart, federation.servers[a.server as usize].name
+        )
     }
 }
 

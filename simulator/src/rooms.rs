@@ -69,7 +69,13 @@ impl Rooms {
         rooms
     }
 
-    pub fn add(&mut self, server: u16, kind: RoomKind, name: Option<&'static str>, seed: u64) -> u32 {
+    pub fn add(
+        &mut self,
+        server: u16,
+        kind: RoomKind,
+        name: Option<&'static str>,
+        seed: u64,
+    ) -> u32 {
         let index = self.rooms.len() as u32;
         self.rooms.push(Room {
             server,

@@ -69,7 +69,10 @@ impl SynapseDatabases {
                 if let Err(source) = std::fs::remove_file(&stale)
                     && source.kind() != std::io::ErrorKind::NotFound
                 {
-                    return Err(SqliteError::Create { path: stale, source });
+                    return Err(SqliteError::Create {
+                        path: stale,
+                        source,
+                    });
                 }
             }
             let write_error = |source| SqliteError::Write {
@@ -122,10 +125,14 @@ impl SynapseDatabases {
             per_server[sim.population.accounts[account as usize].server as usize].push(account);
         }
         for (server, accounts) in per_server.iter().enumerate() {
-            let mut tx = self.pools[server].begin().await.map_err(self.error(server))?;
+            let mut tx = self.pools[server]
+                .begin()
+                .await
+                .map_err(self.error(server))?;
             for chunk in accounts.chunks(ROWS_PER_INSERT) {
-                let mut insert: QueryBuilder<Sqlite> =
-                    QueryBuilder::new("INSERT INTO users(name, password_hash, creation_ts, deactivated) ");
+                let mut insert: QueryBuilder<Sqlite> = QueryBuilder::new(
+                    "INSERT INTO users(name, password_hash, creation_ts, deactivated) ",
+                );
                 insert.push_values(chunk, |mut row, &account| {
                     let a = &sim.population.accounts[account as usize];
                     row.push_bind(sim.user_id(account))
@@ -133,7 +140,11 @@ impl SynapseDatabases {
                         .push_bind(a.created_s)
                         .push_bind(i64::from(a.deactivated_s.is_some()));
                 });
-                insert.build().execute(&mut *tx).await.map_err(self.error(server))?;
+                insert
+                    .build()
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(self.error(server))?;
             }
             tx.commit().await.map_err(self.error(server))?;
         }
@@ -141,7 +152,11 @@ impl SynapseDatabases {
     }
 
     /// Marks accounts deactivated, as Synapse does (it keeps no date).
-    pub async fn write_deactivations(&self, sim: &Simulation, accounts: &[u32]) -> Result<(), SqliteError> {
+    pub async fn write_deactivations(
+        &self,
+        sim: &Simulation,
+        accounts: &[u32],
+    ) -> Result<(), SqliteError> {
         for &account in accounts {
             let server = sim.population.accounts[account as usize].server as usize;
             sqlx::query("UPDATE users SET deactivated = 1 WHERE name = ?")
@@ -154,13 +169,21 @@ impl SynapseDatabases {
     }
 
     /// Rows of `user_daily_visits` (the day's midnight, UTC, in ms, as Synapse writes it).
-    pub async fn write_visits(&self, sim: &Simulation, visits: &[Visit]) -> Result<(), SqliteError> {
+    pub async fn write_visits(
+        &self,
+        sim: &Simulation,
+        visits: &[Visit],
+    ) -> Result<(), SqliteError> {
         let mut per_server: Vec<Vec<Visit>> = vec![Vec::new(); self.pools.len()];
         for visit in visits {
-            per_server[sim.population.accounts[visit.account as usize].server as usize].push(*visit);
+            per_server[sim.population.accounts[visit.account as usize].server as usize]
+                .push(*visit);
         }
         for (server, visits) in per_server.iter().enumerate() {
-            let mut tx = self.pools[server].begin().await.map_err(self.error(server))?;
+            let mut tx = self.pools[server]
+                .begin()
+                .await
+                .map_err(self.error(server))?;
             for chunk in visits.chunks(ROWS_PER_INSERT) {
                 let mut insert: QueryBuilder<Sqlite> = QueryBuilder::new(
                     "INSERT INTO user_daily_visits(user_id, device_id, timestamp, user_agent) ",
@@ -173,7 +196,11 @@ impl SynapseDatabases {
                         .push_bind(day_ms(visit.day))
                         .push_bind(a.devices[device.min(a.devices.len() - 1)].user_agent());
                 });
-                insert.build().execute(&mut *tx).await.map_err(self.error(server))?;
+                insert
+                    .build()
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(self.error(server))?;
             }
             tx.commit().await.map_err(self.error(server))?;
         }
@@ -181,15 +208,23 @@ impl SynapseDatabases {
     }
 
     /// Rows of `events` and `event_json` for events of each server's own users.
-    pub async fn write_events(&mut self, sim: &Simulation, events: &[SimEvent]) -> Result<(), SqliteError> {
+    pub async fn write_events(
+        &mut self,
+        sim: &Simulation,
+        events: &[SimEvent],
+    ) -> Result<(), SqliteError> {
         let mut per_server: Vec<Vec<&SimEvent>> = vec![Vec::new(); self.pools.len()];
         for event in events {
             per_server[sim.origin_server(event)].push(event);
         }
         for (server, events) in per_server.iter().enumerate() {
-            let mut tx = self.pools[server].begin().await.map_err(self.error(server))?;
+            let mut tx = self.pools[server]
+                .begin()
+                .await
+                .map_err(self.error(server))?;
             for chunk in events.chunks(ROWS_PER_INSERT / 2) {
-                let rendered: Vec<serde_json::Value> = chunk.iter().map(|e| sim.render(e)).collect();
+                let rendered: Vec<serde_json::Value> =
+                    chunk.iter().map(|e| sim.render(e)).collect();
                 let first = self.stream_ordering[server] + 1;
                 self.stream_ordering[server] += chunk.len() as i64;
                 let mut insert: QueryBuilder<Sqlite> = QueryBuilder::new(
@@ -208,9 +243,18 @@ impl SynapseDatabases {
                         .push_bind(ts + 20)
                         .push_bind(event["sender"].as_str().unwrap_or_default().to_owned())
                         .push_bind(first + i as i64)
-                        .push_bind(event.get("state_key").and_then(|k| k.as_str()).map(str::to_owned));
+                        .push_bind(
+                            event
+                                .get("state_key")
+                                .and_then(|k| k.as_str())
+                                .map(str::to_owned),
+                        );
                 });
-                insert.build().execute(&mut *tx).await.map_err(self.error(server))?;
+                insert
+                    .build()
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(self.error(server))?;
                 let mut insert: QueryBuilder<Sqlite> = QueryBuilder::new(
                     "INSERT INTO event_json(event_id, room_id, internal_metadata, json, format_version) ",
                 );
@@ -221,7 +265,11 @@ impl SynapseDatabases {
                         .push_bind(event.to_string())
                         .push_bind(3);
                 });
-                insert.build().execute(&mut *tx).await.map_err(self.error(server))?;
+                insert
+                    .build()
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(self.error(server))?;
             }
             tx.commit().await.map_err(self.error(server))?;
         }

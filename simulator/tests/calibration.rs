@@ -30,7 +30,12 @@ struct Counted {
 
 fn count(sim: &Simulation, activity: &mxpulse_simulator::Activity) -> Counted {
     let mut counted = Counted {
-        mau: activity.visits.iter().map(|v| v.account).collect::<HashSet<_>>().len(),
+        mau: activity
+            .visits
+            .iter()
+            .map(|v| v.account)
+            .collect::<HashSet<_>>()
+            .len(),
         accounts: activity.created.len(),
         ..Counted::default()
     };
@@ -76,9 +81,17 @@ fn each_month_holds_exactly_its_scaled_targets() {
             mxpulse_simulator::day_ms(mxpulse_simulator::next_month(month)),
         );
         assert!(activity.events.windows(2).all(|w| w[0].ts_ms <= w[1].ts_ms));
-        let inside = activity.events.iter().filter(|e| e.ts_ms >= start && e.ts_ms < end).count();
+        let inside = activity
+            .events
+            .iter()
+            .filter(|e| e.ts_ms >= start && e.ts_ms < end)
+            .count();
         // Joins of invitations sent late on the last day may spill a few minutes over.
-        assert!(inside * 1000 >= activity.events.len() * 999, "{month}: {inside}/{}", activity.events.len());
+        assert!(
+            inside * 1000 >= activity.events.len() * 999,
+            "{month}: {inside}/{}",
+            activity.events.len()
+        );
         months.push(counted);
     }
     let (may, july) = (&months[0], &months[2]);
@@ -92,7 +105,8 @@ fn each_month_holds_exactly_its_scaled_targets() {
 #[test]
 fn the_same_seed_gives_the_same_events_and_another_seed_does_not() {
     let render = |seed: u64| {
-        let mut sim = Simulation::new(spec(seed, 0.0005, (2024, 6), (2024, 7))).expect("valid spec");
+        let mut sim =
+            Simulation::new(spec(seed, 0.0005, (2024, 6), (2024, 7))).expect("valid spec");
         let (_, activity) = sim.next_month().expect("one month");
         activity
             .events
@@ -116,15 +130,27 @@ fn rendered_events_are_what_synapse_sends_and_batches_hold_at_most_100() {
         let server = sim.server_of(event.sender);
         assert!(sender.ends_with(&format!(":{server}")), "{sender}");
         // Tchap's localpart: the address with `-` for `@`.
-        let localpart = sender.trim_start_matches('@').split(':').next().expect("localpart");
-        assert!(localpart.contains('-') && localpart.contains('.'), "{localpart}");
+        let localpart = sender
+            .trim_start_matches('@')
+            .split(':')
+            .next()
+            .expect("localpart");
+        assert!(
+            localpart.contains('-') && localpart.contains('.'),
+            "{localpart}"
+        );
         assert!(json["event_id"].as_str().expect("id").starts_with('$'));
         assert!(json["room_id"].as_str().expect("room").starts_with('!'));
     }
     let batches = matrix::per_server_batches(&sim, &activity.events);
     let total: usize = batches.iter().flatten().map(Vec::len).sum();
     assert_eq!(total, activity.events.len());
-    assert!(batches.iter().flatten().all(|b| !b.is_empty() && b.len() <= 100));
+    assert!(
+        batches
+            .iter()
+            .flatten()
+            .all(|b| !b.is_empty() && b.len() <= 100)
+    );
     for (server, server_batches) in batches.iter().enumerate() {
         for event in server_batches.iter().flatten() {
             assert_eq!(sim.origin_server(event), server);

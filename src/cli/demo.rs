@@ -69,7 +69,10 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
         };
         // Stop in the order data flows, so each one can hand over what it holds.
         for name in ["hooks", "ingest", "serve", "dev-broker"] {
-            if let Some(i) = services.iter().position(|s: &ServiceProcess| s.name == name) {
+            if let Some(i) = services
+                .iter()
+                .position(|s: &ServiceProcess| s.name == name)
+            {
                 let service = services.remove(i);
                 match service.stop(GRACE).await {
                     Ok(status) => tracing::info!(service = name, %status, "stopped"),
@@ -100,9 +103,13 @@ fn prepare_dir(dir: &Path) -> anyhow::Result<PathBuf> {
         }
     }
     for sub in ["logs", "synapse", "hooks-state"] {
-        std::fs::create_dir_all(dir.join(sub)).with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::create_dir_all(dir.join(sub))
+            .with_context(|| format!("creating {}", dir.display()))?;
     }
-    std::fs::write(dir.join(MARKER), b"made by mxpulse demo; emptied by the next one\n")?;
+    std::fs::write(
+        dir.join(MARKER),
+        b"made by mxpulse demo; emptied by the next one\n",
+    )?;
     std::path::absolute(dir).context("resolving the demo directory")
 }
 
@@ -119,7 +126,12 @@ struct DemoAccess {
 }
 
 /// The configuration every service of the demo reads.
-fn write_config(args: &DemoArgs, dir: &Path, brokers: &str, sim: &Simulation) -> anyhow::Result<(PathBuf, DemoAccess)> {
+fn write_config(
+    args: &DemoArgs,
+    dir: &Path,
+    brokers: &str,
+    sim: &Simulation,
+) -> anyhow::Result<(PathBuf, DemoAccess)> {
     let key_path = dir.join("pseudonym.key");
     std::fs::write(&key_path, format!("{}{}\n", token()?, token()?))?;
     let access = DemoAccess {
@@ -171,7 +183,10 @@ async fn wait_for_file(path: &Path, broker: &mut ServiceProcess) -> anyhow::Resu
         if let Some(status) = broker.exited() {
             anyhow::bail!("the dev broker exited ({status})");
         }
-        anyhow::ensure!(started.elapsed() < Duration::from_secs(30), "the dev broker did not start");
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(30),
+            "the dev broker did not start"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -187,7 +202,13 @@ async fn run_demo(
     let address_file = dir.join("broker.address");
     services.push(ServiceProcess::spawn(
         "dev-broker",
-        &["dev-broker", "--partitions", "8", "--address-file", &address_file.display().to_string()],
+        &[
+            "dev-broker",
+            "--partitions",
+            "8",
+            "--address-file",
+            &address_file.display().to_string(),
+        ],
         None,
         &logs.join("dev-broker.log"),
     )?);
@@ -198,14 +219,23 @@ async fn run_demo(
 
     // The homeservers' databases exist before the hooks' taps look for them.
     let databases = SynapseDatabases::create(&dir.join("synapse"), sim).await?;
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()?;
     for (name, health) in [
         ("hooks", format!("http://{}/health", args.hooks_listen)),
         ("ingest", format!("http://{}/health", args.ingest_listen)),
         ("serve", format!("http://{}/health", args.http)),
     ] {
-        let mut service = ServiceProcess::spawn(name, &[name], Some(&config_path), &logs.join(format!("{name}.log")))?;
-        let waited = service.wait_healthy(&client, &health, Duration::from_secs(60)).await;
+        let mut service = ServiceProcess::spawn(
+            name,
+            &[name],
+            Some(&config_path),
+            &logs.join(format!("{name}.log")),
+        )?;
+        let waited = service
+            .wait_healthy(&client, &health, Duration::from_secs(60))
+            .await;
         services.push(service);
         waited.with_context(|| format!("see {}", logs.join(format!("{name}.log")).display()))?;
     }
@@ -214,7 +244,10 @@ async fn run_demo(
     let mut sinks = Sinks {
         databases: Some(databases),
         database_events: false,
-        hooks: Some(HooksSender::new(&format!("http://{}", args.hooks_listen), hooks_tokens(&config, sim)?)?),
+        hooks: Some(HooksSender::new(
+            &format!("http://{}", args.hooks_listen),
+            hooks_tokens(&config, sim)?,
+        )?),
         kafka: None,
     };
     let history = Backfiller::new(&config, dir, sim).await?;
@@ -239,7 +272,10 @@ async fn run_demo(
             .context("live activity")?;
         last = now;
         if last_report.elapsed() > Duration::from_secs(60) {
-            println!("live: {} events, {} visits so far", live.events, live.visits);
+            println!(
+                "live: {} events, {} visits so far",
+                live.events, live.visits
+            );
             last_report = Instant::now();
         }
         for service in services.iter_mut() {
@@ -254,7 +290,13 @@ fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-fn print_where_to_look(args: &DemoArgs, dir: &Path, sim: &Simulation, access: &DemoAccess, took: Duration) {
+fn print_where_to_look(
+    args: &DemoArgs,
+    dir: &Path,
+    sim: &Simulation,
+    access: &DemoAccess,
+    took: Duration,
+) {
     let spec = &sim.spec;
     let last = spec.to.pred_opt().unwrap_or(spec.to);
     println!(
@@ -284,14 +326,25 @@ fn print_where_to_look(args: &DemoArgs, dir: &Path, sim: &Simulation, access: &D
         "  SQL            curl -H 'Authorization: Bearer {}' -H 'Content-Type: application/json' -d '{{\"sql\": \"SELECT kind, count(*) FROM rooms GROUP BY kind\"}}' http://{}/api/v1/sql",
         access.analyst, args.http
     );
-    let (host, port) = args.pgwire.rsplit_once(':').unwrap_or((&args.pgwire, "5433"));
-    println!("  psql           PGPASSWORD={} psql -h {host} -p {port} -U analyst mxpulse", access.analyst);
+    let (host, port) = args
+        .pgwire
+        .rsplit_once(':')
+        .unwrap_or((&args.pgwire, "5433"));
+    println!(
+        "  psql           PGPASSWORD={} psql -h {host} -p {port} -U analyst mxpulse",
+        access.analyst
+    );
     println!(
         "  API docs       http://{}/api/openapi.json   metrics: http://{}/metrics http://{}/metrics http://{}/metrics",
         args.http, args.hooks_listen, args.ingest_listen, args.http
     );
-    println!("  files          {} (logs in logs/, configuration mxpulse.toml)", dir.display());
-    println!("Generating the history now; figures fill in month by month. Ctrl-C stops everything.");
+    println!(
+        "  files          {} (logs in logs/, configuration mxpulse.toml)",
+        dir.display()
+    );
+    println!(
+        "Generating the history now; figures fill in month by month. Ctrl-C stops everything."
+    );
 }
 
 fn report_history(totals: &GenerationTotals, took: Duration) {
@@ -321,7 +374,8 @@ impl Backfiller {
         let producer = super::hooks::producer(config, Arc::new(HooksMetrics::default()))?;
         let mut servers = Vec::new();
         for server in &sim.spec.federation.servers {
-            let db = SynapseDb::connect(&database_path(dir, &server.name).display().to_string()).await?;
+            let db =
+                SynapseDb::connect(&database_path(dir, &server.name).display().to_string()).await?;
             servers.push((db, super::hooks::anonymizer(config, &key, &server.name)));
         }
         Ok(Self { servers, producer })

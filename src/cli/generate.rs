@@ -92,7 +92,10 @@ pub fn hooks_tokens(config: &Config, sim: &Simulation) -> anyhow::Result<Vec<Str
                 .find(|h| h.server_name == server.name)
                 .map(|h| h.hs_token.clone())
                 .with_context(|| {
-                    format!("no [[hooks.homeservers]] for {} in the configuration", server.name)
+                    format!(
+                        "no [[hooks.homeservers]] for {} in the configuration",
+                        server.name
+                    )
                 })
         })
         .collect()
