@@ -453,13 +453,27 @@ async fn psql_over_the_wire_with_the_same_answers_guard_and_scope() {
         "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' ORDER BY 1",
     )
     .unwrap();
-    assert_eq!(
-        tables.lines().collect::<Vec<_>>(),
-        ["accounts", "events", "rooms", "visits"]
-    );
+    let all_views = [
+        "accounts",
+        "daily_figures",
+        "events",
+        "monthly_figures",
+        "rooms",
+        "visits",
+    ];
+    assert_eq!(tables.lines().collect::<Vec<_>>(), all_views);
     let views = psql(&serve, "dinum-analyst", ANALYST, "\\dv").unwrap();
     let names: Vec<_> = views.lines().filter_map(|l| l.split('|').nth(1)).collect();
-    assert_eq!(names, ["accounts", "events", "rooms", "visits"], "{views}");
+    assert_eq!(names, all_views, "{views}");
+    // The publication view holds the API's cell, suppression included.
+    let published = psql(
+        &serve,
+        "dinum-analyst",
+        ANALYST,
+        "SELECT value FROM monthly_figures WHERE figure = 'active_users' AND breakdown = 'total' AND period = '2024-05'",
+    )
+    .unwrap();
+    assert!(!published.trim().is_empty(), "{published}");
     // A figure's query answers what the HTTP API answers.
     let n = psql(
         &serve,

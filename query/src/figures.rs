@@ -276,6 +276,57 @@ fn utf8(
     )?)
 }
 
+/// The views meant for publication, `monthly_figures` and `daily_figures`: every figure of
+/// `FIGURES` by period, in total and by server, domain (and platform for visits), with the
+/// cells from fewer than `min_users` distinct users suppressed (value NULL, `suppressed`
+/// true). The same definitions as the figures API, as SQL an analyst can join and filter; the
+/// API adds MoM, YoY, peak days and the total of active accounts.
+pub fn publication_views(timezone: &str, min_users: u32) -> [String; 2] {
+    [("monthly_figures", "%Y-%m"), ("daily_figures", "%Y-%m-%d")].map(|(name, format)| {
+        let selects: Vec<String> = FIGURES
+            .iter()
+            .map(|figure| {
+                let source = figure.source;
+                let mut dims = vec!["server", "domain"];
+                if source == Source::Visits {
+                    dims.push("platform");
+                }
+                let breakdown: String = dims
+                    .iter()
+                    .map(|d| format!("WHEN grouping({d}) = 0 THEN '{d}' "))
+                    .collect();
+                let key: String = dims
+                    .iter()
+                    .map(|d| format!("WHEN grouping({d}) = 0 THEN CAST({d} AS VARCHAR) "))
+                    .collect();
+                let sets: Vec<String> = std::iter::once("(period)".to_owned())
+                    .chain(dims.iter().map(|d| format!("(period, {d})")))
+                    .collect();
+                format!(
+                    "SELECT '{name}' AS figure, period, CASE {breakdown}ELSE 'total' END AS breakdown, \
+                     CASE {key}END AS key, CAST({value} AS DOUBLE) AS value, COUNT(DISTINCT {user}) AS users \
+                     FROM (SELECT *, to_char(t, '{format}') AS period \
+                           FROM (SELECT *, {time} AS t FROM {table} WHERE {filter}) AS w) AS x \
+                     GROUP BY GROUPING SETS ({sets})",
+                    name = figure.name,
+                    value = figure.value.unwrap_or("COUNT(*)"),
+                    user = source.user(),
+                    time = source.time(timezone),
+                    table = source.table(),
+                    filter = figure.filter,
+                    sets = sets.join(", "),
+                )
+            })
+            .collect();
+        format!(
+            "CREATE VIEW {name} AS SELECT figure, period, breakdown, key, \
+             CASE WHEN users >= {min_users} THEN value END AS value, users < {min_users} AS suppressed \
+             FROM ({}) AS cells",
+            selects.join(" UNION ALL ")
+        )
+    })
+}
+
 /// How a figure's rows are grouped, and which dates are read.
 #[derive(Clone, Copy, Debug)]
 struct Grouping<'a> {

@@ -41,6 +41,16 @@ pub struct QueryService {
     pub metrics: QueryMetrics,
 }
 
+impl QueryService {
+    /// Month boundaries and the small-cell threshold of the published figures.
+    pub fn publication(&self) -> session::Publication {
+        session::Publication {
+            timezone: self.timezone.clone(),
+            min_users: self.min_users,
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct QueryMetrics {
     pub sql_ok: AtomicU64,
@@ -176,7 +186,7 @@ async fn figures_of(
         server: who.server.clone(),
         pseudonyms: true,
     };
-    let ctx = session::session(&snapshot, &scope, &service.limits).await?;
+    let ctx = session::session(&snapshot, &scope, &service.limits, None).await?;
     let filters = Filters {
         server: query.server,
         domain: query.domain,
@@ -257,7 +267,7 @@ async fn forums(
         server: who.server.clone(),
         pseudonyms: true,
     };
-    let ctx = session::session(&snapshot, &scope, &service.limits).await?;
+    let ctx = session::session(&snapshot, &scope, &service.limits, None).await?;
     let (timezone, min_users, limit) = (
         service.timezone.clone(),
         service.min_users,
@@ -308,7 +318,14 @@ async fn sql(
             .await
             .map_err(|_| QueryError::Internal("the service is stopping".into()))?;
         let snapshot = service.lake.snapshot().await?;
-        let ctx = session::session(&snapshot, &who.scope(), &service.limits).await?;
+        let publication = service.publication();
+        let ctx = session::session(
+            &snapshot,
+            &who.scope(),
+            &service.limits,
+            publication.wanted_by(&request.sql),
+        )
+        .await?;
         session::run_sql(&service.executor, ctx, request.sql, service.limits).await
     }
     .await;

@@ -118,8 +118,14 @@ impl SimpleQueryHandler for ScopedQueries {
                     .await
                     .map_err(|_| QueryError::Internal("the service is stopping".into()))?;
                 let snapshot = self.service.lake.snapshot().await?;
-                let ctx =
-                    session::session(&snapshot, &principal.scope(), &self.service.limits).await?;
+                let publication = self.service.publication();
+                let ctx = session::session(
+                    &snapshot,
+                    &principal.scope(),
+                    &self.service.limits,
+                    publication.wanted_by(&sql),
+                )
+                .await?;
                 setup_pg_catalog(&ctx, "mxpulse", EmptyContextProvider)
                     .map_err(|e| QueryError::Internal(e.to_string()))?;
                 session::run_sql(&self.service.executor, ctx, sql, self.service.limits).await

@@ -82,11 +82,39 @@ SELECT c.room, c.server, c.domain, c.creator, c.created_at,
   coalesce(m.members, 0) AS members
 FROM created c LEFT JOIN facts f ON f.room = c.room LEFT JOIN members m ON m.room = c.room";
 
-/// A session over `snapshot` for `scope`, with `limits`' memory pool.
+/// How published figures are cut: month boundaries and the small-cell threshold.
+#[derive(Clone, Debug)]
+pub struct Publication {
+    pub timezone: String,
+    /// Cells from fewer distinct users are suppressed (design.md §4).
+    pub min_users: u32,
+}
+
+impl Publication {
+    /// The publication views are planned only for the statements that may read them (they
+    /// name them, or browse the catalog): planning twelve grouped figures costs more than
+    /// most queries.
+    pub fn wanted_by(&self, sql: &str) -> Option<&Self> {
+        let sql = sql.to_ascii_lowercase();
+        [
+            "_figures",
+            "information_schema",
+            "pg_catalog",
+            "show tables",
+        ]
+        .iter()
+        .any(|word| sql.contains(word))
+        .then_some(self)
+    }
+}
+
+/// A session over `snapshot` for `scope`, with `limits`' memory pool, and the publication
+/// views when `publication` is given.
 pub async fn session(
     snapshot: &LakeSnapshot,
     scope: &Scope,
     limits: &Limits,
+    publication: Option<&Publication>,
 ) -> Result<SessionContext, QueryError> {
     // No spilling: a query over its memory limit fails instead of filling the disk.
     let runtime = RuntimeEnvBuilder::new()
@@ -133,8 +161,17 @@ pub async fn session(
         let view = ViewTable::new(plan.build()?, None);
         ctx.register_table(table.name, Arc::new(view))?;
     }
+    // Views that count distinct users need the pseudonym columns (viewers see figures
+    // through the API instead).
     if scope.pseudonyms {
         ctx.sql(ROOMS_VIEW).await?;
+        if let Some(publication) = publication {
+            for view in
+                crate::figures::publication_views(&publication.timezone, publication.min_users)
+            {
+                ctx.sql(&view).await?;
+            }
+        }
     }
     Ok(ctx)
 }

@@ -390,7 +390,13 @@ async fn analyst_session(
     write(&root, &events).await;
     write(&root, &accounts).await;
     let snapshot = LakeSnapshot::load(root.url()).await.unwrap();
-    let ctx = session::session(&snapshot, &scope, &limits).await.unwrap();
+    let publication = session::Publication {
+        timezone: "Europe/Paris".into(),
+        min_users: 3,
+    };
+    let ctx = session::session(&snapshot, &scope, &limits, Some(&publication))
+        .await
+        .unwrap();
     (dir, ctx)
 }
 
@@ -642,4 +648,58 @@ async fn report_cells_of(
     .await
     .unwrap()
     .cells
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_publication_views_hold_the_api_cells_with_small_cells_suppressed() {
+    let scope = Scope {
+        server: None,
+        pseudonyms: true,
+    };
+    let (_dir, ctx) = analyst_session(scope, limits()).await;
+    let api = report_cells_of(&ctx, &[]).await;
+    let view = rows(
+        &ctx,
+        "SELECT figure, period, breakdown, coalesce(key, '-'), coalesce(CAST(value AS VARCHAR), 'NULL'), suppressed \
+         FROM monthly_figures WHERE period IN ('2024-05', '2024-06') ORDER BY 1, 2, 3, 4",
+    )
+    .await;
+    let mut expected: Vec<String> = api
+        .iter()
+        .filter(|c| c.figure != "total_active_accounts")
+        .map(|c| {
+            format!(
+                "| {} | {} | {} | {} | {} | {} |",
+                c.figure,
+                c.period,
+                c.breakdown,
+                c.key.as_deref().unwrap_or("-"),
+                c.value.map_or("NULL".to_owned(), |v| format!("{v:?}")),
+                c.suppressed
+            )
+        })
+        .collect();
+    expected.sort();
+    let mut view = view;
+    view.sort();
+    assert_eq!(view, expected);
+    assert!(
+        expected.iter().any(|c| c.ends_with("NULL | true |")),
+        "some cells are suppressed"
+    );
+    // Daily cells: suppressed ones show no value, the others never exceed their month.
+    let leaks = rows(
+        &ctx,
+        "SELECT count(*) FROM daily_figures WHERE suppressed AND value IS NOT NULL",
+    )
+    .await;
+    assert_eq!(leaks, ["| 0 |"]);
+    let over = rows(
+        &ctx,
+        "SELECT count(*) FROM daily_figures d JOIN monthly_figures m \
+         ON m.figure = d.figure AND m.breakdown = d.breakdown AND m.period = substr(d.period, 1, 7) \
+         WHERE d.figure = 'messages' AND d.breakdown = 'total' AND d.value > m.value",
+    )
+    .await;
+    assert_eq!(over, ["| 0 |"]);
 }
