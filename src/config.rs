@@ -525,7 +525,12 @@ mod tests {
     }
 
     fn example_path() -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("mxpulse.example.toml")
+        PathBuf::from(
+            // At run time first: cargo may reuse a test binary built in another checkout.
+            std::env::var_os("CARGO_MANIFEST_DIR")
+                .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+        )
+        .join("mxpulse.example.toml")
     }
 
     fn key_paths(table: &toml::Table, prefix: &str, out: &mut Vec<String>) {

@@ -17,7 +17,11 @@ const SERVER: &str = "interieur.localhost";
 const TOKEN: &str = "hs-token-of-the-test-0123456789";
 
 fn fixture(n: u32) -> Vec<u8> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!(
+    let path = PathBuf::from(
+        // At run time first: cargo may reuse a test binary built in another checkout.
+        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+    )
+    .join(format!(
         "hooks/tests/data/synapse-appservice/txn-{n:03}.json"
     ));
     std::fs::read(path).expect("fixture")

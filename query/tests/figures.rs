@@ -543,8 +543,15 @@ async fn every_example_of_docs_sql_md_runs() {
         limits(),
     )
     .await;
-    let docs =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/sql.md")).unwrap();
+    let docs = std::fs::read_to_string(
+        // At run time first: cargo may reuse a test binary built in another checkout.
+        std::path::PathBuf::from(
+            std::env::var_os("CARGO_MANIFEST_DIR")
+                .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+        )
+        .join("../docs/sql.md"),
+    )
+    .unwrap();
     let examples: Vec<&str> = docs
         .split("```sql")
         .skip(1)

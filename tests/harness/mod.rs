@@ -7,6 +7,7 @@
 
 #![allow(dead_code)] // Each test binary uses its own part of the harness.
 
+pub mod demo;
 pub mod hooks;
 pub mod pipeline;
 pub mod synapse;
