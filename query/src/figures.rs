@@ -493,7 +493,7 @@ pub async fn compute(
 ) -> Result<FiguresReport, QueryError> {
     let k = i64::from(min_users);
     for name in only {
-        if name != "total_active_accounts" && !FIGURES.iter().any(|f| f.name == name) {
+        if !SPECIAL_FIGURES.contains(&name.as_str()) && !FIGURES.iter().any(|f| f.name == name) {
             return Err(QueryError::Invalid(format!("no figure named {name:?}")));
         }
     }
@@ -601,6 +601,9 @@ pub async fn compute(
     {
         cells.extend(total_active_accounts(ctx, from, to, filters, timezone, k).await?);
     }
+    if granularity == Granularity::Month && wanted("r30_users") {
+        cells.extend(r30_users(ctx, from, to, filters, k).await?);
+    }
     Ok(FiguresReport {
         granularity,
         from: from.to_owned(),
@@ -610,6 +613,125 @@ pub async fn compute(
         filters: filters.clone(),
         cells,
     })
+}
+
+/// Monthly figures computed on their own (running totals, windows across months).
+pub const SPECIAL_FIGURES: [&str; 2] = ["total_active_accounts", "r30_users"];
+
+/// Synapse's r30v2 retention at each month's end: users seen (platform known) on two days
+/// more than 30 days apart within the 60 days up to the month's last day. A pseudonym belongs
+/// to one server, so a user is counted within the server and domain it was seen with.
+async fn r30_users(
+    ctx: &SessionContext,
+    from: &str,
+    to: &str,
+    filters: &Filters,
+    k: i64,
+) -> Result<Vec<FigureCell>, QueryError> {
+    // The months shown and the year before them (for MoM and YoY).
+    let mut months = Vec::new();
+    let mut month = month_start(&shift(from, 12).unwrap_or_else(|| from.to_owned()))?;
+    let last = month_start(to)?;
+    while month <= last {
+        let period = month.format("%Y-%m").to_string();
+        months.push((period.clone(), month_end(&period)?));
+        month = month
+            .checked_add_months(Months::new(1))
+            .ok_or_else(|| QueryError::Invalid("month out of range".into()))?;
+    }
+    let (Some((_, first_end)), Some((_, last_end))) = (months.first(), months.last()) else {
+        return Ok(Vec::new());
+    };
+    let ends: Vec<String> = months
+        .iter()
+        .map(|(period, end)| format!("('{period}', DATE '{end}')"))
+        .collect();
+    let mut filter = format!(
+        "v.platform <> 'unknown' AND v.day > DATE '{}' AND v.day <= DATE '{last_end}'",
+        *first_end - chrono::Days::new(91)
+    );
+    for (column, value) in [("server", &filters.server), ("domain", &filters.domain)] {
+        if let Some(value) = value {
+            filter.push_str(&format!(" AND v.{column} = {}", quote(value)));
+        }
+    }
+    let sql = format!(
+        "SELECT period, CAST(server AS VARCHAR), CAST(domain AS VARCHAR), grouping(server), grouping(domain), \
+                COUNT(DISTINCT \"user\") \
+         FROM (SELECT e.period, v.\"user\", v.server, v.domain, min(v.day) AS first_day, max(v.day) AS last_day \
+               FROM visits AS v JOIN (VALUES {ends}) AS e(period, end_day) \
+                 ON v.day > e.end_day - INTERVAL '60 days' AND v.day <= e.end_day \
+               WHERE {filter} \
+               GROUP BY e.period, v.\"user\", v.server, v.domain) AS seen \
+         WHERE arrow_cast(last_day, 'Int32') - arrow_cast(first_day, 'Int32') > 30 \
+         GROUP BY GROUPING SETS ((period), (period, server), (period, domain))",
+        ends = ends.join(", ")
+    );
+    let batches = ctx.sql(&sql).await?.collect().await?;
+    let mut counts: BTreeMap<(&'static str, Option<String>), BTreeMap<String, i64>> =
+        BTreeMap::new();
+    for batch in batches {
+        let period = utf8(batch.column(0))?;
+        let (server, domain) = (utf8(batch.column(1))?, utf8(batch.column(2))?);
+        let flags = |i: usize| {
+            datafusion::arrow::compute::cast(
+                batch.column(i),
+                &datafusion::arrow::datatypes::DataType::Int64,
+            )
+        };
+        let (server_flag, domain_flag) = (flags(3)?, flags(4)?);
+        let users = batch.column(5).as_primitive::<Int64Type>();
+        let (period, server, domain) = (
+            period.as_string::<i32>(),
+            server.as_string::<i32>(),
+            domain.as_string::<i32>(),
+        );
+        for row in 0..batch.num_rows() {
+            let key_of = |keys: &datafusion::arrow::array::StringArray| {
+                (!keys.is_null(row)).then(|| keys.value(row).to_owned())
+            };
+            let (breakdown, key) = if server_flag.as_primitive::<Int64Type>().value(row) == 0 {
+                ("server", key_of(server))
+            } else if domain_flag.as_primitive::<Int64Type>().value(row) == 0 {
+                ("domain", key_of(domain))
+            } else {
+                ("total", None)
+            };
+            counts
+                .entry((breakdown, key))
+                .or_default()
+                .insert(period.value(row).to_owned(), users.value(row));
+        }
+    }
+    let mut cells = Vec::new();
+    for ((breakdown, key), series) in counts {
+        let shown = |period: &str| {
+            series
+                .get(period)
+                .copied()
+                .filter(|users| *users >= k)
+                .map(|u| u as f64)
+        };
+        for (period, users) in &series {
+            if period.as_str() < from || period.as_str() > to {
+                continue;
+            }
+            let value = shown(period);
+            cells.push(FigureCell {
+                figure: "r30_users",
+                period: period.clone(),
+                breakdown,
+                key: key.clone(),
+                value,
+                suppressed: *users < k,
+                mom: shift(period, 1).and_then(|p| change(value, shown(&p))),
+                yoy: shift(period, 12).and_then(|p| change(value, shown(&p))),
+                peak_day: None,
+                peak_value: None,
+            });
+        }
+    }
+    Ok(cells)
 }
 
 /// Regular accounts open at the end of each month: created, minus deactivated, plus

@@ -673,7 +673,7 @@ async fn the_publication_views_hold_the_api_cells_with_small_cells_suppressed() 
     .await;
     let mut expected: Vec<String> = api
         .iter()
-        .filter(|c| c.figure != "total_active_accounts")
+        .filter(|c| !figures::SPECIAL_FIGURES.contains(&c.figure))
         .map(|c| {
             format!(
                 "| {} | {} | {} | {} | {} | {} |",
@@ -709,4 +709,37 @@ async fn the_publication_views_hold_the_api_cells_with_small_cells_suppressed() 
     )
     .await;
     assert_eq!(over, ["| 0 |"]);
+}
+
+/// r30v2 at May's end (window 2 April – 31 May): users 1–3 were seen on 10 April and on
+/// 14 May, 34 days apart; user 4 moved servers (a pseudonym per server: two users of a few
+/// days each); user 5 only in May. At June's end (window 2 May – 30 June): users 1 and 2
+/// (2 May and 3 June), fewer than k.
+#[tokio::test(flavor = "multi_thread")]
+async fn r30_counts_users_seen_more_than_30_days_apart_within_60() {
+    let scope = Scope {
+        server: None,
+        pseudonyms: true,
+    };
+    let (_dir, ctx) = analyst_session(scope, limits()).await;
+    let cells = report_cells_of(&ctx, &["r30_users".to_owned()]).await;
+    let find = |period: &str, breakdown: &str, key: Option<&str>| {
+        cells
+            .iter()
+            .find(|c| c.period == period && c.breakdown == breakdown && c.key.as_deref() == key)
+            .unwrap_or_else(|| panic!("no r30 cell {period} {breakdown} {key:?}: {cells:?}"))
+    };
+    assert_eq!(find("2024-05", "total", None).value, Some(3.0));
+    assert_eq!(find("2024-05", "server", Some(A)).value, Some(3.0));
+    assert_eq!(
+        find("2024-05", "domain", Some("interieur.gouv.fr")).value,
+        Some(3.0)
+    );
+    let june = find("2024-06", "total", None);
+    assert!(june.suppressed && june.value.is_none(), "{june:?}");
+    assert!(cells.iter().all(|c| c.figure == "r30_users"));
+    assert!(
+        !cells.iter().any(|c| c.key.as_deref() == Some(B)),
+        "nobody on B qualifies"
+    );
 }
