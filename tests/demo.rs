@@ -10,11 +10,7 @@ use harness::demo::Demo;
 use harness::wait_for;
 use serde_json::Value;
 
-fn value(
-    cells: &std::collections::HashMap<(String, String), Value>,
-    figure: &str,
-    period: &str,
-) -> f64 {
+fn value(cells: &harness::demo::Cells, figure: &str, period: &str) -> f64 {
     cells
         .get(&(figure.to_owned(), period.to_owned()))
         .and_then(Value::as_f64)

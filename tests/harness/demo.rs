@@ -11,6 +11,9 @@ use serde_json::Value;
 
 use super::{free_port, mxpulse_bin, stop, wait_for};
 
+/// Total cells of the figures API by (figure, period): their value (null when suppressed).
+pub type Cells = std::collections::HashMap<(String, String), Value>;
+
 /// A running demo and what it printed.
 pub struct Demo {
     child: Child,
@@ -90,33 +93,33 @@ impl Demo {
             .unwrap_or_else(|| panic!("{label} not printed"))
     }
 
-    /// Total cells of some monthly figures, by (figure, period).
-    pub fn monthly(
-        &self,
-        figures: &str,
-        from: &str,
-        to: &str,
-    ) -> std::collections::HashMap<(String, String), Value> {
+    /// Total cells of some monthly figures, by (figure, period); panics on an error answer.
+    pub fn monthly(&self, figures: &str, from: &str, to: &str) -> Cells {
+        self.try_monthly(figures, from, to)
+            .unwrap_or_else(|answer| panic!("no cells: {answer}"))
+    }
+
+    /// The same, or the error answer (a timeout while the demo is busy generating).
+    pub fn try_monthly(&self, figures: &str, from: &str, to: &str) -> Result<Cells, String> {
         let token = self.printed_value("viewer token");
         let url = format!(
             "http://{}/api/v1/figures/monthly?figures={figures}&from={from}&to={to}",
             self.http
         );
         let answer: Value = super::block_on(async {
-            reqwest::Client::new()
+            let response = reqwest::Client::new()
                 .get(&url)
                 .bearer_auth(&token)
                 .timeout(Duration::from_secs(300))
                 .send()
                 .await
-                .expect("figures API answers")
-                .json()
-                .await
-                .expect("JSON")
-        });
-        answer["cells"]
+                .map_err(|e| e.to_string())?;
+            response.json().await.map_err(|e| e.to_string())
+        })?;
+        let cells = answer["cells"]
             .as_array()
-            .unwrap_or_else(|| panic!("no cells: {answer}"))
+            .ok_or_else(|| answer.to_string())?;
+        Ok(cells
             .iter()
             .filter(|c| c["breakdown"] == "total")
             .map(|c| {
@@ -126,7 +129,7 @@ impl Demo {
                 );
                 (key, c["value"].clone())
             })
-            .collect()
+            .collect())
     }
 
     /// Ctrl-C, and the exit status.
