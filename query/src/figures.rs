@@ -338,23 +338,27 @@ struct Grouping<'a> {
     range: DateRange,
 }
 
-/// Every cell of `figure` by period (in total and by each breakdown) and, with `daily`, by
-/// day in total, in one grouping-sets query.
+/// Every cell of each of `figures` (all of one source) by period, in total and by each
+/// breakdown, and with `daily` by day in total: one grouping-sets query over one scan, each
+/// figure an aggregate with its own `FILTER`.
 async fn raw(
     ctx: &SessionContext,
-    figure: &Figure,
+    figures: &[&Figure],
     timezone: &str,
     filters: &Filters,
     grouping: Grouping<'_>,
-) -> Result<RawFigure, QueryError> {
+) -> Result<Vec<RawFigure>, QueryError> {
     let Grouping {
         period_format,
         breakdowns,
         daily,
         range,
     } = grouping;
-    let source = figure.source;
-    let mut filter = format!("({})", figure.filter);
+    let Some(source) = figures.first().map(|f| f.source) else {
+        return Ok(Vec::new());
+    };
+    let any_figure: Vec<String> = figures.iter().map(|f| format!("({})", f.filter)).collect();
+    let mut filter = format!("({})", any_figure.join(" OR "));
     for (column, value) in [("server", &filters.server), ("domain", &filters.domain)] {
         if let Some(value) = value {
             filter.push_str(&format!(" AND {column} = {}", quote(value)));
@@ -366,8 +370,19 @@ async fn raw(
     if let Some(column) = source.partition_column() {
         filter.push_str(&range.predicate(column));
     }
-    let value = figure.value.unwrap_or("COUNT(*)");
     let user = source.user();
+    let aggregates: String = figures
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            format!(
+                ", CAST({value} FILTER (WHERE {filter}) AS DOUBLE) AS value_{i}, \
+                 COUNT(DISTINCT {user}) FILTER (WHERE {filter}) AS users_{i}",
+                value = f.value.unwrap_or("COUNT(*)"),
+                filter = f.filter,
+            )
+        })
+        .collect();
     let mut dims: Vec<&'static str> = Vec::new();
     if breakdowns {
         dims.extend(["server", "domain"]);
@@ -383,8 +398,7 @@ async fn raw(
     let dim_columns: String = dims.iter().map(|d| format!(", {d}")).collect();
     let flags: String = dims.iter().map(|d| format!(", grouping({d})")).collect();
     let sql = format!(
-        "SELECT mx_period, {day}{dim_columns}, {day_flag}{flags}, CAST({value} AS DOUBLE) AS value, \
-         COUNT(DISTINCT {user}) AS users \
+        "SELECT mx_period, {day}{dim_columns}, {day_flag}{flags}{aggregates} \
          FROM (SELECT *, to_char(t, '{period_format}') AS mx_period, to_char(t, '%Y-%m-%d') AS mx_day \
                FROM (SELECT *, {time} AS t FROM {table} WHERE {filter}) AS x) AS y \
          GROUP BY GROUPING SETS ({sets})",
@@ -399,7 +413,7 @@ async fn raw(
         sets = sets.join(", "),
     );
     let batches = ctx.sql(&sql).await?.collect().await?;
-    let mut out = RawFigure::default();
+    let mut out: Vec<RawFigure> = figures.iter().map(|_| RawFigure::default()).collect();
     for batch in batches {
         let period = utf8(batch.column(0))?;
         let day = utf8(batch.column(1))?;
@@ -417,19 +431,9 @@ async fn raw(
         let dim_flags = (0..dims.len())
             .map(|i| flag_column(1 + i))
             .collect::<Result<Vec<_>, _>>()?;
-        let values = batch
-            .column(3 + 2 * dims.len())
-            .as_primitive::<Float64Type>();
-        let users = batch.column(4 + 2 * dims.len()).as_primitive::<Int64Type>();
+        let first_aggregate = 3 + 2 * dims.len();
         for row in 0..batch.num_rows() {
             if period.is_null(row) {
-                continue;
-            }
-            let cell = (values.value(row), users.value(row));
-            if day_flag.as_primitive::<Int64Type>().value(row) == 0 {
-                if !day.is_null(row) {
-                    out.daily.insert(day.value(row).to_owned(), cell);
-                }
                 continue;
             }
             let grouped =
@@ -444,8 +448,34 @@ async fn raw(
                 }
                 None => ("total", None),
             };
-            out.cells
-                .insert((period.value(row).to_owned(), name, key), cell);
+            let is_day = day_flag.as_primitive::<Int64Type>().value(row) == 0;
+            for (i, raw) in out.iter_mut().enumerate() {
+                let users = batch
+                    .column(first_aggregate + 2 * i + 1)
+                    .as_primitive::<Int64Type>()
+                    .value(row);
+                // No row of this figure in the group: no cell, as with a query of its own.
+                if users == 0 {
+                    continue;
+                }
+                let values = batch
+                    .column(first_aggregate + 2 * i)
+                    .as_primitive::<Float64Type>();
+                let value = if values.is_null(row) {
+                    0.0
+                } else {
+                    values.value(row)
+                };
+                let cell = (value, users);
+                if is_day {
+                    if !day.is_null(row) {
+                        raw.daily.insert(day.value(row).to_owned(), cell);
+                    }
+                } else {
+                    raw.cells
+                        .insert((period.value(row).to_owned(), name, key.clone()), cell);
+                }
+            }
         }
     }
     Ok(out)
@@ -521,24 +551,35 @@ pub async fn compute(
         }
     };
     let mut cells = Vec::new();
-    for figure in FIGURES {
-        if (filters.platform.is_some() && figure.source != Source::Visits) || !wanted(figure.name) {
-            continue;
-        }
-        let monthly = granularity == Granularity::Month;
-        let RawFigure { cells: raw, daily } = raw(
-            ctx,
-            figure,
-            timezone,
-            filters,
-            Grouping {
-                period_format: format,
-                breakdowns: true,
-                daily: monthly,
-                range,
-            },
-        )
-        .await?;
+    let monthly = granularity == Granularity::Month;
+    let shown: Vec<&Figure> = FIGURES
+        .iter()
+        .filter(|f| (filters.platform.is_none() || f.source == Source::Visits) && wanted(f.name))
+        .collect();
+    // One scan per source for all its figures.
+    let mut computed: BTreeMap<&'static str, RawFigure> = BTreeMap::new();
+    for source in [
+        Source::Visits,
+        Source::Events,
+        Source::Rooms,
+        Source::Accounts,
+    ] {
+        let of_source: Vec<&Figure> = shown
+            .iter()
+            .copied()
+            .filter(|f| f.source == source)
+            .collect();
+        let grouping = Grouping {
+            period_format: format,
+            breakdowns: true,
+            daily: monthly,
+            range,
+        };
+        let raws = raw(ctx, &of_source, timezone, filters, grouping).await?;
+        computed.extend(of_source.iter().map(|f| f.name).zip(raws));
+    }
+    for figure in shown {
+        let RawFigure { cells: raw, daily } = computed.remove(figure.name).unwrap_or_default();
         let visible = |period: &str| period >= first.as_str() && period <= to;
         let value_of = |period: &str, breakdown: &'static str, key: &Option<String>| {
             raw.get(&(period.to_owned(), breakdown, key.clone()))
@@ -764,7 +805,11 @@ async fn total_active_accounts(
         daily: false,
         range,
     };
-    let changes = raw(ctx, &figure, timezone, filters, grouping).await?.cells;
+    let changes = raw(ctx, &[&figure], timezone, filters, grouping)
+        .await?
+        .pop()
+        .unwrap_or_default()
+        .cells;
     // Running sums per (breakdown, key), month by month.
     let mut series: BTreeMap<(&'static str, Option<String>), BTreeMap<String, f64>> =
         BTreeMap::new();
