@@ -83,6 +83,11 @@ impl ServiceProcess {
         }
     }
 
+    /// Waits for the process to end on its own.
+    pub async fn wait(&mut self) -> anyhow::Result<ExitStatus> {
+        Ok(self.child.wait().await?)
+    }
+
     /// SIGTERM, then SIGKILL if it has not ended after `grace`.
     pub async fn stop(mut self, grace: Duration) -> anyhow::Result<ExitStatus> {
         if let Some(status) = self.exited() {
