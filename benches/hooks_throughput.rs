@@ -14,33 +14,13 @@ use std::time::{Duration, Instant};
 use harness::hooks::HooksProcess;
 use harness::{Broker, cpu_seconds};
 
-const SERVERS: [&str; 17] = [
-    "agent",
-    "agriculture",
-    "collectivites",
-    "culture",
-    "dev-durable",
-    "diplomatie",
-    "dinum",
-    "education",
-    "elysee",
-    "externe",
-    "finances",
-    "interieur",
-    "intradef",
-    "justice",
-    "pm",
-    "social",
-    "ssi",
-];
+/// The public federation's servers, by short name (the simulator's list).
+const SERVERS: [&str; 17] = mxpulse_simulator::federation::TCHAP_SERVERS;
 const EVENTS_PER_TXN: usize = 100;
 
 fn server_name(short: &str) -> String {
-    if short == "agent" {
-        "agent.tchap.gouv.fr".into()
-    } else {
-        format!("agent.{short}.tchap.gouv.fr")
-    }
+    let federation = mxpulse_simulator::Federation::from_short_names([short]);
+    federation.servers[0].name.clone()
 }
 
 fn token(short: &str) -> String {

@@ -14,7 +14,7 @@ use mxpulse_hooks::producer::RecordProducer;
 use mxpulse_schemas::UnixMillis;
 use mxpulse_schemas::vocabulary::{AccountChange, Source, UserType};
 use mxpulse_simulator::synapse_sqlite::SynapseDatabases;
-use mxpulse_simulator::{Activity, SimEvent, Simulation, day_ms, matrix};
+use mxpulse_simulator::{Activity, SimEvent, Simulation, matrix};
 
 /// How long a transaction is retried while the hooks answer 5xx or cannot be reached (Synapse
 /// retries forever; a generator run gives up and says so).
@@ -129,7 +129,6 @@ impl KafkaFastPath {
         sim: &Simulation,
         month_start_ms: i64,
         activity: &Activity,
-        created: &[u32],
     ) -> anyhow::Result<()> {
         let mut events = Vec::with_capacity(PUBLISH_CHUNK);
         for chunk in activity.events.chunks(PUBLISH_CHUNK) {
@@ -148,20 +147,21 @@ impl KafkaFastPath {
             .visits
             .iter()
             .filter_map(|visit| {
-                let account = &sim.population.accounts[visit.account as usize];
-                let device = usize::from(visit.device).min(account.devices.len() - 1);
-                self.anonymizers[account.server as usize].visit(&VisitRow {
-                    user_id: sim.user_id(visit.account),
-                    device_id: Some(account.device_id(visit.account, device)),
-                    timestamp_ms: day_ms(visit.day),
-                    user_agent: Some(account.devices[device].user_agent().to_owned()),
+                let server = sim.population.accounts[visit.account as usize].server as usize;
+                let (user_id, device_id, timestamp_ms, user_agent) = sim.visit_row(visit);
+                self.anonymizers[server].visit(&VisitRow {
+                    user_id,
+                    device_id: Some(device_id),
+                    timestamp_ms,
+                    user_agent: Some(user_agent.to_owned()),
                 })
             })
             .collect();
         for chunk in visits.chunks(PUBLISH_CHUNK) {
             self.producer.publish(chunk).await?;
         }
-        let mut accounts: Vec<_> = created
+        let mut accounts: Vec<_> = activity
+            .created
             .iter()
             .map(|&account| {
                 let a = &sim.population.accounts[account as usize];
@@ -247,9 +247,7 @@ impl Sinks {
             totals.transactions += hooks.send(sim, &activity.events, label).await?;
         }
         if let Some(kafka) = &self.kafka {
-            kafka
-                .publish(sim, period_start_ms, activity, &activity.created)
-                .await?;
+            kafka.publish(sim, period_start_ms, activity).await?;
         }
         totals.events += activity.events.len();
         totals.visits += activity.visits.len();

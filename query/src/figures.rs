@@ -432,6 +432,19 @@ async fn raw(
             .map(|i| flag_column(1 + i))
             .collect::<Result<Vec<_>, _>>()?;
         let first_aggregate = 3 + 2 * dims.len();
+        // Each figure's (value, users) columns, downcast once per batch.
+        let aggregates: Vec<_> = (0..out.len())
+            .map(|i| {
+                (
+                    batch
+                        .column(first_aggregate + 2 * i)
+                        .as_primitive::<Float64Type>(),
+                    batch
+                        .column(first_aggregate + 2 * i + 1)
+                        .as_primitive::<Int64Type>(),
+                )
+            })
+            .collect();
         for row in 0..batch.num_rows() {
             if period.is_null(row) {
                 continue;
@@ -449,18 +462,12 @@ async fn raw(
                 None => ("total", None),
             };
             let is_day = day_flag.as_primitive::<Int64Type>().value(row) == 0;
-            for (i, raw) in out.iter_mut().enumerate() {
-                let users = batch
-                    .column(first_aggregate + 2 * i + 1)
-                    .as_primitive::<Int64Type>()
-                    .value(row);
+            for (raw, (values, users)) in out.iter_mut().zip(&aggregates) {
+                let users = users.value(row);
                 // No row of this figure in the group: no cell, as with a query of its own.
                 if users == 0 {
                     continue;
                 }
-                let values = batch
-                    .column(first_aggregate + 2 * i)
-                    .as_primitive::<Float64Type>();
                 let value = if values.is_null(row) {
                     0.0
                 } else {

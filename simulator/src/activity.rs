@@ -151,7 +151,7 @@ impl Simulation {
         let days = rhythm::days_of_month(first_day);
         let talkers = self.visits(&days, &activity.active, rng, &mut activity.visits);
 
-        if !self.directory_created {
+        if self.directory.is_empty() {
             self.create_directory_forums(&activity.active, days[0], rng, &mut activity.events);
         }
         for _ in 0..targets.rooms_created {

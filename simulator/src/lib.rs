@@ -75,7 +75,6 @@ pub struct Simulation {
     /// The next month to generate.
     month: NaiveDate,
     seq: u64,
-    directory_created: bool,
     directory: Vec<DirectoryForum>,
     /// Accounts that existed when the first generated month began.
     accounts_before: usize,
@@ -129,7 +128,6 @@ impl Simulation {
             rooms,
             month: from,
             seq: 0,
-            directory_created: false,
             directory: Vec::new(),
             accounts_before,
             last_active: Vec::new(),
@@ -241,7 +239,6 @@ impl Simulation {
         rng: &mut ChaCha8Rng,
         events: &mut Vec<SimEvent>,
     ) {
-        self.directory_created = true;
         for (i, (name, server, members)) in DIRECTORY_FORUMS.iter().enumerate() {
             let server = self.spec.federation.find(server).unwrap_or(0) as u16;
             let creator = active
@@ -302,6 +299,39 @@ impl Simulation {
     /// The user ID of an account.
     pub fn user_id(&self, account: u32) -> String {
         self.population.user_id(&self.spec.federation, account)
+    }
+
+    /// `items` split by the server of the account each one belongs to (index = server).
+    pub fn by_server<T: Copy>(
+        &self,
+        items: impl IntoIterator<Item = T>,
+        account: impl Fn(&T) -> u32,
+    ) -> Vec<Vec<T>> {
+        let mut per_server = vec![Vec::new(); self.spec.federation.servers.len()];
+        for item in items {
+            let server = self.population.accounts[account(&item) as usize].server as usize;
+            per_server[server].push(item);
+        }
+        per_server
+    }
+
+    /// A visit as Synapse's `user_daily_visits` holds it: user ID, device ID, the day's UTC
+    /// midnight in ms, the device's user agent.
+    pub fn visit_row(&self, visit: &Visit) -> (String, String, i64, &'static str) {
+        let account = &self.population.accounts[visit.account as usize];
+        // Every account has a first device; a visit names one of its devices.
+        let device = usize::from(visit.device).min(account.devices.len().saturating_sub(1));
+        let user_agent = account
+            .devices
+            .get(device)
+            .map_or(Platform::Web, |p| *p)
+            .user_agent();
+        (
+            self.user_id(visit.account),
+            account.device_id(visit.account, device),
+            day_ms(visit.day),
+            user_agent,
+        )
     }
 
     /// The server name of an account.

@@ -36,7 +36,8 @@ impl Simulation {
         let room_server = &self.spec.federation.servers[room.server as usize].name;
         let room_id = self.rooms.room_id(event.room, room_server);
         let related = self.event_id(mix(event.seq) | 1);
-        let device = self.population.accounts[event.sender as usize].device_id(event.sender, 0);
+        // Only encrypted and call events name the device.
+        let device = || self.population.accounts[event.sender as usize].device_id(event.sender, 0);
         let mut state_key: Option<String> = Some(String::new());
         let (kind, content) = match event.body {
             EventBody::Create { space } => {
@@ -100,7 +101,7 @@ impl Simulation {
             }
             EventBody::Encrypted { thread } => {
                 state_key = None;
-                let mut content = encrypted(event.seq, &device);
+                let mut content = encrypted(event.seq, &device());
                 if thread {
                     content["m.relates_to"] = json!({"rel_type": "m.thread", "event_id": related});
                 }
@@ -110,7 +111,7 @@ impl Simulation {
                 state_key = None;
                 let relates = json!({"rel_type": "m.replace", "event_id": related});
                 if room.kind.encrypted() {
-                    let mut content = encrypted(event.seq, &device);
+                    let mut content = encrypted(event.seq, &device());
                     content["m.relates_to"] = relates;
                     ("m.room.encrypted", content)
                 } else {
@@ -151,6 +152,7 @@ impl Simulation {
                 }
             }
             EventBody::CallMember { join } => {
+                let device = device();
                 state_key = Some(format!("_{sender}_{device}"));
                 let content = if join {
                     json!({"application": "m.call", "call_id": "", "scope": "m.room",
@@ -214,11 +216,7 @@ fn encrypted(seq: u64, device: &str) -> Value {
 
 /// Groups a server's events into transactions in time order, as Synapse sends them.
 pub fn per_server_batches(sim: &Simulation, events: &[SimEvent]) -> Vec<Vec<Vec<SimEvent>>> {
-    let mut per_server: Vec<Vec<SimEvent>> = vec![Vec::new(); sim.spec.federation.servers.len()];
-    for event in events {
-        per_server[sim.origin_server(event)].push(*event);
-    }
-    per_server
+    sim.by_server(events.iter().copied(), |e| e.sender)
         .into_iter()
         .map(|events| {
             events

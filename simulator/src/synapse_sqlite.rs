@@ -8,7 +8,7 @@ use std::str::FromStr;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{QueryBuilder, Sqlite};
 
-use crate::{SimEvent, Simulation, Visit, day_ms};
+use crate::{SimEvent, Simulation, Visit};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SqliteError {
@@ -120,10 +120,7 @@ impl SynapseDatabases {
         sim: &Simulation,
         accounts: impl IntoIterator<Item = u32>,
     ) -> Result<(), SqliteError> {
-        let mut per_server: Vec<Vec<u32>> = vec![Vec::new(); self.pools.len()];
-        for account in accounts {
-            per_server[sim.population.accounts[account as usize].server as usize].push(account);
-        }
+        let per_server = sim.by_server(accounts, |a| *a);
         for (server, accounts) in per_server.iter().enumerate() {
             let mut tx = self.pools[server]
                 .begin()
@@ -174,11 +171,7 @@ impl SynapseDatabases {
         sim: &Simulation,
         visits: &[Visit],
     ) -> Result<(), SqliteError> {
-        let mut per_server: Vec<Vec<Visit>> = vec![Vec::new(); self.pools.len()];
-        for visit in visits {
-            per_server[sim.population.accounts[visit.account as usize].server as usize]
-                .push(*visit);
-        }
+        let per_server = sim.by_server(visits.iter().copied(), |v| v.account);
         for (server, visits) in per_server.iter().enumerate() {
             let mut tx = self.pools[server]
                 .begin()
@@ -189,12 +182,11 @@ impl SynapseDatabases {
                     "INSERT INTO user_daily_visits(user_id, device_id, timestamp, user_agent) ",
                 );
                 insert.push_values(chunk, |mut row, visit| {
-                    let a = &sim.population.accounts[visit.account as usize];
-                    let device = usize::from(visit.device);
-                    row.push_bind(sim.user_id(visit.account))
-                        .push_bind(a.device_id(visit.account, device))
-                        .push_bind(day_ms(visit.day))
-                        .push_bind(a.devices[device.min(a.devices.len() - 1)].user_agent());
+                    let (user_id, device_id, day_ms, user_agent) = sim.visit_row(visit);
+                    row.push_bind(user_id)
+                        .push_bind(device_id)
+                        .push_bind(day_ms)
+                        .push_bind(user_agent);
                 });
                 insert
                     .build()
@@ -213,10 +205,7 @@ impl SynapseDatabases {
         sim: &Simulation,
         events: &[SimEvent],
     ) -> Result<(), SqliteError> {
-        let mut per_server: Vec<Vec<&SimEvent>> = vec![Vec::new(); self.pools.len()];
-        for event in events {
-            per_server[sim.origin_server(event)].push(event);
-        }
+        let per_server = sim.by_server(events, |e| e.sender);
         for (server, events) in per_server.iter().enumerate() {
             let mut tx = self.pools[server]
                 .begin()
