@@ -4,7 +4,6 @@
 
 mod harness;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use harness::hooks::{HooksProcess, topic_records, write_hooks_config};
@@ -17,11 +16,7 @@ const SERVER: &str = "interieur.localhost";
 const TOKEN: &str = "hs-token-of-the-test-0123456789";
 
 fn fixture(n: u32) -> Vec<u8> {
-    let path = PathBuf::from(
-        // At run time first: cargo may reuse a test binary built in another checkout.
-        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
-    )
-    .join(format!(
+    let path = harness::repo_root().join(format!(
         "hooks/tests/data/synapse-appservice/txn-{n:03}.json"
     ));
     std::fs::read(path).expect("fixture")

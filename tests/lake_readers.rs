@@ -17,14 +17,7 @@ use mxpulse_schemas::*;
 fn python() -> PathBuf {
     std::env::var_os("MXPULSE_TEST_PYTHON")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(
-                // At run time first: cargo may reuse a test binary built in another checkout.
-                std::env::var_os("CARGO_MANIFEST_DIR")
-                    .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
-            )
-            .join(".venv/bin/python")
-        })
+        .unwrap_or_else(|| harness::repo_root().join(".venv/bin/python"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -43,14 +36,7 @@ async fn duckdb_reads_the_same_lake_as_datafusion() {
     assert!(ingest.stop());
 
     let output = Command::new(python())
-        .arg(
-            PathBuf::from(
-                // At run time first: cargo may reuse a test binary built in another checkout.
-                std::env::var_os("CARGO_MANIFEST_DIR")
-                    .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
-            )
-            .join("tests/readers/duckdb_counts.py"),
-        )
+        .arg(harness::repo_root().join("tests/readers/duckdb_counts.py"))
         .arg(&lake)
         .output()
         .expect("run python with DuckDB (scripts/test installs it into .venv)");

@@ -4,6 +4,7 @@
 
 mod harness;
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -465,6 +466,22 @@ async fn psql_over_the_wire_with_the_same_answers_guard_and_scope() {
     let views = psql(&serve, "dinum-analyst", ANALYST, "\\dv").unwrap();
     let names: Vec<_> = views.lines().filter_map(|l| l.split('|').nth(1)).collect();
     assert_eq!(names, all_views, "{views}");
+    // `\d VIEW` describes that view: its columns are the ones a query over HTTP returns.
+    for view in all_views {
+        let described = psql(&serve, "dinum-analyst", ANALYST, &format!("\\d {view}")).unwrap();
+        let columns: Vec<_> = described
+            .lines()
+            .filter_map(|l| l.split('|').next())
+            .collect();
+        let (_, answer) = sql(&serve, ANALYST, &format!("SELECT * FROM {view} LIMIT 0")).await;
+        let expected: Vec<_> = answer["columns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(columns, expected, "\\d {view}");
+    }
     // A figure's query answers what the HTTP API answers.
     let n = psql(
         &serve,
@@ -543,4 +560,119 @@ async fn psql_over_the_wire_with_the_same_answers_guard_and_scope() {
     )
     .unwrap();
     assert_eq!(servers, B);
+}
+
+/// The facts `tests/jdbc/JdbcClient.java` prints, run by Java over pgjdbc as `user`, asking
+/// about `server`'s events; `mode` is `all` or `scope` (prepared statements only).
+fn jdbc(
+    serve: &Serve,
+    user: &str,
+    password: &str,
+    server: &str,
+    mode: &str,
+) -> BTreeMap<String, String> {
+    let jar = Path::new("/usr/share/java/postgresql.jar");
+    assert!(
+        jar.exists(),
+        "pgjdbc is missing (scripts/test installs libpostgresql-jdbc-java)"
+    );
+    let output = Command::new("java")
+        .arg("-cp")
+        .arg(jar)
+        .arg(harness::repo_root().join("tests/jdbc/JdbcClient.java"))
+        .args([&serve.pg_port.to_string(), user, password, server, mode])
+        .output()
+        .expect("java (scripts/test installs default-jdk-headless)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+        .lines()
+        .filter_map(|line| line.split_once('='))
+        .map(|(key, value)| (key.to_owned(), value.to_owned()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn jdbc_tools_connect_prepare_and_read_the_catalog_within_the_same_guard_and_scope() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = lake_with_two_servers(dir.path()).await;
+    let serve = start(dir.path(), &lake);
+    let facts = jdbc(&serve, "dinum-analyst", ANALYST, A, "all");
+    assert_eq!(facts.get("error"), None, "{facts:?}");
+    assert_eq!(facts["isolation"], "2", "read committed: {facts:?}");
+    assert_eq!(
+        facts["views"],
+        "accounts,daily_figures,events,monthly_figures,rooms,visits"
+    );
+    // The columns of the view asked for, in the table's order, with PostgreSQL's types.
+    assert_eq!(
+        facts["visits_columns"],
+        "day:date,server:text,domain:text,user:int8,device:int8,platform:text,client:text,key_id:text,v:int2",
+    );
+    // Seven executions of one prepared statement (named and binary after the fifth): the
+    // bound value selects, it is never SQL text.
+    assert_eq!(facts["events_of_server"], ["6"; 7].join(","));
+    // A figure with date parameters answers what the figures API answers.
+    let (_, report) = get(
+        &serve,
+        Some(VIEWER),
+        "/api/v1/figures/monthly?from=2024-05&to=2024-05&figures=active_users",
+    )
+    .await;
+    let api = report["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["figure"] == "active_users" && c["breakdown"] == "total")
+        .unwrap()["value"]
+        .as_f64();
+    assert_eq!(
+        facts["active_users_may"].parse::<f64>().ok(),
+        api,
+        "{report}"
+    );
+    assert_eq!(facts["first_day"], "2024-05-06");
+    assert_eq!(facts["visits_in_transaction"], "7", "BEGIN ... COMMIT");
+    assert_eq!(facts["events"], "9");
+    // Each hostile statement refused with its SQLSTATE: insufficient privilege (not a query),
+    // syntax error (CREATE EXTERNAL TABLE is not PostgreSQL; a URL is no table), the query
+    // cancelled at the time limit; and the connection answers after each.
+    let expected = [
+        "42501", "42501", "42501", "42601", "42501", "42601", "57014",
+    ];
+    for (i, expected) in expected.iter().enumerate() {
+        assert_eq!(&facts[&format!("hostile_{i}")], expected, "hostile {i}");
+        assert_eq!(
+            facts[&format!("events_after_{i}")],
+            "9",
+            "after hostile {i}"
+        );
+    }
+    assert!(!Path::new("/tmp/mxpulse-jdbc-stolen.csv").exists());
+
+    // The ministry's user: its server only, whatever it binds.
+    let scoped = jdbc(&serve, "finances-analyst", B_ANALYST, A, "scope");
+    assert_eq!(scoped.get("error"), None, "{scoped:?}");
+    assert_eq!(scoped["events_of_server"], ["0"; 7].join(","));
+    assert_eq!(scoped["visits_in_transaction"], "3");
+    assert_eq!(scoped["events"], "3");
+    let own = jdbc(&serve, "finances-analyst", B_ANALYST, B, "scope");
+    assert_eq!(own["events_of_server"], ["3"; 7].join(","));
+
+    // A viewer gets connected (the driver's own statements) but no SQL; a wrong password no
+    // connection.
+    let viewer = jdbc(&serve, "product-lead", VIEWER, A, "scope");
+    assert!(
+        viewer["error"].starts_with("42501") && viewer["error"].contains("figures only"),
+        "{viewer:?}"
+    );
+    let denied = jdbc(&serve, "dinum-analyst", "wrong-password-0000", A, "scope");
+    assert!(denied["error"].starts_with("28"), "{denied:?}");
+    // Every query was logged with its user.
+    let log = std::fs::read_to_string(&serve.log).unwrap();
+    assert!(log.contains("finances-analyst") && log.contains("Pgwire"));
 }

@@ -5,6 +5,9 @@ pub enum QueryError {
     /// Not a query (DDL, DML, COPY, SET...) or more than one statement.
     #[error("refused: {0}")]
     Refused(String),
+    /// The principal's role does not allow this (a viewer asking for SQL).
+    #[error("forbidden: {0}")]
+    Forbidden(String),
     /// The query reads something the session does not have, or does not parse.
     #[error("invalid query: {0}")]
     Invalid(String),

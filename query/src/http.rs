@@ -9,7 +9,6 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
 
 use axum::Router;
 use axum::extract::{Query, State};
@@ -19,47 +18,11 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::access::{AccessList, Principal};
+use crate::access::Principal;
 use crate::error::QueryError;
 use crate::figures::{self, Filters, Granularity};
-use crate::lake::Lake;
-use crate::session::{self, Limits, QueryOutput, Scope};
-
-/// Everything the handlers share.
-pub struct QueryService {
-    pub lake: Lake,
-    pub access: AccessList,
-    pub limits: Limits,
-    /// Bound of a figures request.
-    pub figures_timeout: std::time::Duration,
-    pub timezone: String,
-    pub min_users: u32,
-    /// Bounds the queries running at once: with the per-query memory limit, the service's.
-    pub running: tokio::sync::Semaphore,
-    /// The threads DataFusion runs on (figures and SQL).
-    pub executor: crate::executor::QueryExecutor,
-    pub metrics: QueryMetrics,
-}
-
-impl QueryService {
-    /// Month boundaries and the small-cell threshold of the published figures.
-    pub fn publication(&self) -> session::Publication {
-        session::Publication {
-            timezone: self.timezone.clone(),
-            min_users: self.min_users,
-        }
-    }
-}
-
-#[derive(Debug, Default)]
-pub struct QueryMetrics {
-    pub sql_ok: AtomicU64,
-    pub sql_refused: AtomicU64,
-    pub sql_failed: AtomicU64,
-    pub figures: AtomicU64,
-    pub unauthorized: AtomicU64,
-    pub micros: AtomicU64,
-}
+use crate::service::{QueryService, Surface};
+use crate::session::{self, QueryOutput, Scope};
 
 struct ApiError(StatusCode, &'static str, String);
 
@@ -77,6 +40,7 @@ impl From<QueryError> for ApiError {
     fn from(error: QueryError) -> Self {
         let (status, kind) = match &error {
             QueryError::Refused(_) => (StatusCode::BAD_REQUEST, "refused"),
+            QueryError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             QueryError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid"),
             QueryError::Timeout(_) => (StatusCode::REQUEST_TIMEOUT, "timeout"),
             QueryError::Memory(_) => (StatusCode::UNPROCESSABLE_ENTITY, "memory"),
@@ -300,55 +264,11 @@ async fn sql(
     body: Result<axum::Json<SqlRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
     let who = principal(&service, &headers)?;
-    if !who.role.may_query_sql() {
-        return Err(ApiError(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            format!("{} may read figures only", who.name),
-        ));
-    }
     let axum::Json(request) =
         body.map_err(|e| ApiError(StatusCode::BAD_REQUEST, "invalid", e.body_text()))?;
-    tracing::info!(user = %who.name, scope = ?who.server, sql = %request.sql, "sql query");
-    let started = Instant::now();
-    let result = async {
-        let _permit = service
-            .running
-            .acquire()
-            .await
-            .map_err(|_| QueryError::Internal("the service is stopping".into()))?;
-        let snapshot = service.lake.snapshot().await?;
-        let publication = service.publication();
-        let ctx = session::session(
-            &snapshot,
-            &who.scope(),
-            &service.limits,
-            publication.wanted_by(&request.sql),
-        )
+    let output = service
+        .answer_sql(&who, request.sql, None, Surface::Http)
         .await?;
-        session::run_sql(&service.executor, ctx, request.sql, service.limits).await
-    }
-    .await;
-    service
-        .metrics
-        .micros
-        .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-    let output = match result {
-        Ok(output) => {
-            service.metrics.sql_ok.fetch_add(1, Ordering::Relaxed);
-            output
-        }
-        Err(error) => {
-            let counter = if matches!(error, QueryError::Refused(_)) {
-                &service.metrics.sql_refused
-            } else {
-                &service.metrics.sql_failed
-            };
-            counter.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(user = %who.name, %error, "sql query failed");
-            return Err(error.into());
-        }
-    };
     let accept = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())

@@ -4,10 +4,12 @@
 //!
 //! A request moves through: `access` (who is asking: a `Principal` with a role and a scope),
 //! `lake` (the latest `LakeSnapshot`), `session` (a DataFusion session of views filtered to
-//! the scope, with the per-query memory pool), then `guard` + `session::run_sql` for SQL or
-//! `figures` for the monthly and daily figures.
+//! the scope, with the per-query memory pool), then `service::QueryService::answer_sql` (the
+//! `guard`, then `session::run_sql_with`) for SQL from HTTP or pgwire, or `figures` for the
+//! monthly and daily figures.
 
 pub mod access;
+pub mod catalog;
 pub mod error;
 pub mod executor;
 pub mod figures;
@@ -15,6 +17,7 @@ pub mod guard;
 pub mod http;
 pub mod lake;
 pub mod pgwire;
+pub mod service;
 pub mod session;
 
 pub use error::QueryError;

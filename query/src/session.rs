@@ -12,6 +12,7 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::TableProvider;
 use datafusion::catalog::view::ViewTable;
+use datafusion::common::ParamValues;
 use datafusion::datasource::{MemTable, provider_as_source};
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
@@ -19,6 +20,7 @@ use datafusion::logical_expr::LogicalPlanBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext, col, lit};
 use futures::StreamExt as _;
 
+use crate::catalog::OrderedCatalog;
 use crate::error::QueryError;
 use crate::executor::QueryExecutor;
 use crate::guard;
@@ -125,8 +127,10 @@ pub async fn session(
         .build_arc()?;
     let config = SessionConfig::new()
         .with_information_schema(true)
+        .with_create_default_catalog_and_schema(false)
         .with_default_catalog_and_schema("mxpulse", "public");
     let ctx = SessionContext::new_with_config_rt(config, runtime);
+    ctx.register_catalog("mxpulse", Arc::new(OrderedCatalog::with_schema("public")));
     for table in &snapshot.tables {
         let provider: Arc<dyn TableProvider> = match &table.delta {
             Some(delta) => {
@@ -194,12 +198,27 @@ pub async fn run_sql(
     sql: String,
     limits: Limits,
 ) -> Result<QueryOutput, QueryError> {
+    run_sql_with(executor, ctx, sql, None, limits).await
+}
+
+/// `run_sql` with `params` bound to the query's placeholders (`$1`, `$2`...), after the guard
+/// and read-only planning: values never become SQL text.
+pub async fn run_sql_with(
+    executor: &QueryExecutor,
+    ctx: SessionContext,
+    sql: String,
+    params: Option<ParamValues>,
+    limits: Limits,
+) -> Result<QueryOutput, QueryError> {
     guard::check(&sql)?;
     executor
         .run(limits.timeout, async move {
-            let frame = ctx
+            let mut frame = ctx
                 .sql_with_options(&sql, guard::read_only_options())
                 .await?;
+            if let Some(params) = params {
+                frame = frame.with_param_values(params)?;
+            }
             let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
             let mut stream = frame.execute_stream().await?;
             let mut batches = Vec::new();

@@ -9,8 +9,9 @@ use clap::Args;
 use mxpulse_ingest::LakeRoot;
 use mxpulse_query::access::{AccessList, Principal, Role};
 use mxpulse_query::executor::QueryExecutor;
-use mxpulse_query::http::{self, QueryService};
+use mxpulse_query::http;
 use mxpulse_query::lake::Lake;
+use mxpulse_query::service::QueryService;
 use mxpulse_query::session::Limits;
 
 use crate::config::Config;

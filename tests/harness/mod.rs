@@ -176,6 +176,14 @@ pub fn client_config(bootstrap: &str) -> ClientConfig {
     config
 }
 
+/// The checkout the tests run from: read at run time first, since cargo may reuse a test
+/// binary built in another checkout sharing the build cache (CI clones afresh).
+pub fn repo_root() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into())
+        .into()
+}
+
 pub fn mxpulse_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_mxpulse"))
 }

@@ -16,14 +16,7 @@ pub const APPSERVICE_ID: &str = "mxpulse-test";
 pub fn python() -> PathBuf {
     std::env::var_os("MXPULSE_TEST_PYTHON")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(
-                // At run time first: cargo may reuse a test binary built in another checkout.
-                std::env::var_os("CARGO_MANIFEST_DIR")
-                    .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
-            )
-            .join(".venv/bin/python")
-        })
+        .unwrap_or_else(|| super::repo_root().join(".venv/bin/python"))
 }
 
 pub struct Synapse {
@@ -86,12 +79,7 @@ impl Synapse {
             ),
         )
         .expect("homeserver.yaml");
-        let modules = PathBuf::from(
-            // At run time first: cargo may reuse a test binary built in another checkout.
-            std::env::var_os("CARGO_MANIFEST_DIR")
-                .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
-        )
-        .join("tests/synapse");
+        let modules = super::repo_root().join("tests/synapse");
         let status = Command::new(python())
             .args(["-m", "synapse.app.homeserver", "-c"])
             .arg(d.join("homeserver.yaml"))

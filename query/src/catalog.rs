@@ -1,0 +1,106 @@
+//! The session's catalog, listing its schemas and tables in name order. Every query gets a
+//! new session, and `pg_catalog` numbers tables (their OIDs) in the order the catalog lists
+//! them: DataFusion's in-memory catalog lists them in hash order, which differs from one
+//! session to the next, so psql's `\d events` found the OID of `events` in one query and read
+//! the columns of another table under that OID in the next. In name order, and numbered by
+//! `pg_class` first (`number_tables`: it numbers catalogs, schemas and tables, where
+//! `pg_attribute` alone would number tables only), the same tables get the same OIDs in every
+//! session.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+use async_trait::async_trait;
+use datafusion::catalog::{CatalogProvider, SchemaProvider, TableProvider};
+use datafusion::error::{DataFusionError, Result};
+use datafusion::prelude::SessionContext;
+
+/// Numbers the session's catalogs, schemas and tables the way every session numbers them,
+/// before the statement reads `pg_catalog`.
+pub async fn number_tables(ctx: &SessionContext) -> Result<()> {
+    ctx.sql("SELECT count(*) FROM pg_catalog.pg_class")
+        .await?
+        .collect()
+        .await?;
+    Ok(())
+}
+
+#[derive(Debug, Default)]
+pub struct OrderedCatalog {
+    schemas: RwLock<BTreeMap<String, Arc<dyn SchemaProvider>>>,
+}
+
+impl OrderedCatalog {
+    /// A catalog holding one empty schema, `schema`.
+    pub fn with_schema(schema: &str) -> Self {
+        let catalog = Self::default();
+        write(&catalog.schemas).insert(schema.to_owned(), Arc::new(OrderedSchema::default()));
+        catalog
+    }
+}
+
+impl CatalogProvider for OrderedCatalog {
+    fn schema_names(&self) -> Vec<String> {
+        read(&self.schemas).keys().cloned().collect()
+    }
+
+    fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
+        read(&self.schemas).get(name).cloned()
+    }
+
+    fn register_schema(
+        &self,
+        name: &str,
+        schema: Arc<dyn SchemaProvider>,
+    ) -> Result<Option<Arc<dyn SchemaProvider>>> {
+        Ok(write(&self.schemas).insert(name.to_owned(), schema))
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct OrderedSchema {
+    tables: RwLock<BTreeMap<String, Arc<dyn TableProvider>>>,
+}
+
+#[async_trait]
+impl SchemaProvider for OrderedSchema {
+    fn table_names(&self) -> Vec<String> {
+        read(&self.tables).keys().cloned().collect()
+    }
+
+    async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        Ok(read(&self.tables).get(name).cloned())
+    }
+
+    fn register_table(
+        &self,
+        name: String,
+        table: Arc<dyn TableProvider>,
+    ) -> Result<Option<Arc<dyn TableProvider>>> {
+        let mut tables = write(&self.tables);
+        if tables.contains_key(&name) {
+            return Err(DataFusionError::Plan(format!(
+                "table {name} already exists"
+            )));
+        }
+        Ok(tables.insert(name, table))
+    }
+
+    fn deregister_table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        Ok(write(&self.tables).remove(name))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        read(&self.tables).contains_key(name)
+    }
+}
+
+/// The maps hold no invariant a panicking writer could break, so a poisoned lock is used as is.
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}

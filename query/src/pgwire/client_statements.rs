@@ -1,0 +1,166 @@
+//! The statements PostgreSQL drivers send on their own, answered without the engine: JDBC
+//! (Metabase, DBeaver) opens every connection with `SET extra_float_digits = 3` and
+//! `SET application_name = ...`; drivers in manual-commit mode wrap queries in `BEGIN` ...
+//! `COMMIT`; DBeaver asks `SHOW TRANSACTION ISOLATION LEVEL`. On a read-only service each is a
+//! no-op with PostgreSQL's answer. Only settings that change presentation are accepted: a
+//! `SET` of anything else (DataFusion's own settings above all) still reaches the guard and
+//! is refused there.
+
+use datafusion::sql::sqlparser::ast::{Set, Statement};
+
+/// A driver's statement and the answer it gets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientStatement {
+    /// `BEGIN`, `START TRANSACTION` (any mode: writes are refused anyway).
+    Begin,
+    /// `COMMIT`, `END`.
+    Commit,
+    /// `ROLLBACK` (without a savepoint).
+    Rollback,
+    /// `SET` of a presentation setting, `SET [SESSION CHARACTERISTICS AS] TRANSACTION ...`,
+    /// `DISCARD ALL`: acknowledged with this tag, nothing changes.
+    Acknowledged(&'static str),
+    /// `SHOW` of a setting drivers read: one row with PostgreSQL's value.
+    Show { name: String, value: &'static str },
+}
+
+/// The PostgreSQL settings a `SET` may name: they only shape how values are printed or which
+/// application is named in logs, so ignoring them changes no answer.
+const PRESENTATION_SETTINGS: &[&str] = &[
+    "application_name",
+    "extra_float_digits",
+    "client_encoding",
+    "datestyle",
+    "intervalstyle",
+    "client_min_messages",
+    "bytea_output",
+];
+
+/// The settings a `SHOW` answers: as asked, the column PostgreSQL names, the value this
+/// service behaves by.
+const SHOWN_SETTINGS: &[(&str, &str, &str)] = &[
+    (
+        "transaction isolation level",
+        "transaction_isolation",
+        "read committed",
+    ),
+    (
+        "transaction_isolation",
+        "transaction_isolation",
+        "read committed",
+    ),
+    (
+        "default_transaction_read_only",
+        "default_transaction_read_only",
+        "on",
+    ),
+    ("transaction_read_only", "transaction_read_only", "on"),
+    (
+        "standard_conforming_strings",
+        "standard_conforming_strings",
+        "on",
+    ),
+    ("client_encoding", "client_encoding", "UTF8"),
+    ("server_encoding", "server_encoding", "UTF8"),
+    ("datestyle", "DateStyle", "ISO, MDY"),
+    ("timezone", "TimeZone", "UTC"),
+    ("search_path", "search_path", "public"),
+    ("max_identifier_length", "max_identifier_length", "63"),
+];
+
+impl ClientStatement {
+    /// The driver statement `statement` is, if it is one.
+    pub fn recognize(statement: &Statement) -> Option<Self> {
+        match statement {
+            Statement::StartTransaction {
+                statements,
+                exception,
+                ..
+            } if statements.is_empty() && exception.is_none() => Some(Self::Begin),
+            Statement::Commit { chain: false, .. } => Some(Self::Commit),
+            Statement::Rollback {
+                chain: false,
+                savepoint: None,
+            } => Some(Self::Rollback),
+            Statement::Discard { .. } => Some(Self::Acknowledged("DISCARD ALL")),
+            Statement::Set(Set::SetTransaction { .. }) => Some(Self::Acknowledged("SET")),
+            Statement::Set(Set::SingleAssignment {
+                hivevar: false,
+                variable,
+                ..
+            }) => {
+                let name = variable.to_string().to_ascii_lowercase();
+                PRESENTATION_SETTINGS
+                    .contains(&name.as_str())
+                    .then_some(Self::Acknowledged("SET"))
+            }
+            Statement::ShowVariable { variable } => {
+                let name = variable
+                    .iter()
+                    .map(|part| part.value.to_ascii_lowercase())
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                SHOWN_SETTINGS
+                    .iter()
+                    .find(|(asked, _, _)| *asked == name)
+                    .map(|(_, column, value)| Self::Show {
+                        name: (*column).to_owned(),
+                        value,
+                    })
+            }
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+
+    use super::*;
+
+    fn recognize(sql: &str) -> Option<ClientStatement> {
+        let statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).unwrap();
+        ClientStatement::recognize(&statements[0])
+    }
+
+    #[test]
+    fn drivers_statements_are_answered_and_settings_that_matter_are_not() {
+        assert_eq!(recognize("BEGIN"), Some(ClientStatement::Begin));
+        assert_eq!(recognize("BEGIN READ ONLY"), Some(ClientStatement::Begin));
+        assert_eq!(recognize("START TRANSACTION"), Some(ClientStatement::Begin));
+        assert_eq!(recognize("COMMIT"), Some(ClientStatement::Commit));
+        assert_eq!(recognize("ROLLBACK"), Some(ClientStatement::Rollback));
+        for sql in [
+            "SET extra_float_digits = 3",
+            "SET application_name = 'PostgreSQL JDBC Driver'",
+            "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY",
+            "SET DateStyle TO 'ISO'",
+        ] {
+            assert_eq!(
+                recognize(sql),
+                Some(ClientStatement::Acknowledged("SET")),
+                "{sql}"
+            );
+        }
+        assert_eq!(
+            recognize("SHOW TRANSACTION ISOLATION LEVEL"),
+            Some(ClientStatement::Show {
+                name: "transaction_isolation".into(),
+                value: "read committed"
+            })
+        );
+        // What would change an answer, or the engine, is not a driver's statement.
+        for sql in [
+            "SET datafusion.execution.batch_size = 1",
+            "SET TIME ZONE 'Europe/Paris'",
+            "SET search_path = other",
+            "ROLLBACK TO SAVEPOINT s",
+            "SHOW datafusion.execution.batch_size",
+            "SELECT 1",
+        ] {
+            assert_eq!(recognize(sql), None, "{sql}");
+        }
+    }
+}

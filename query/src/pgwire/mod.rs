@@ -1,0 +1,234 @@
+//! The PostgreSQL wire protocol, on the same sessions, guard and limits as HTTP: psql (the
+//! simple query protocol) and JDBC and other drivers (the extended protocol: Parse, Bind,
+//! Describe, Execute, so Metabase, Grafana and DBeaver). A user logs in with the name and
+//! token of a `[[query.principals]]` entry (cleartext password, so put TLS in front outside
+//! loopback); each query runs through `QueryService::answer_sql` in a session scoped to that
+//! principal, with `pg_catalog` for `\d` and drivers' metadata. Drivers' own `BEGIN`, `SET
+//! application_name` and the like are answered by `client_statements`.
+
+mod client_statements;
+mod extended;
+
+use std::fmt::Debug;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion_postgres::arrow_pg::datatypes::{arrow_schema_to_pg_fields, encode_recordbatch};
+use datafusion_postgres::datafusion_pg_catalog::sql::PostgresCompatibilityParser;
+use datafusion_postgres::pgwire;
+use futures::Sink;
+use pgwire::api::auth::cleartext::CleartextPasswordAuthStartupHandler;
+use pgwire::api::auth::{AuthSource, DefaultServerParameterProvider, LoginInfo, Password};
+use pgwire::api::portal::Format;
+use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use pgwire::api::results::{DataRowEncoder, FieldInfo, QueryResponse, Response, Tag};
+use pgwire::api::store::PortalStore;
+use pgwire::api::{ClientInfo, ClientPortalStore, PgWireServerHandlers, Type};
+use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::PgWireBackendMessage;
+use pgwire::types::format::FormatOptions;
+
+use crate::access::Principal;
+use crate::error::QueryError;
+use crate::service::{QueryService, Surface};
+use crate::session::QueryOutput;
+use client_statements::ClientStatement;
+
+/// Passwords are the principals' tokens.
+#[derive(Debug, Clone)]
+struct Principals(Arc<QueryService>);
+
+#[async_trait]
+impl AuthSource for Principals {
+    async fn get_password(&self, login: &LoginInfo) -> PgWireResult<Password> {
+        let user = login.user().unwrap_or_default();
+        match self.0.access.named(user) {
+            Some((secret, _)) => Ok(Password::new(None, secret.as_bytes().to_vec())),
+            None => Err(PgWireError::InvalidPassword(user.to_owned())),
+        }
+    }
+}
+
+fn user_error(code: &str, message: String) -> PgWireError {
+    PgWireError::UserError(Box::new(ErrorInfo::new(
+        "ERROR".into(),
+        code.into(),
+        message,
+    )))
+}
+
+/// SQLSTATE of each kind of failure.
+fn sql_error(error: QueryError) -> PgWireError {
+    let code = match &error {
+        QueryError::Refused(_) | QueryError::Forbidden(_) => "42501",
+        QueryError::Invalid(_) => "42601",
+        QueryError::Timeout(_) => "57014",
+        QueryError::Memory(_) => "53200",
+        QueryError::Lake(_) => "58030",
+        QueryError::Internal(_) => "XX000",
+    };
+    user_error(code, error.to_string())
+}
+
+/// The logged-in principal of a connection (authenticated at startup).
+fn principal_of(service: &QueryService, client: &impl ClientInfo) -> PgWireResult<Principal> {
+    let user = client.metadata().get("user").cloned().unwrap_or_default();
+    match service.access.named(&user) {
+        Some((_, principal)) => Ok(principal.clone()),
+        None => Err(user_error("28000", format!("unknown user {user}"))),
+    }
+}
+
+/// The rows of `output` as the client asked them (text or binary, per column).
+fn rows_response(
+    output: QueryOutput,
+    format: &Format,
+    options: Arc<FormatOptions>,
+) -> PgWireResult<Response> {
+    if output.schema.fields().is_empty() {
+        return Ok(Response::Execution(Tag::new("SELECT").with_rows(0)));
+    }
+    let fields = Arc::new(arrow_schema_to_pg_fields(
+        &output.schema,
+        format,
+        Some(options),
+    )?);
+    let rows: Vec<_> = output
+        .batches
+        .into_iter()
+        .flat_map(|batch| encode_recordbatch(fields.clone(), batch))
+        .collect();
+    Ok(Response::Query(QueryResponse::new(
+        fields,
+        futures::stream::iter(rows),
+    )))
+}
+
+/// The column a `SHOW` answers with.
+fn show_field(name: &str, format: &Format) -> FieldInfo {
+    FieldInfo::new(name.into(), None, None, Type::TEXT, format.format_for(0))
+}
+
+/// PostgreSQL's answer to a driver's statement.
+fn client_response(statement: &ClientStatement, format: &Format) -> PgWireResult<Response> {
+    Ok(match statement {
+        ClientStatement::Begin => Response::TransactionStart(Tag::new("BEGIN")),
+        ClientStatement::Commit => Response::TransactionEnd(Tag::new("COMMIT")),
+        ClientStatement::Rollback => Response::TransactionEnd(Tag::new("ROLLBACK")),
+        ClientStatement::Acknowledged(tag) => Response::Execution(Tag::new(tag)),
+        ClientStatement::Show { name, value } => {
+            let field = show_field(name, format);
+            let fields = Arc::new(vec![field]);
+            let mut row = DataRowEncoder::new(fields.clone());
+            row.encode_field(&value.to_string())?;
+            Response::Query(QueryResponse::new(
+                fields,
+                futures::stream::iter([Ok(row.take_row())]),
+            ))
+        }
+    })
+}
+
+struct ScopedQueries {
+    service: Arc<QueryService>,
+    parser: PostgresCompatibilityParser,
+}
+
+#[async_trait]
+impl SimpleQueryHandler for ScopedQueries {
+    async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let principal = principal_of(&self.service, client)?;
+        // psql's catalog queries use PostgreSQL forms that DataFusion reads once rewritten.
+        let statements = self
+            .parser
+            .parse(query)
+            .map_err(|e| user_error("42601", e.to_string()))?;
+        if statements.is_empty() {
+            return Ok(vec![Response::EmptyQuery]);
+        }
+        let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
+        let mut responses = Vec::new();
+        for statement in statements {
+            if let Some(known) = ClientStatement::recognize(&statement) {
+                responses.push(client_response(&known, &Format::UnifiedText)?);
+                continue;
+            }
+            let output = self
+                .service
+                .answer_sql(&principal, statement.to_string(), None, Surface::Pgwire)
+                .await
+                .map_err(sql_error)?;
+            responses.push(rows_response(
+                output,
+                &Format::UnifiedText,
+                options.clone(),
+            )?);
+        }
+        Ok(responses)
+    }
+}
+
+struct Handlers {
+    queries: Arc<ScopedQueries>,
+    prepared: Arc<extended::PreparedQueries>,
+    startup: Arc<CleartextPasswordAuthStartupHandler<Principals, DefaultServerParameterProvider>>,
+}
+
+impl PgWireServerHandlers for Handlers {
+    fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
+        self.queries.clone()
+    }
+
+    fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
+        self.prepared.clone()
+    }
+
+    fn startup_handler(&self) -> Arc<impl pgwire::api::auth::StartupHandler> {
+        self.startup.clone()
+    }
+}
+
+/// Listens on `address` and serves every connection until the task is dropped.
+pub async fn serve(
+    address: SocketAddr,
+    service: Arc<QueryService>,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind(address).await?;
+    let bound = listener.local_addr()?;
+    let handlers = Arc::new(Handlers {
+        queries: Arc::new(ScopedQueries {
+            service: service.clone(),
+            parser: PostgresCompatibilityParser::new(),
+        }),
+        prepared: Arc::new(extended::PreparedQueries::new(service.clone())),
+        startup: Arc::new(CleartextPasswordAuthStartupHandler::new(
+            Principals(service),
+            DefaultServerParameterProvider::default(),
+        )),
+    });
+    let task = tokio::spawn(async move {
+        loop {
+            match listener.accept().await {
+                Ok((socket, _)) => {
+                    let handlers = handlers.clone();
+                    tokio::spawn(async move {
+                        if let Err(error) =
+                            pgwire::tokio::process_socket(socket, None, handlers).await
+                        {
+                            tracing::debug!(%error, "pgwire connection ended");
+                        }
+                    });
+                }
+                Err(error) => tracing::warn!(%error, "pgwire accept failed"),
+            }
+        }
+    });
+    Ok((bound, task))
+}
