@@ -365,7 +365,7 @@ async fn a_generated_registration_works_end_to_end() {
 
 /// A Synapse-schema SQLite file (the tables the tap reads), written with Python's sqlite3.
 fn synapse_sql(db: &std::path::Path, sql: &str) {
-    let status = std::process::Command::new(harness::synapse::python())
+    let status = std::process::Command::new(harness::python())
         .arg("-c")
         .arg("import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.executescript(sys.argv[2]); c.commit()")
         .arg(db)

@@ -4,21 +4,12 @@
 mod harness;
 
 use std::collections::HashSet;
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
 use harness::pipeline::*;
 use harness::{Broker, BrokerKind};
 use mxpulse_schemas::*;
-
-/// The Python with DuckDB that `scripts/test` installs (`MXPULSE_TEST_PYTHON`, or the
-/// project's `.venv`).
-fn python() -> PathBuf {
-    std::env::var_os("MXPULSE_TEST_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| harness::repo_root().join(".venv/bin/python"))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duckdb_reads_the_same_lake_as_datafusion() {
@@ -35,7 +26,7 @@ async fn duckdb_reads_the_same_lake_as_datafusion() {
     wait_caught_up(&broker.bootstrap, &lake, "readers", Duration::from_secs(60)).await;
     assert!(ingest.stop());
 
-    let output = Command::new(python())
+    let output = Command::new(harness::python())
         .arg(harness::repo_root().join("tests/readers/duckdb_counts.py"))
         .arg(&lake)
         .output()

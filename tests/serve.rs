@@ -562,7 +562,7 @@ async fn psql_over_the_wire_with_the_same_answers_guard_and_scope() {
     assert_eq!(servers, B);
 }
 
-/// The facts `tests/jdbc/JdbcClient.java` prints, run by Java over pgjdbc as `user`, asking
+/// The facts `tests/clients/JdbcClient.java` prints, run by Java over pgjdbc as `user`, asking
 /// about `server`'s events; `mode` is `all` or `scope` (prepared statements only).
 fn jdbc(
     serve: &Serve,
@@ -579,7 +579,7 @@ fn jdbc(
     let output = Command::new("java")
         .arg("-cp")
         .arg(jar)
-        .arg(harness::repo_root().join("tests/jdbc/JdbcClient.java"))
+        .arg(harness::repo_root().join("tests/clients/JdbcClient.java"))
         .args([&serve.pg_port.to_string(), user, password, server, mode])
         .output()
         .expect("java (scripts/test installs default-jdk-headless)");
@@ -675,4 +675,72 @@ async fn jdbc_tools_connect_prepare_and_read_the_catalog_within_the_same_guard_a
     // Every query was logged with its user.
     let log = std::fs::read_to_string(&serve.log).unwrap();
     assert!(log.contains("finances-analyst") && log.contains("Pgwire"));
+}
+
+/// What `tests/clients/python_clients.py` saw as `user`, asking about `server`'s events.
+fn python_clients(serve: &Serve, user: &str, password: &str, server: &str) -> Value {
+    let output = Command::new(harness::python())
+        .arg(harness::repo_root().join("tests/clients/python_clients.py"))
+        .args([&serve.pg_port.to_string(), user, password, server])
+        .output()
+        .expect("python with psycopg, SQLAlchemy and pandas (scripts/test installs them)");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn python_analysts_psycopg_and_pandas_get_the_http_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = lake_with_two_servers(dir.path()).await;
+    let serve = start(dir.path(), &lake);
+    let facts = python_clients(&serve, "dinum-analyst", ANALYST, A);
+    // Each answer against the same question over HTTP.
+    let http = |query: &'static str| {
+        let serve = &serve;
+        async move { sql(serve, ANALYST, query).await.1["rows"].clone() }
+    };
+    let of_a = http(
+        "SELECT count(*) AS n, max(date) AS last FROM events WHERE server = 'agent.interieur.tchap.gouv.fr'",
+    )
+    .await;
+    assert_eq!(facts["psycopg_events_of_server"], of_a[0]["n"]);
+    assert_eq!(facts["psycopg_binary_prepared"][0], of_a[0]["n"]);
+    assert_eq!(facts["psycopg_binary_prepared"][1], of_a[0]["last"]);
+    assert_eq!(
+        facts["psycopg_injection"], 0,
+        "the value was bound, not pasted"
+    );
+    assert_eq!(facts["psycopg_delete"], "42501");
+    assert_eq!(facts["psycopg_events_after_delete"], 9);
+    let mau = http(
+        "SELECT count(DISTINCT \"user\") AS n FROM visits WHERE platform <> 'unknown' AND day BETWEEN '2024-05-01' AND '2024-05-31'",
+    )
+    .await;
+    assert_eq!(facts["psycopg2_active_users_may"], mau[0]["n"]);
+    let daily = http(
+        "SELECT CAST(date AS VARCHAR) AS day, count(*) AS n FROM events WHERE type = 'm.room.message' GROUP BY date ORDER BY date",
+    )
+    .await;
+    let daily: Vec<Value> = daily
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| json!([row["day"], row["n"]]))
+        .collect();
+    assert!(!daily.is_empty());
+    for driver in ["psycopg2", "psycopg"] {
+        assert_eq!(
+            facts[format!("pandas_{driver}_daily_messages")],
+            Value::Array(daily.clone()),
+            "{driver}"
+        );
+    }
+    // The ministry's analyst, through the same drivers: its server's rows only.
+    let scoped = python_clients(&serve, "finances-analyst", B_ANALYST, A);
+    assert_eq!(scoped["psycopg_events_of_server"], 0);
+    assert_eq!(scoped["psycopg_events_after_delete"], 3);
 }

@@ -261,7 +261,7 @@ async fn synapse_activity_reaches_kafka_as_exactly_the_expected_records() {
         (visits.len() >= 3).then_some(visits)
     })
     .unwrap_or_else(|| {
-        let tables = std::process::Command::new(harness::synapse::python())
+        let tables = std::process::Command::new(harness::python())
             .arg("-c")
             .arg("import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); print([r for r in c.execute('select user_id, device_id, timestamp from user_daily_visits')], [r for r in c.execute('select user_id, device_id, last_seen from user_ips')])")
             .arg(&synapse.database)

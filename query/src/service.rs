@@ -10,8 +10,6 @@ use std::time::Instant;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::ParamValues;
 use datafusion::prelude::SessionContext;
-use datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
-use datafusion_postgres::datafusion_pg_catalog::setup_pg_catalog;
 
 use crate::access::{AccessList, Principal};
 use crate::error::QueryError;
@@ -46,8 +44,8 @@ pub struct QueryMetrics {
     pub micros: AtomicU64,
 }
 
-/// Which surface a query came by: PostgreSQL clients also get `pg_catalog`, which psql's
-/// `\d` and JDBC's metadata read.
+/// Which surface a query came by: PostgreSQL clients also get `pg_catalog` (psql's `\d`,
+/// JDBC's metadata) and a PostgreSQL `version()`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Surface {
     Http,
@@ -179,11 +177,7 @@ impl QueryService {
         )
         .await?;
         if surface == Surface::Pgwire {
-            setup_pg_catalog(&ctx, "mxpulse", EmptyContextProvider)
-                .map_err(|e| QueryError::Internal(e.to_string()))?;
-            if sql.to_ascii_lowercase().contains("pg_catalog") {
-                crate::catalog::number_tables(&ctx).await?;
-            }
+            crate::catalog::for_postgres_clients(&ctx, sql).await?;
         }
         Ok(ctx)
     }

@@ -184,6 +184,14 @@ pub fn repo_root() -> PathBuf {
         .into()
 }
 
+/// The Python `scripts/test` installs the tests' packages into (tests/requirements.txt):
+/// `MXPULSE_TEST_PYTHON`, or the checkout's `.venv`.
+pub fn python() -> PathBuf {
+    std::env::var_os("MXPULSE_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(".venv/bin/python"))
+}
+
 pub fn mxpulse_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_mxpulse"))
 }

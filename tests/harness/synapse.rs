@@ -9,15 +9,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::{free_port, stop, wait_for};
+use super::{free_port, python, stop, wait_for};
 
 pub const APPSERVICE_ID: &str = "mxpulse-test";
-
-pub fn python() -> PathBuf {
-    std::env::var_os("MXPULSE_TEST_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| super::repo_root().join(".venv/bin/python"))
-}
 
 pub struct Synapse {
     child: Child,

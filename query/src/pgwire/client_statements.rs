@@ -1,7 +1,7 @@
 //! The statements PostgreSQL drivers send on their own, answered without the engine: JDBC
 //! (Metabase, DBeaver) opens every connection with `SET extra_float_digits = 3` and
 //! `SET application_name = ...`; drivers in manual-commit mode wrap queries in `BEGIN` ...
-//! `COMMIT`; DBeaver asks `SHOW TRANSACTION ISOLATION LEVEL`. On a read-only service each is a
+//! `COMMIT`, and SQLAlchemy in savepoints; DBeaver asks `SHOW TRANSACTION ISOLATION LEVEL`. On a read-only service each is a
 //! no-op with PostgreSQL's answer. Only settings that change presentation are accepted: a
 //! `SET` of anything else (DataFusion's own settings above all) still reaches the guard and
 //! is refused there.
@@ -15,10 +15,12 @@ pub enum ClientStatement {
     Begin,
     /// `COMMIT`, `END`.
     Commit,
-    /// `ROLLBACK` (without a savepoint).
+    /// `ROLLBACK` (of the transaction).
     Rollback,
     /// `SET` of a presentation setting, `SET [SESSION CHARACTERISTICS AS] TRANSACTION ...`,
-    /// `DISCARD ALL`: acknowledged with this tag, nothing changes.
+    /// `DISCARD ALL`, `SAVEPOINT`, `RELEASE`, `ROLLBACK TO`, `DEALLOCATE`: acknowledged with
+    /// this tag, nothing changes (nothing is ever written to undo; a statement prepared again
+    /// under its name replaces the old one).
     Acknowledged(&'static str),
     /// `SHOW` of a setting drivers read: one row with PostgreSQL's value.
     Show { name: String, value: &'static str },
@@ -82,6 +84,13 @@ impl ClientStatement {
                 chain: false,
                 savepoint: None,
             } => Some(Self::Rollback),
+            Statement::Rollback {
+                chain: false,
+                savepoint: Some(_),
+            } => Some(Self::Acknowledged("ROLLBACK")),
+            Statement::Savepoint { .. } => Some(Self::Acknowledged("SAVEPOINT")),
+            Statement::ReleaseSavepoint { .. } => Some(Self::Acknowledged("RELEASE")),
+            Statement::Deallocate { .. } => Some(Self::Acknowledged("DEALLOCATE")),
             Statement::Discard { .. } => Some(Self::Acknowledged("DISCARD ALL")),
             Statement::Set(Set::SetTransaction { .. }) => Some(Self::Acknowledged("SET")),
             Statement::Set(Set::SingleAssignment {
@@ -132,6 +141,14 @@ mod tests {
         assert_eq!(recognize("START TRANSACTION"), Some(ClientStatement::Begin));
         assert_eq!(recognize("COMMIT"), Some(ClientStatement::Commit));
         assert_eq!(recognize("ROLLBACK"), Some(ClientStatement::Rollback));
+        for (sql, tag) in [
+            ("SAVEPOINT _pg3_1", "SAVEPOINT"),
+            ("RELEASE SAVEPOINT _pg3_1", "RELEASE"),
+            ("ROLLBACK TO SAVEPOINT _pg3_1", "ROLLBACK"),
+            ("DEALLOCATE ALL", "DEALLOCATE"),
+        ] {
+            assert_eq!(recognize(sql), Some(ClientStatement::Acknowledged(tag)));
+        }
         for sql in [
             "SET extra_float_digits = 3",
             "SET application_name = 'PostgreSQL JDBC Driver'",
@@ -156,7 +173,6 @@ mod tests {
             "SET datafusion.execution.batch_size = 1",
             "SET TIME ZONE 'Europe/Paris'",
             "SET search_path = other",
-            "ROLLBACK TO SAVEPOINT s",
             "SHOW datafusion.execution.batch_size",
             "SELECT 1",
         ] {
