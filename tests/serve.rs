@@ -744,3 +744,58 @@ async fn python_analysts_psycopg_and_pandas_get_the_http_answers() {
     assert_eq!(scoped["psycopg_events_of_server"], 0);
     assert_eq!(scoped["psycopg_events_after_delete"], 3);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metabase_and_grafana_catalog_queries_answer_over_jdbc() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = lake_with_two_servers(dir.path()).await;
+    let serve = start(dir.path(), &lake);
+    let queries = harness::repo_root().join("tests/clients/bi_catalog_queries.sql");
+    let answers = jdbc(
+        &serve,
+        "dinum-analyst",
+        ANALYST,
+        "queries",
+        queries.to_str().unwrap(),
+    );
+    let errors: Vec<_> = answers.keys().filter(|k| k.ends_with("_error")).collect();
+    assert!(errors.is_empty(), "{answers:#?}");
+    let rows = |n: usize| answers[&format!("query_{n}_rows")].as_str();
+    let first = |n: usize| answers[&format!("query_{n}_first")].as_str();
+    assert_eq!(answers.len(), 2 * 10, "every query ran: {answers:#?}");
+    let views = [
+        "accounts",
+        "daily_figures",
+        "events",
+        "monthly_figures",
+        "rooms",
+        "visits",
+    ];
+    // The columns of each view, as a query over HTTP returns them.
+    let mut columns_of = BTreeMap::new();
+    for view in views {
+        let (_, answer) = sql(&serve, ANALYST, &format!("SELECT * FROM {view} LIMIT 0")).await;
+        let names: Vec<String> = answer["columns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap().to_owned())
+            .collect();
+        columns_of.insert(view, names);
+    }
+    assert_eq!(first(0), "pg_catalog,public", "schemas");
+    assert_eq!(rows(1), "6", "tables");
+    let all_columns: Vec<String> = columns_of.values().flatten().cloned().collect();
+    assert_eq!(first(2), all_columns.join(","), "Metabase's fields");
+    assert_eq!(rows(3), "0", "no materialized views");
+    assert_eq!(rows(4), "0", "no foreign keys");
+    assert_eq!(rows(5), "0", "the SELECT probe");
+    assert_eq!(rows(6), "1", "one week of messages");
+    assert_eq!(first(7), views.join(","), "Grafana's tables");
+    assert_eq!(
+        first(8),
+        columns_of["events"].join(","),
+        "Grafana's columns"
+    );
+    assert_eq!(rows(9), "1", "one day of messages");
+}

@@ -17,6 +17,7 @@ pub mod guard;
 pub mod http;
 pub mod lake;
 pub mod pgwire;
+pub mod postgres_functions;
 pub mod service;
 pub mod session;
 

@@ -6,7 +6,9 @@
 // test (tests/serve.rs) holds the expectations.
 //
 // Usage: java -cp /usr/share/java/postgresql.jar JdbcClient.java PORT USER PASSWORD SERVER [all|scope]
-// (`scope` runs the prepared statements and the transaction only).
+// (`scope` runs the prepared statements and the transaction only), or
+// ... JdbcClient.java PORT USER PASSWORD queries FILE: each `;`-terminated statement of FILE
+// prepared and run, `query_N_rows=` and `query_N_first=` (its first column) or `query_N_error=`.
 import java.sql.*;
 import java.util.ArrayList;
 import java.util.List;
@@ -17,6 +19,10 @@ public class JdbcClient {
         String server = args[3];
         boolean all = args.length < 5 || args[4].equals("all");
         try (Connection c = DriverManager.getConnection(url, args[1], args[2])) {
+            if (server.equals("queries")) {
+                queries(c, java.nio.file.Files.readString(java.nio.file.Path.of(args[4])));
+                return;
+            }
             fact("version", c.getMetaData().getDatabaseProductVersion());
             fact("isolation", c.getTransactionIsolation());
             if (all) {
@@ -102,6 +108,26 @@ public class JdbcClient {
                 r.next();
                 fact("events_after_" + i, r.getLong(1));
             }
+        }
+    }
+
+    static void queries(Connection c, String file) {
+        StringBuilder text = new StringBuilder();
+        for (String line : file.split("\n")) {
+            if (!line.startsWith("--")) text.append(line).append("\n");
+        }
+        int n = 0;
+        for (String sql : text.toString().split(";\\s*\n")) {
+            if (sql.isBlank()) continue;
+            try (PreparedStatement s = c.prepareStatement(sql); ResultSet r = s.executeQuery()) {
+                List<String> first = new ArrayList<>();
+                while (r.next()) first.add(String.valueOf(r.getObject(1)));
+                fact("query_" + n + "_rows", first.size());
+                fact("query_" + n + "_first", String.join(",", first));
+            } catch (SQLException e) {
+                fact("query_" + n + "_error", e.getSQLState() + " " + e.getMessage().replace('\n', ' '));
+            }
+            n++;
         }
     }
 

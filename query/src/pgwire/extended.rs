@@ -12,7 +12,6 @@ use async_trait::async_trait;
 use datafusion::arrow::datatypes::DataType;
 use datafusion_postgres::arrow_pg::datatypes::df::deserialize_parameters;
 use datafusion_postgres::arrow_pg::datatypes::{arrow_schema_to_pg_fields, into_pg_type};
-use datafusion_postgres::datafusion_pg_catalog::sql::PostgresCompatibilityParser;
 use datafusion_postgres::pgwire;
 use futures::Sink;
 use pgwire::api::portal::{Format, Portal};
@@ -26,6 +25,7 @@ use pgwire::messages::PgWireBackendMessage;
 use pgwire::types::format::FormatOptions;
 
 use super::client_statements::ClientStatement;
+use super::postgres_sql::PostgresSql;
 use super::{client_response, principal_of, rows_response, show_field, sql_error, user_error};
 use crate::error::QueryError;
 use crate::service::{PreparedShape, QueryService, Surface};
@@ -41,7 +41,7 @@ pub enum PreparedStatement {
 
 pub struct StatementParser {
     service: Arc<QueryService>,
-    sql: PostgresCompatibilityParser,
+    sql: PostgresSql,
 }
 
 #[async_trait]
@@ -122,7 +122,7 @@ impl PreparedQueries {
         Self {
             parser: Arc::new(StatementParser {
                 service: service.clone(),
-                sql: PostgresCompatibilityParser::new(),
+                sql: PostgresSql::new(),
             }),
             service,
         }

@@ -8,6 +8,7 @@
 
 mod client_statements;
 mod extended;
+mod postgres_sql;
 
 use std::fmt::Debug;
 use std::net::SocketAddr;
@@ -15,7 +16,6 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion_postgres::arrow_pg::datatypes::{arrow_schema_to_pg_fields, encode_recordbatch};
-use datafusion_postgres::datafusion_pg_catalog::sql::PostgresCompatibilityParser;
 use datafusion_postgres::pgwire;
 use futures::Sink;
 use pgwire::api::auth::cleartext::CleartextPasswordAuthStartupHandler;
@@ -34,6 +34,7 @@ use crate::error::QueryError;
 use crate::service::{QueryService, Surface};
 use crate::session::QueryOutput;
 use client_statements::ClientStatement;
+use postgres_sql::PostgresSql;
 
 /// Passwords are the principals' tokens.
 #[derive(Debug, Clone)]
@@ -132,7 +133,7 @@ fn client_response(statement: &ClientStatement, format: &Format) -> PgWireResult
 
 struct ScopedQueries {
     service: Arc<QueryService>,
-    parser: PostgresCompatibilityParser,
+    parser: PostgresSql,
 }
 
 #[async_trait]
@@ -145,7 +146,6 @@ impl SimpleQueryHandler for ScopedQueries {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let principal = principal_of(&self.service, client)?;
-        // psql's catalog queries use PostgreSQL forms that DataFusion reads once rewritten.
         let statements = self
             .parser
             .parse(query)
@@ -205,7 +205,7 @@ pub async fn serve(
     let handlers = Arc::new(Handlers {
         queries: Arc::new(ScopedQueries {
             service: service.clone(),
-            parser: PostgresCompatibilityParser::new(),
+            parser: PostgresSql::new(),
         }),
         prepared: Arc::new(extended::PreparedQueries::new(service.clone())),
         startup: Arc::new(CleartextPasswordAuthStartupHandler::new(

@@ -1,0 +1,399 @@
+//! PostgreSQL functions that clients call and DataFusion lacks, registered in the sessions of
+//! PostgreSQL clients: `version()` in PostgreSQL's form (SQLAlchemy reads the version from it),
+//! `to_regtype` (psycopg 3), `format` (Metabase builds type names and `regclass` casts with it),
+//! `to_regclass` (a relation's OID by name) and `col_description` (no column has a comment
+//! here: NULL, as PostgreSQL answers for one without).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, Int32Array, StringBuilder};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::cast::as_string_array;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility, create_udf,
+};
+use datafusion::prelude::SessionContext;
+use datafusion::scalar::ScalarValue;
+use datafusion_postgres::pgwire::api::Type;
+
+/// What `version()` answers: the PostgreSQL version pgwire announces as `server_version`.
+pub const POSTGRES_VERSION: &str =
+    "PostgreSQL 16.6 (mxpulse, Apache DataFusion) on x86_64-pc-linux-gnu";
+
+pub fn register(ctx: &SessionContext) {
+    ctx.register_udf(create_udf(
+        "version",
+        vec![],
+        DataType::Utf8,
+        Volatility::Immutable,
+        Arc::new(|_| {
+            Ok(ColumnarValue::Scalar(ScalarValue::Utf8(Some(
+                POSTGRES_VERSION.to_owned(),
+            ))))
+        }),
+    ));
+    ctx.register_udf(create_udf(
+        "to_regtype",
+        vec![DataType::Utf8],
+        DataType::Int32,
+        Volatility::Immutable,
+        Arc::new(to_regtype),
+    ));
+    ctx.register_udf(ScalarUDF::new_from_impl(Format::default()));
+    ctx.register_udf(ScalarUDF::new_from_impl(ColDescription::default()));
+}
+
+/// The types `to_regtype` knows: the ones this service's columns map to and the usual ones
+/// drivers ask about, each under PostgreSQL's names for it.
+const TYPES: &[(&[&str], Type)] = &[
+    (&["bool", "boolean"], Type::BOOL),
+    (&["int2", "smallint"], Type::INT2),
+    (&["int4", "integer", "int"], Type::INT4),
+    (&["int8", "bigint"], Type::INT8),
+    (&["float4", "real"], Type::FLOAT4),
+    (&["float8", "double precision"], Type::FLOAT8),
+    (&["numeric", "decimal"], Type::NUMERIC),
+    (&["text"], Type::TEXT),
+    (&["varchar", "character varying"], Type::VARCHAR),
+    (&["bpchar", "character"], Type::BPCHAR),
+    (&["name"], Type::NAME),
+    (&["oid"], Type::OID),
+    (&["bytea"], Type::BYTEA),
+    (&["date"], Type::DATE),
+    (&["time", "time without time zone"], Type::TIME),
+    (
+        &["timestamp", "timestamp without time zone"],
+        Type::TIMESTAMP,
+    ),
+    (
+        &["timestamptz", "timestamp with time zone"],
+        Type::TIMESTAMPTZ,
+    ),
+    (&["interval"], Type::INTERVAL),
+    (&["json"], Type::JSON),
+    (&["jsonb"], Type::JSONB),
+    (&["uuid"], Type::UUID),
+];
+
+/// PostgreSQL's `to_regtype(name)`: the type's OID, NULL for a type this server does not have
+/// (psycopg 3 asks it whether `hstore` exists).
+fn to_regtype(args: &[ColumnarValue]) -> Result<ColumnarValue> {
+    fn oid(name: &str) -> Option<i32> {
+        let name = name.trim().to_ascii_lowercase();
+        let name = name.strip_prefix("pg_catalog.").unwrap_or(&name);
+        TYPES
+            .iter()
+            .find(|(names, _)| names.contains(&name))
+            .and_then(|(_, ty)| i32::try_from(ty.oid()).ok())
+    }
+    match args {
+        [ColumnarValue::Scalar(ScalarValue::Utf8(name))] => Ok(ColumnarValue::Scalar(
+            ScalarValue::Int32(name.as_deref().and_then(oid)),
+        )),
+        [ColumnarValue::Array(names)] => {
+            let names = as_string_array(names)?;
+            let oids: Int32Array = names.iter().map(|name| name.and_then(oid)).collect();
+            Ok(ColumnarValue::Array(Arc::new(oids)))
+        }
+        _ => Err(DataFusionError::Plan(
+            "to_regtype takes one type name".into(),
+        )),
+    }
+}
+
+/// PostgreSQL's `to_regclass(name)`: the OID of the relation `name` (`table`, `schema.table`,
+/// double-quoted parts as PostgreSQL writes them; unqualified names looked up in `public`
+/// then `pg_catalog`, the search path), NULL when there is none. `relations` are the
+/// session's, by schema and name.
+pub fn to_regclass(relations: HashMap<(String, String), i32>) -> ScalarUDF {
+    let lookup = move |name: &str| -> Option<i32> {
+        let parts = split_qualified(name)?;
+        match parts.as_slice() {
+            [schema, table] => relations.get(&(schema.clone(), table.clone())).copied(),
+            [table] => ["public", "pg_catalog"]
+                .iter()
+                .find_map(|schema| relations.get(&((*schema).to_owned(), table.clone())))
+                .copied(),
+            _ => None,
+        }
+    };
+    create_udf(
+        "to_regclass",
+        vec![DataType::Utf8],
+        DataType::Int32,
+        Volatility::Stable,
+        Arc::new(move |args: &[ColumnarValue]| match args {
+            [ColumnarValue::Scalar(ScalarValue::Utf8(name))] => Ok(ColumnarValue::Scalar(
+                ScalarValue::Int32(name.as_deref().and_then(&lookup)),
+            )),
+            [ColumnarValue::Array(names)] => {
+                let names = as_string_array(names)?;
+                let oids: Int32Array = names.iter().map(|n| n.and_then(&lookup)).collect();
+                Ok(ColumnarValue::Array(Arc::new(oids)))
+            }
+            _ => Err(DataFusionError::Plan("to_regclass takes one name".into())),
+        }),
+    )
+}
+
+/// `a.b`, `"A"."b.c"`, `Events` as PostgreSQL reads a qualified name: parts split on dots
+/// outside double quotes, unquoted parts lower-cased, `""` inside quotes a quote.
+fn split_qualified(name: &str) -> Option<Vec<String>> {
+    let mut parts = vec![String::new()];
+    let mut chars = name.trim().chars().peekable();
+    let mut quoted = false;
+    while let Some(c) = chars.next() {
+        match (c, quoted) {
+            ('"', false) => quoted = true,
+            ('"', true) if chars.peek() == Some(&'"') => {
+                chars.next();
+                parts.last_mut()?.push('"');
+            }
+            ('"', true) => quoted = false,
+            ('.', false) => parts.push(String::new()),
+            (c, true) => parts.last_mut()?.push(c),
+            (c, false) => parts.last_mut()?.push(c.to_ascii_lowercase()),
+        }
+    }
+    (!quoted && parts.iter().all(|p| !p.is_empty())).then_some(parts)
+}
+
+/// PostgreSQL's `format(template, args...)`: `%s` (the value as text, NULL as nothing), `%I`
+/// (an identifier, quoted when it must be), `%L` (a literal, quoted; NULL as `NULL`), `%%`,
+/// and argument positions (`%2$s`). Widths and flags are refused.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct Format {
+    signature: Signature,
+}
+
+impl Default for Format {
+    fn default() -> Self {
+        Self {
+            signature: Signature::variadic_any(Volatility::Immutable),
+        }
+    }
+}
+
+impl ScalarUDFImpl for Format {
+    fn name(&self) -> &str {
+        "format"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let rows = args.number_rows;
+        let texts: Vec<ArrayRef> = args
+            .args
+            .iter()
+            .map(|arg| Ok(cast(&arg.to_array(rows)?, &DataType::Utf8)?))
+            .collect::<Result<_>>()?;
+        let texts: Vec<_> = texts
+            .iter()
+            .map(|array| as_string_array(array))
+            .collect::<Result<_>>()?;
+        let Some((template, values)) = texts.split_first() else {
+            return Err(DataFusionError::Plan("format takes a template".into()));
+        };
+        let mut out = StringBuilder::new();
+        for row in 0..rows {
+            if template.is_null(row) {
+                out.append_null();
+                continue;
+            }
+            let value = |i: usize| {
+                values
+                    .get(i)
+                    .map(|v| (!v.is_null(row)).then(|| v.value(row)))
+            };
+            out.append_value(format_row(template.value(row), value)?);
+        }
+        Ok(ColumnarValue::Array(Arc::new(out.finish())))
+    }
+}
+
+/// One row of `format`: `value(i)` is the i-th argument (`None` past the last, `Some(None)`
+/// for NULL).
+fn format_row<'a>(
+    template: &str,
+    value: impl Fn(usize) -> Option<Option<&'a str>>,
+) -> Result<String> {
+    let refuse = |what: &str| DataFusionError::Execution(format!("format: {what}"));
+    let mut out = String::new();
+    let mut chars = template.chars().peekable();
+    let mut next = 0;
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        let mut spec = String::new();
+        let kind = loop {
+            match chars.next() {
+                Some(c) if c.is_ascii_digit() || c == '$' => spec.push(c),
+                Some(c) => break c,
+                None => return Err(refuse("unterminated format specifier")),
+            }
+        };
+        if kind == '%' && spec.is_empty() {
+            out.push('%');
+            continue;
+        }
+        let position = match spec.strip_suffix('$') {
+            Some(n) => {
+                n.parse::<usize>()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| refuse("bad argument position"))?
+                    - 1
+            }
+            None if spec.is_empty() => next,
+            None => return Err(refuse("widths are not supported")),
+        };
+        next = position + 1;
+        let arg = value(position).ok_or_else(|| refuse("too few arguments"))?;
+        match (kind, arg) {
+            ('s', Some(text)) => out.push_str(text),
+            ('s', None) => {}
+            ('I', Some(text)) => out.push_str(&quote_ident(text)),
+            ('I', None) => return Err(refuse("NULL cannot be an identifier")),
+            ('L', Some(text)) => out.push_str(&format!("'{}'", text.replace('\'', "''"))),
+            ('L', None) => out.push_str("NULL"),
+            (other, _) => return Err(refuse(&format!("unrecognized conversion %{other}"))),
+        }
+    }
+    Ok(out)
+}
+
+/// PostgreSQL's `quote_ident`: bare when lower-case letters, digits and underscores not
+/// starting with a digit, double-quoted otherwise.
+fn quote_ident(name: &str) -> String {
+    let bare = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if bare {
+        name.to_owned()
+    } else {
+        format!("\"{}\"", name.replace('"', "\"\""))
+    }
+}
+
+/// `col_description(table, column)`: the column's comment; no column has one.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct ColDescription {
+    signature: Signature,
+}
+
+impl Default for ColDescription {
+    fn default() -> Self {
+        Self {
+            signature: Signature::any(2, Volatility::Stable),
+        }
+    }
+}
+
+impl ScalarUDFImpl for ColDescription {
+    fn name(&self) -> &str {
+        "col_description"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(&self, _: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        Ok(ColumnarValue::Scalar(ScalarValue::Utf8(None)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn to_regtype_knows_postgres_names_and_not_extensions() {
+        let ask = |name: &str| match to_regtype(&[ColumnarValue::Scalar(ScalarValue::Utf8(Some(
+            name.into(),
+        )))]) {
+            Ok(ColumnarValue::Scalar(ScalarValue::Int32(oid))) => oid,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(ask("int8"), Some(20));
+        assert_eq!(ask("pg_catalog.timestamptz"), Some(1184));
+        assert_eq!(ask("Double Precision"), Some(701));
+        assert_eq!(ask("hstore"), None);
+    }
+
+    #[test]
+    fn to_regclass_reads_names_as_postgres_does() {
+        let relations = HashMap::from([
+            (("public".to_owned(), "events".to_owned()), 16400),
+            (("public".to_owned(), "My Table".to_owned()), 16401),
+            (("pg_catalog".to_owned(), "pg_class".to_owned()), 1259),
+        ]);
+        let udf = to_regclass(relations);
+        let ask = |name: &str| {
+            let args = ScalarFunctionArgs {
+                args: vec![ColumnarValue::Scalar(ScalarValue::Utf8(Some(name.into())))],
+                arg_fields: vec![Arc::new(datafusion::arrow::datatypes::Field::new(
+                    "name",
+                    DataType::Utf8,
+                    true,
+                ))],
+                number_rows: 1,
+                return_field: Arc::new(datafusion::arrow::datatypes::Field::new(
+                    "oid",
+                    DataType::Int32,
+                    true,
+                )),
+                config_options: Arc::default(),
+            };
+            match udf.invoke_with_args(args) {
+                Ok(ColumnarValue::Scalar(ScalarValue::Int32(oid))) => oid,
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(ask("events"), Some(16400));
+        assert_eq!(ask("Public.EVENTS"), Some(16400));
+        assert_eq!(ask("public.\"My Table\""), Some(16401));
+        assert_eq!(ask("\"Events\""), None);
+        assert_eq!(ask("pg_class"), Some(1259));
+        assert_eq!(ask("nowhere.events"), None);
+    }
+
+    #[test]
+    fn format_follows_postgres() {
+        let args = [Some("public"), Some("My \"Table\""), None, Some("it's")];
+        let format = |template: &str| format_row(template, |i| args.get(i).copied());
+        assert_eq!(format("%s.%s").unwrap(), "public.My \"Table\"");
+        assert_eq!(format("%I.%I").unwrap(), "public.\"My \"\"Table\"\"\"");
+        assert_eq!(
+            format("%2$s|%1$s|%s").unwrap(),
+            "My \"Table\"|public|My \"Table\""
+        );
+        assert_eq!(
+            format("[%3$s] %3$L %4$L 100%%").unwrap(),
+            "[] NULL 'it''s' 100%"
+        );
+        for bad in ["%5$s", "%10s", "%d", "%3$I", "50%"] {
+            assert!(format(bad).is_err(), "{bad}");
+        }
+    }
+}
