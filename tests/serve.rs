@@ -799,3 +799,66 @@ async fn metabase_and_grafana_catalog_queries_answer_over_jdbc() {
     );
     assert_eq!(rows(9), "1", "one day of messages");
 }
+
+/// CPU seconds `serve` spends in `window`, starting `settle` from now.
+fn cpu_over(serve: &Serve, settle: Duration, window: Duration) -> f64 {
+    std::thread::sleep(settle);
+    let before = harness::cpu_seconds(serve.child.id());
+    std::thread::sleep(window);
+    harness::cpu_seconds(serve.child.id()) - before
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_query_whose_client_leaves_or_cancels_stops_running() {
+    const ENDLESS: &str = "SELECT count(*) FROM generate_series(1, 5000000000) WHERE value % 7 = 3";
+    let dir = tempfile::tempdir().unwrap();
+    let lake = lake_with_two_servers(dir.path()).await;
+    let serve = start(dir.path(), &lake);
+    let idle = cpu_over(&serve, Duration::ZERO, Duration::from_secs(2));
+
+    // An HTTP client that gives up after half a second: the query goes with it, whatever
+    // its time limit (a query left behind would keep a core busy for minutes).
+    let gave_up = reqwest::Client::new()
+        .post(format!("{}/api/v1/sql", serve.url))
+        .bearer_auth(ANALYST)
+        .json(&json!({ "sql": ENDLESS }))
+        .timeout(Duration::from_millis(500))
+        .send()
+        .await;
+    assert!(gave_up.is_err());
+    let after_http = cpu_over(&serve, Duration::from_millis(500), Duration::from_secs(2));
+    assert!(
+        after_http < idle + 0.5,
+        "still working after the client left: {after_http} s of CPU in 2 s (idle {idle})"
+    );
+
+    // psql's Ctrl-C sends PostgreSQL's cancel request.
+    let psql = Command::new("psql")
+        .args(["-h", "127.0.0.1", "-p", &serve.pg_port.to_string()])
+        .args(["-U", "dinum-analyst", "-d", "mxpulse", "-X", "-c", ENDLESS])
+        .env("PGPASSWORD", ANALYST)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    // SAFETY: kill(2) on the PID of a child this test spawned and has not reaped.
+    unsafe { libc::kill(psql.id() as i32, libc::SIGINT) };
+    let output = psql.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(said.contains("cancel"), "{said}");
+    assert!(
+        !said.contains("ran longer"),
+        "cancelled, not timed out: {said}"
+    );
+    let after_cancel = cpu_over(&serve, Duration::from_millis(500), Duration::from_secs(2));
+    assert!(
+        after_cancel < idle + 0.5,
+        "still working after the cancel: {after_cancel} s of CPU in 2 s (idle {idle})"
+    );
+    let (status, answer) = sql(&serve, ANALYST, "SELECT count(*) AS n FROM events").await;
+    assert_eq!(
+        (status, answer["rows"][0]["n"].clone()),
+        (StatusCode::OK, json!(9))
+    );
+}

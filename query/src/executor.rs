@@ -40,7 +40,9 @@ impl QueryExecutor {
     }
 
     /// Runs `work` on the query pool; waits at most `timeout` for it from the caller's runtime,
-    /// and aborts it when the time is up.
+    /// and aborts it when the time is up, or when the caller stops waiting: a client that
+    /// went away or cancelled (HTTP disconnect, PostgreSQL cancel request) takes its query
+    /// with it instead of leaving it to run unbounded on the pool.
     pub async fn run<T: Send + 'static>(
         &self,
         timeout: std::time::Duration,
@@ -48,6 +50,7 @@ impl QueryExecutor {
     ) -> Result<T, QueryError> {
         let task = self.handle.spawn(work);
         let abort = task.abort_handle();
+        let _abort_when_dropped = AbortOnDrop(abort.clone());
         match tokio::time::timeout(timeout, task).await {
             Ok(Ok(result)) => result,
             Ok(Err(join)) => Err(QueryError::Internal(format!(
@@ -58,5 +61,15 @@ impl QueryExecutor {
                 Err(QueryError::Timeout(timeout))
             }
         }
+    }
+}
+
+/// Aborts the task when the future waiting for it is dropped (aborting a finished task does
+/// nothing).
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

@@ -20,11 +20,12 @@ use datafusion_postgres::pgwire;
 use futures::Sink;
 use pgwire::api::auth::cleartext::CleartextPasswordAuthStartupHandler;
 use pgwire::api::auth::{AuthSource, DefaultServerParameterProvider, LoginInfo, Password};
+use pgwire::api::cancel::DefaultCancelHandler;
 use pgwire::api::portal::Format;
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::results::{DataRowEncoder, FieldInfo, QueryResponse, Response, Tag};
 use pgwire::api::store::PortalStore;
-use pgwire::api::{ClientInfo, ClientPortalStore, PgWireServerHandlers, Type};
+use pgwire::api::{ClientInfo, ClientPortalStore, ConnectionManager, PgWireServerHandlers, Type};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
 use pgwire::types::format::FormatOptions;
@@ -179,6 +180,9 @@ struct Handlers {
     queries: Arc<ScopedQueries>,
     prepared: Arc<extended::PreparedQueries>,
     startup: Arc<CleartextPasswordAuthStartupHandler<Principals, DefaultServerParameterProvider>>,
+    /// Cancel requests (psql's Ctrl-C, JDBC's `Statement.cancel`) find their connection's
+    /// running query through the connections registered at startup.
+    cancel: Arc<DefaultCancelHandler>,
 }
 
 impl PgWireServerHandlers for Handlers {
@@ -193,6 +197,10 @@ impl PgWireServerHandlers for Handlers {
     fn startup_handler(&self) -> Arc<impl pgwire::api::auth::StartupHandler> {
         self.startup.clone()
     }
+
+    fn cancel_handler(&self) -> Arc<impl pgwire::api::cancel::CancelHandler> {
+        self.cancel.clone()
+    }
 }
 
 /// Listens on `address` and serves every connection until the task is dropped.
@@ -202,16 +210,21 @@ pub async fn serve(
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind(address).await?;
     let bound = listener.local_addr()?;
+    let connections = Arc::new(ConnectionManager::new());
     let handlers = Arc::new(Handlers {
         queries: Arc::new(ScopedQueries {
             service: service.clone(),
             parser: PostgresSql::new(),
         }),
         prepared: Arc::new(extended::PreparedQueries::new(service.clone())),
-        startup: Arc::new(CleartextPasswordAuthStartupHandler::new(
-            Principals(service),
-            DefaultServerParameterProvider::default(),
-        )),
+        startup: Arc::new(
+            CleartextPasswordAuthStartupHandler::new(
+                Principals(service),
+                DefaultServerParameterProvider::default(),
+            )
+            .with_connection_manager(connections.clone()),
+        ),
+        cancel: Arc::new(DefaultCancelHandler::new(connections)),
     });
     let task = tokio::spawn(async move {
         loop {
