@@ -463,9 +463,11 @@ async fn psql_over_the_wire_with_the_same_answers_guard_and_scope() {
         "visits",
     ];
     assert_eq!(tables.lines().collect::<Vec<_>>(), all_views);
-    let views = psql(&serve, "dinum-analyst", ANALYST, "\\dv").unwrap();
-    let names: Vec<_> = views.lines().filter_map(|l| l.split('|').nth(1)).collect();
-    assert_eq!(names, all_views, "{views}");
+    for listing in ["\\dv", "\\dv+", "\\d"] {
+        let views = psql(&serve, "dinum-analyst", ANALYST, listing).unwrap();
+        let names: Vec<_> = views.lines().filter_map(|l| l.split('|').nth(1)).collect();
+        assert_eq!(names, all_views, "{listing}: {views}");
+    }
     // `\d VIEW` describes that view: its columns are the ones a query over HTTP returns.
     for view in all_views {
         let described = psql(&serve, "dinum-analyst", ANALYST, &format!("\\d {view}")).unwrap();

@@ -1,8 +1,10 @@
 //! PostgreSQL functions that clients call and DataFusion lacks, registered in the sessions of
 //! PostgreSQL clients: `version()` in PostgreSQL's form (SQLAlchemy reads the version from it),
 //! `to_regtype` (psycopg 3), `format` (Metabase builds type names and `regclass` casts with it),
-//! `to_regclass` (a relation's OID by name) and `col_description` (no column has a comment
-//! here: NULL, as PostgreSQL answers for one without).
+//! `to_regclass` (a relation's OID by name), `col_description` and `obj_description` (nothing
+//! has a comment here: NULL, as PostgreSQL answers for an object without), and for psql's
+//! `\dv+`: `pg_size_pretty`, the relation sizes (0: views have no storage, as in PostgreSQL)
+//! and `pg_function_is_visible`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -43,7 +45,45 @@ pub fn register(ctx: &SessionContext) {
         Arc::new(to_regtype),
     ));
     ctx.register_udf(ScalarUDF::new_from_impl(Format::default()));
-    ctx.register_udf(ScalarUDF::new_from_impl(ColDescription::default()));
+    ctx.register_udf(create_udf(
+        "pg_size_pretty",
+        vec![DataType::Int64],
+        DataType::Utf8,
+        Volatility::Immutable,
+        Arc::new(|args: &[ColumnarValue]| match args {
+            [ColumnarValue::Scalar(ScalarValue::Int64(bytes))] => Ok(ColumnarValue::Scalar(
+                ScalarValue::Utf8(bytes.map(size_pretty)),
+            )),
+            [ColumnarValue::Array(bytes)] => {
+                let bytes = datafusion::common::cast::as_int64_array(bytes)?;
+                let texts: datafusion::arrow::array::StringArray =
+                    bytes.iter().map(|b| b.map(size_pretty)).collect();
+                Ok(ColumnarValue::Array(Arc::new(texts)))
+            }
+            _ => Err(DataFusionError::Plan("pg_size_pretty takes a size".into())),
+        }),
+    ));
+    for size in [
+        "pg_table_size",
+        "pg_relation_size",
+        "pg_total_relation_size",
+        "pg_indexes_size",
+    ] {
+        ctx.register_udf(ScalarUDF::new_from_impl(Constant::new(
+            size,
+            ScalarValue::Int64(Some(0)),
+        )));
+    }
+    ctx.register_udf(ScalarUDF::new_from_impl(Constant::new(
+        "pg_function_is_visible",
+        ScalarValue::Boolean(Some(true)),
+    )));
+    for description in ["col_description", "obj_description", "shobj_description"] {
+        ctx.register_udf(ScalarUDF::new_from_impl(Constant::new(
+            description,
+            ScalarValue::Utf8(None),
+        )));
+    }
 }
 
 /// The types `to_regtype` knows: the ones this service's columns map to and the usual ones
@@ -291,23 +331,46 @@ fn quote_ident(name: &str) -> String {
     }
 }
 
-/// `col_description(table, column)`: the column's comment; no column has one.
+/// PostgreSQL's `pg_size_pretty`: bytes below 10 kB, then kB, MB, GB, TB, PB, each step
+/// rounded half up.
+fn size_pretty(bytes: i64) -> String {
+    const UNITS: [&str; 5] = ["kB", "MB", "GB", "TB", "PB"];
+    if bytes.abs() < 10 * 1024 {
+        return format!("{bytes} bytes");
+    }
+    let mut size = bytes as f64;
+    for unit in UNITS {
+        size /= 1024.0;
+        if size.abs() < 10.0 * 1024.0 || unit == "PB" {
+            return format!("{} {unit}", size.round());
+        }
+    }
+    unreachable!("the last unit returns")
+}
+
+/// A function of any arguments with one answer, for what has one answer here:
+/// the descriptions (no object has a comment), the sizes of relations (views have no
+/// storage), `pg_function_is_visible` (no schema hides a function).
 #[derive(Debug, PartialEq, Eq, Hash)]
-struct ColDescription {
+struct Constant {
+    name: &'static str,
+    value: ScalarValue,
     signature: Signature,
 }
 
-impl Default for ColDescription {
-    fn default() -> Self {
+impl Constant {
+    fn new(name: &'static str, value: ScalarValue) -> Self {
         Self {
-            signature: Signature::any(2, Volatility::Stable),
+            name,
+            value,
+            signature: Signature::variadic_any(Volatility::Stable),
         }
     }
 }
 
-impl ScalarUDFImpl for ColDescription {
+impl ScalarUDFImpl for Constant {
     fn name(&self) -> &str {
-        "col_description"
+        self.name
     }
 
     fn signature(&self) -> &Signature {
@@ -315,11 +378,11 @@ impl ScalarUDFImpl for ColDescription {
     }
 
     fn return_type(&self, _: &[DataType]) -> Result<DataType> {
-        Ok(DataType::Utf8)
+        Ok(self.value.data_type())
     }
 
     fn invoke_with_args(&self, _: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        Ok(ColumnarValue::Scalar(ScalarValue::Utf8(None)))
+        Ok(ColumnarValue::Scalar(self.value.clone()))
     }
 }
 
@@ -376,6 +439,15 @@ mod tests {
         assert_eq!(ask("\"Events\""), None);
         assert_eq!(ask("pg_class"), Some(1259));
         assert_eq!(ask("nowhere.events"), None);
+    }
+
+    #[test]
+    fn sizes_print_as_postgres_prints_them() {
+        assert_eq!(size_pretty(0), "0 bytes");
+        assert_eq!(size_pretty(10 * 1024 - 1), "10239 bytes");
+        assert_eq!(size_pretty(10 * 1024), "10 kB");
+        assert_eq!(size_pretty(1536 * 1024 * 1024), "1536 MB");
+        assert_eq!(size_pretty(20 * 1024 * 1024 * 1024), "20 GB");
     }
 
     #[test]
