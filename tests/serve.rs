@@ -553,6 +553,20 @@ async fn psql_over_the_wire_with_the_same_answers_guard_and_scope() {
             "after {hostile}"
         );
     }
+    // Over the row limit: cut, and psql says so.
+    let cut = Command::new("psql")
+        .args(["-h", "127.0.0.1", "-p", &serve.pg_port.to_string()])
+        .args(["-U", "dinum-analyst", "-d", "mxpulse", "-X", "-A", "-t"])
+        .args(["-c", "SELECT value FROM generate_series(1, 1500)"])
+        .env("PGPASSWORD", ANALYST)
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&cut.stdout).lines().count(), 1000);
+    let said = String::from_utf8_lossy(&cut.stderr);
+    assert!(
+        said.contains("NOTICE") && said.contains("cut at 1000 rows"),
+        "{said}"
+    );
     // The ministry's user sees its server only.
     let servers = psql(
         &serve,
@@ -718,6 +732,14 @@ async fn python_analysts_psycopg_and_pandas_get_the_http_answers() {
     );
     assert_eq!(facts["psycopg_delete"], "42501");
     assert_eq!(facts["psycopg_events_after_delete"], 9);
+    // Over the row limit: cut, and the client told so.
+    assert_eq!(facts["psycopg_long_rows"], 1000);
+    assert!(
+        facts["psycopg_notices"][0]
+            .as_str()
+            .is_some_and(|n| n.contains("cut at 1000 rows")),
+        "{facts}"
+    );
     let mau = http(
         "SELECT count(DISTINCT \"user\") AS n FROM visits WHERE platform <> 'unknown' AND day BETWEEN '2024-05-01' AND '2024-05-31'",
     )

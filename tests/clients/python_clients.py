@@ -45,6 +45,10 @@ with psycopg.connect(dsn) as conn:
         facts["psycopg_delete"] = error.sqlstate
         conn.rollback()
     facts["psycopg_events_after_delete"] = conn.execute("SELECT count(*) FROM events").fetchone()[0]
+    notices = []
+    conn.add_notice_handler(lambda notice: notices.append(notice.message_primary))
+    facts["psycopg_long_rows"] = len(conn.execute("SELECT value FROM generate_series(1, 1500)").fetchall())
+    facts["psycopg_notices"] = notices
 
 with psycopg2.connect(dsn) as conn:
     cursor = conn.cursor()

@@ -26,7 +26,10 @@ use pgwire::types::format::FormatOptions;
 
 use super::client_statements::ClientStatement;
 use super::postgres_sql::PostgresSql;
-use super::{client_response, principal_of, rows_response, show_field, sql_error, user_error};
+use super::{
+    client_response, notice_truncation, principal_of, rows_response, show_field, sql_error,
+    user_error,
+};
 use crate::error::QueryError;
 use crate::service::{PreparedShape, QueryService, Surface};
 
@@ -168,6 +171,7 @@ impl ExtendedQueryHandler for PreparedQueries {
             .answer_sql(&principal, sql.clone(), params, Surface::Pgwire)
             .await
             .map_err(sql_error)?;
+        notice_truncation(client, &output).await?;
         let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
         rows_response(output, &portal.result_column_format, options)
     }

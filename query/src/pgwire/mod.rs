@@ -17,7 +17,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use datafusion_postgres::arrow_pg::datatypes::{arrow_schema_to_pg_fields, encode_recordbatch};
 use datafusion_postgres::pgwire;
-use futures::Sink;
+use futures::{Sink, SinkExt as _};
 use pgwire::api::auth::cleartext::CleartextPasswordAuthStartupHandler;
 use pgwire::api::auth::{AuthSource, DefaultServerParameterProvider, LoginInfo, Password};
 use pgwire::api::cancel::DefaultCancelHandler;
@@ -80,6 +80,29 @@ fn principal_of(service: &QueryService, client: &impl ClientInfo) -> PgWireResul
         Some((_, principal)) => Ok(principal.clone()),
         None => Err(user_error("28000", format!("unknown user {user}"))),
     }
+}
+
+/// Tells the client, as a PostgreSQL NOTICE (psql prints it), that `output` stopped at the
+/// service's row limit: over HTTP the answer says `truncated`.
+async fn notice_truncation<C>(client: &mut C, output: &QueryOutput) -> PgWireResult<()>
+where
+    C: Sink<PgWireBackendMessage> + Unpin + Send,
+    PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+{
+    if output.truncated {
+        let notice = ErrorInfo::new(
+            "NOTICE".into(),
+            "01000".into(),
+            format!(
+                "the result was cut at {} rows (query.max_rows): narrow the query or aggregate",
+                output.rows
+            ),
+        );
+        client
+            .feed(PgWireBackendMessage::NoticeResponse(notice.into()))
+            .await?;
+    }
+    Ok(())
 }
 
 /// The rows of `output` as the client asked them (text or binary, per column).
@@ -166,6 +189,7 @@ impl SimpleQueryHandler for ScopedQueries {
                 .answer_sql(&principal, statement.to_string(), None, Surface::Pgwire)
                 .await
                 .map_err(sql_error)?;
+            notice_truncation(client, &output).await?;
             responses.push(rows_response(
                 output,
                 &Format::UnifiedText,
