@@ -173,6 +173,12 @@ pub struct QuerySection {
     pub listen: SocketAddr,
     /// Address of the PostgreSQL wire endpoint (psql).
     pub pgwire_listen: SocketAddr,
+    /// PEM certificate (chain) offered to PostgreSQL clients for TLS; empty: no TLS.
+    pub pgwire_tls_cert: String,
+    /// PEM private key of `pgwire_tls_cert`.
+    pub pgwire_tls_key: String,
+    /// Refuse PostgreSQL clients that do not use TLS (passwords are sent in clear otherwise).
+    pub pgwire_tls_required: bool,
     /// Time zone of calendar months and days in the figures (IANA name).
     pub timezone: String,
     /// A query's answer stops after this many rows (and says it was truncated).
@@ -198,6 +204,9 @@ impl Default for QuerySection {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             pgwire_listen: SocketAddr::from(([127, 0, 0, 1], 5432)),
+            pgwire_tls_cert: String::new(),
+            pgwire_tls_key: String::new(),
+            pgwire_tls_required: false,
             timezone: "Europe/Paris".into(),
             max_rows: 100_000,
             query_timeout_ms: 30_000,
@@ -401,6 +410,19 @@ impl Config {
                     message: "must be at least 1".into(),
                 });
             }
+        }
+        let (cert, key) = (&self.query.pgwire_tls_cert, &self.query.pgwire_tls_key);
+        if cert.is_empty() != key.is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "query.pgwire_tls_cert",
+                message: "pgwire_tls_cert and pgwire_tls_key go together".into(),
+            });
+        }
+        if self.query.pgwire_tls_required && cert.is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "query.pgwire_tls_required",
+                message: "needs pgwire_tls_cert and pgwire_tls_key".into(),
+            });
         }
         for principal in &self.query.principals {
             if !["viewer", "analyst", "admin"].contains(&principal.role.as_str()) {
@@ -650,6 +672,16 @@ mod tests {
             err.starts_with("configuration key privacy.min_users:"),
             "{err}"
         );
+
+        // TLS: a certificate needs its key, and requiring TLS needs a certificate.
+        let err = Config::load(None, vars(&[("MXPULSE_QUERY_PGWIRE_TLS_CERT", "/c.pem")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("query.pgwire_tls_cert"), "{err}");
+        let err = Config::load(None, vars(&[("MXPULSE_QUERY_PGWIRE_TLS_REQUIRED", "true")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("query.pgwire_tls_required"), "{err}");
     }
 
     #[test]

@@ -39,13 +39,18 @@ impl Drop for Serve {
 }
 
 fn start(dir: &Path, lake: &Path) -> Serve {
+    start_with(dir, lake, "")
+}
+
+/// `start` with more `[query]` settings.
+fn start_with(dir: &Path, lake: &Path, query_settings: &str) -> Serve {
     let port = free_port();
     let pg_port = free_port();
     let config = dir.join("serve.toml");
     std::fs::write(
         &config,
         format!(
-            "[lake]\nroot = \"{}\"\n[query]\nlisten = \"127.0.0.1:{port}\"\npgwire_listen = \"127.0.0.1:{pg_port}\"\nquery_timeout_ms = 2000\nquery_memory_bytes = 67108864\nmax_rows = 1000\nrefresh_ms = 200\n\
+            "[lake]\nroot = \"{}\"\n[query]\nlisten = \"127.0.0.1:{port}\"\npgwire_listen = \"127.0.0.1:{pg_port}\"\nquery_timeout_ms = 2000\nquery_memory_bytes = 67108864\nmax_rows = 1000\nrefresh_ms = 200\n{query_settings}\
              [[query.principals]]\nname = \"product-lead\"\nrole = \"viewer\"\ntoken = \"{VIEWER}\"\n\
              [[query.principals]]\nname = \"dinum-analyst\"\nrole = \"analyst\"\ntoken = \"{ANALYST}\"\n\
              [[query.principals]]\nname = \"finances-analyst\"\nrole = \"analyst\"\ntoken = \"{B_ANALYST}\"\nserver = \"{B}\"\n",
@@ -885,4 +890,68 @@ async fn a_query_whose_client_leaves_or_cancels_stops_running() {
         (status, answer["rows"][0]["n"].clone()),
         (StatusCode::OK, json!(9))
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_clients_over_tls_and_none_without_when_it_is_required() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = lake_with_two_servers(dir.path()).await;
+    // A self-signed certificate for 127.0.0.1, which the client trusts as its root.
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let made = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args([
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let serve = start_with(
+        dir.path(),
+        &lake,
+        &format!(
+            "pgwire_tls_cert = \"{}\"\npgwire_tls_key = \"{}\"\npgwire_tls_required = true\n",
+            cert.display(),
+            key.display()
+        ),
+    );
+    let psql = |sslmode: &str, sql: &str| {
+        Command::new("psql")
+            .arg(format!(
+                "host=127.0.0.1 port={} user=dinum-analyst dbname=mxpulse sslmode={sslmode} sslrootcert={}",
+                serve.pg_port,
+                cert.display()
+            ))
+            .args(["-X", "-A", "-t", "-c", sql])
+            .env("PGPASSWORD", ANALYST)
+            .output()
+            .unwrap()
+    };
+    // The certificate checked against the host name: the encrypted session answers.
+    let verified = psql("verify-full", "SELECT count(*) FROM events");
+    assert_eq!(String::from_utf8_lossy(&verified.stdout).trim(), "9");
+    let info = psql("verify-full", "\\conninfo");
+    assert!(
+        String::from_utf8_lossy(&info.stdout).contains("SSL connection"),
+        "{}",
+        String::from_utf8_lossy(&info.stdout)
+    );
+    // Without TLS: refused before any password is sent.
+    let plain = psql("disable", "SELECT 1");
+    assert!(!plain.status.success());
+    let said = String::from_utf8_lossy(&plain.stderr);
+    assert!(said.contains("TLS connections only"), "{said}");
 }

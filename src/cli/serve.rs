@@ -11,6 +11,7 @@ use mxpulse_query::access::{AccessList, Principal, Role};
 use mxpulse_query::executor::QueryExecutor;
 use mxpulse_query::http;
 use mxpulse_query::lake::Lake;
+use mxpulse_query::pgwire::PgwireTls;
 use mxpulse_query::service::QueryService;
 use mxpulse_query::session::Limits;
 
@@ -63,10 +64,20 @@ pub fn run(_args: &ServeArgs, config: &Config) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         let service = Arc::new(query_service(config)?);
+        let q = &config.query;
+        let tls = (!q.pgwire_tls_cert.is_empty())
+            .then(|| {
+                PgwireTls::from_pem_files(
+                    q.pgwire_tls_cert.as_ref(),
+                    q.pgwire_tls_key.as_ref(),
+                    q.pgwire_tls_required,
+                )
+            })
+            .transpose()?;
         let (pg_bound, _pgwire) =
-            mxpulse_query::pgwire::serve(config.query.pgwire_listen, service.clone())
+            mxpulse_query::pgwire::serve(q.pgwire_listen, service.clone(), tls)
                 .await
-                .with_context(|| format!("cannot listen on {}", config.query.pgwire_listen))?;
+                .with_context(|| format!("cannot listen on {}", q.pgwire_listen))?;
         let (bound, server) = http::serve(config.query.listen, service, super::shutdown_signal())
             .await
             .with_context(|| format!("cannot listen on {}", config.query.listen))?;

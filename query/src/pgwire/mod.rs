@@ -1,14 +1,18 @@
 //! The PostgreSQL wire protocol, on the same sessions, guard and limits as HTTP: psql (the
 //! simple query protocol) and JDBC and other drivers (the extended protocol: Parse, Bind,
 //! Describe, Execute, so Metabase, Grafana and DBeaver). A user logs in with the name and
-//! token of a `[[query.principals]]` entry (cleartext password, so put TLS in front outside
-//! loopback); each query runs through `QueryService::answer_sql` in a session scoped to that
+//! token of a `[[query.principals]]` entry (cleartext password, so TLS beyond loopback); each
+//! query runs through `QueryService::answer_sql` in a session scoped to that
 //! principal, with `pg_catalog` for `\d` and drivers' metadata. Drivers' own `BEGIN`, `SET
-//! application_name` and the like are answered by `client_statements`.
+//! application_name` and the like are answered by `client_statements`. With a certificate,
+//! connections may (or must) use TLS (`tls`).
 
 mod client_statements;
 mod extended;
 mod postgres_sql;
+mod tls;
+
+pub use tls::TlsError;
 
 use std::fmt::Debug;
 use std::net::SocketAddr;
@@ -19,7 +23,9 @@ use datafusion_postgres::arrow_pg::datatypes::{arrow_schema_to_pg_fields, encode
 use datafusion_postgres::pgwire;
 use futures::{Sink, SinkExt as _};
 use pgwire::api::auth::cleartext::CleartextPasswordAuthStartupHandler;
-use pgwire::api::auth::{AuthSource, DefaultServerParameterProvider, LoginInfo, Password};
+use pgwire::api::auth::{
+    AuthSource, DefaultServerParameterProvider, LoginInfo, Password, StartupHandler,
+};
 use pgwire::api::cancel::DefaultCancelHandler;
 use pgwire::api::portal::Format;
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
@@ -27,7 +33,7 @@ use pgwire::api::results::{DataRowEncoder, FieldInfo, QueryResponse, Response, T
 use pgwire::api::store::PortalStore;
 use pgwire::api::{ClientInfo, ClientPortalStore, ConnectionManager, PgWireServerHandlers, Type};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
-use pgwire::messages::PgWireBackendMessage;
+use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use pgwire::types::format::FormatOptions;
 
 use crate::access::Principal;
@@ -200,10 +206,61 @@ impl SimpleQueryHandler for ScopedQueries {
     }
 }
 
+/// Password authentication, after refusing a connection without TLS when TLS is required.
+struct Startup {
+    password: CleartextPasswordAuthStartupHandler<Principals, DefaultServerParameterProvider>,
+    tls_required: bool,
+}
+
+#[async_trait]
+impl StartupHandler for Startup {
+    async fn on_startup<C>(
+        &self,
+        client: &mut C,
+        message: PgWireFrontendMessage,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        if self.tls_required && !client.is_secure() {
+            return Err(PgWireError::UserError(Box::new(ErrorInfo::new(
+                "FATAL".into(),
+                "28000".into(),
+                "this server accepts TLS connections only (sslmode=require)".into(),
+            ))));
+        }
+        self.password.on_startup(client, message).await
+    }
+}
+
+/// TLS for the PostgreSQL endpoint.
+#[derive(Clone)]
+pub struct PgwireTls {
+    acceptor: tokio_rustls::TlsAcceptor,
+    /// Connections without TLS are refused.
+    required: bool,
+}
+
+impl PgwireTls {
+    /// From PEM files: the certificate (chain) and its private key.
+    pub fn from_pem_files(
+        cert: &std::path::Path,
+        key: &std::path::Path,
+        required: bool,
+    ) -> Result<Self, TlsError> {
+        Ok(Self {
+            acceptor: tls::acceptor(cert, key)?,
+            required,
+        })
+    }
+}
+
 struct Handlers {
     queries: Arc<ScopedQueries>,
     prepared: Arc<extended::PreparedQueries>,
-    startup: Arc<CleartextPasswordAuthStartupHandler<Principals, DefaultServerParameterProvider>>,
+    startup: Arc<Startup>,
     /// Cancel requests (psql's Ctrl-C, JDBC's `Statement.cancel`) find their connection's
     /// running query through the connections registered at startup.
     cancel: Arc<DefaultCancelHandler>,
@@ -218,7 +275,7 @@ impl PgWireServerHandlers for Handlers {
         self.prepared.clone()
     }
 
-    fn startup_handler(&self) -> Arc<impl pgwire::api::auth::StartupHandler> {
+    fn startup_handler(&self) -> Arc<impl StartupHandler> {
         self.startup.clone()
     }
 
@@ -227,10 +284,12 @@ impl PgWireServerHandlers for Handlers {
     }
 }
 
-/// Listens on `address` and serves every connection until the task is dropped.
+/// Listens on `address` and serves every connection until the task is dropped, with TLS when
+/// `tls` is given.
 pub async fn serve(
     address: SocketAddr,
     service: Arc<QueryService>,
+    tls: Option<PgwireTls>,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind(address).await?;
     let bound = listener.local_addr()?;
@@ -241,23 +300,26 @@ pub async fn serve(
             parser: PostgresSql::new(),
         }),
         prepared: Arc::new(extended::PreparedQueries::new(service.clone())),
-        startup: Arc::new(
-            CleartextPasswordAuthStartupHandler::new(
+        startup: Arc::new(Startup {
+            password: CleartextPasswordAuthStartupHandler::new(
                 Principals(service),
                 DefaultServerParameterProvider::default(),
             )
             .with_connection_manager(connections.clone()),
-        ),
+            tls_required: tls.as_ref().is_some_and(|tls| tls.required),
+        }),
         cancel: Arc::new(DefaultCancelHandler::new(connections)),
     });
+    let acceptor = tls.map(|tls| tls.acceptor);
     let task = tokio::spawn(async move {
         loop {
             match listener.accept().await {
                 Ok((socket, _)) => {
                     let handlers = handlers.clone();
+                    let acceptor = acceptor.clone();
                     tokio::spawn(async move {
                         if let Err(error) =
-                            pgwire::tokio::process_socket(socket, None, handlers).await
+                            pgwire::tokio::process_socket(socket, acceptor, handlers).await
                         {
                             tracing::debug!(%error, "pgwire connection ended");
                         }
