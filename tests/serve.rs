@@ -693,9 +693,15 @@ async fn jdbc_tools_connect_prepare_and_read_the_catalog_within_the_same_guard_a
     );
     let denied = jdbc(&serve, "dinum-analyst", "wrong-password-0000", A, "scope");
     assert!(denied["error"].starts_with("28"), "{denied:?}");
-    // Every query was logged with its user.
+    // Every query was logged with its user, the refused ones too (refused at Parse).
     let log = std::fs::read_to_string(&serve.log).unwrap();
     assert!(log.contains("finances-analyst") && log.contains("Pgwire"));
+    assert!(
+        log.lines().any(|l| l.contains("refused")
+            && l.contains("user=dinum-analyst")
+            && l.contains("DELETE FROM events")),
+        "{log}"
+    );
 }
 
 /// What `tests/clients/python_clients.py` saw as `user`, asking about `server`'s events.

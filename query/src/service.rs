@@ -98,12 +98,7 @@ impl QueryService {
         self.metrics
             .micros
             .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-        let counter = match &result {
-            Ok(_) => &self.metrics.sql_ok,
-            Err(QueryError::Refused(_) | QueryError::Forbidden(_)) => &self.metrics.sql_refused,
-            Err(_) => &self.metrics.sql_failed,
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
+        self.count(&result);
         if let Err(error) = &result {
             tracing::warn!(user = %who.name, %error, "sql query failed");
         }
@@ -112,8 +107,24 @@ impl QueryService {
 
     /// Plans `sql` for `who` without running it: the parameters it takes and the columns it
     /// returns. The same checks as `answer_sql`, so a statement refused there is refused here
-    /// already.
+    /// already, and logged and counted with its user likewise (a prepared statement that
+    /// passes is logged when it runs).
     pub async fn prepare_sql(
+        self: &Arc<Self>,
+        who: &Principal,
+        sql: String,
+        surface: Surface,
+    ) -> Result<PreparedShape, QueryError> {
+        tracing::debug!(user = %who.name, ?surface, sql = %sql, "sql prepare");
+        let result = self.plan_shape(who, sql.clone(), surface).await;
+        if let Err(error) = &result {
+            self.count(&result);
+            tracing::warn!(user = %who.name, scope = ?who.server, ?surface, sql = %sql, %error, "sql prepare refused or failed");
+        }
+        result
+    }
+
+    async fn plan_shape(
         self: &Arc<Self>,
         who: &Principal,
         sql: String,
@@ -150,6 +161,16 @@ impl QueryService {
                 })
             })
             .await
+    }
+
+    /// Counts an answer in the metrics by outcome.
+    fn count<T>(&self, result: &Result<T, QueryError>) {
+        let counter = match result {
+            Ok(_) => &self.metrics.sql_ok,
+            Err(QueryError::Refused(_) | QueryError::Forbidden(_)) => &self.metrics.sql_refused,
+            Err(_) => &self.metrics.sql_failed,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
     }
 
     async fn permit(&self) -> Result<tokio::sync::SemaphorePermit<'_>, QueryError> {

@@ -106,12 +106,15 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// Logs go to stderr, filtered by `MXPULSE_LOG` (`info` by default; `RUST_LOG` syntax).
+/// Logs go to stderr, filtered by `MXPULSE_LOG` (`info` by default; `RUST_LOG` syntax), in
+/// colour on a terminal only: a file or journald gets plain text to search.
 pub fn init_logging() {
+    use std::io::IsTerminal as _;
     let filter = tracing_subscriber::EnvFilter::try_from_env("MXPULSE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 }
