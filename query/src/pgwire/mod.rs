@@ -33,6 +33,7 @@ use pgwire::api::results::{DataRowEncoder, FieldInfo, QueryResponse, Response, T
 use pgwire::api::store::PortalStore;
 use pgwire::api::{ClientInfo, ClientPortalStore, ConnectionManager, PgWireServerHandlers, Type};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::startup::PasswordMessageFamily;
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use pgwire::types::format::FormatOptions;
 
@@ -206,9 +207,12 @@ impl SimpleQueryHandler for ScopedQueries {
     }
 }
 
-/// Password authentication, after refusing a connection without TLS when TLS is required.
+/// Password authentication, after refusing a connection without TLS when TLS is required,
+/// with the token compared in constant time first (pgwire's own comparison, which then runs
+/// only on the right token, stops at the first differing byte).
 struct Startup {
     password: CleartextPasswordAuthStartupHandler<Principals, DefaultServerParameterProvider>,
+    service: Arc<QueryService>,
     tls_required: bool,
 }
 
@@ -231,6 +235,23 @@ impl StartupHandler for Startup {
                 "this server accepts TLS connections only (sslmode=require)".into(),
             ))));
         }
+        let message = match message {
+            PgWireFrontendMessage::PasswordMessageFamily(family) => {
+                let given = family.into_password()?;
+                let user = client.metadata().get("user").cloned().unwrap_or_default();
+                if self
+                    .service
+                    .access
+                    .by_token(&given.password)
+                    .map(|p| p.name)
+                    != Some(user.clone())
+                {
+                    return Err(PgWireError::InvalidPassword(user));
+                }
+                PgWireFrontendMessage::PasswordMessageFamily(PasswordMessageFamily::Password(given))
+            }
+            other => other,
+        };
         self.password.on_startup(client, message).await
     }
 }
@@ -301,6 +322,7 @@ pub async fn serve(
         }),
         prepared: Arc::new(extended::PreparedQueries::new(service.clone())),
         startup: Arc::new(Startup {
+            service: service.clone(),
             password: CleartextPasswordAuthStartupHandler::new(
                 Principals(service),
                 DefaultServerParameterProvider::default(),
