@@ -150,6 +150,42 @@ async fn get(serve: &Serve, token: Option<&str>, path: &str) -> (StatusCode, Val
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
+/// The views every analyst session has, in name order.
+const VIEWS: [&str; 6] = [
+    "accounts",
+    "daily_figures",
+    "events",
+    "monthly_figures",
+    "rooms",
+    "visits",
+];
+
+/// May 2024's active users in total, as the figures API answers.
+async fn api_active_users_in_may(serve: &Serve) -> Option<f64> {
+    let (_, report) = get(
+        serve,
+        Some(VIEWER),
+        "/api/v1/figures/monthly?from=2024-05&to=2024-05&figures=active_users",
+    )
+    .await;
+    report["cells"]
+        .as_array()?
+        .iter()
+        .find(|c| c["figure"] == "active_users" && c["breakdown"] == "total")?["value"]
+        .as_f64()
+}
+
+/// The columns of `view`, as a query over HTTP returns them.
+async fn http_columns(serve: &Serve, view: &str) -> Vec<String> {
+    let (_, answer) = sql(serve, ANALYST, &format!("SELECT * FROM {view} LIMIT 0")).await;
+    answer["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
 async fn lake_with_two_servers(dir: &Path) -> std::path::PathBuf {
     let lake = dir.join("lake");
     let mut visits: Vec<_> = (1..=4).map(|u| visit(u, A, 6)).collect();
@@ -459,14 +495,7 @@ async fn psql_over_the_wire_with_the_same_answers_guard_and_scope() {
         "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' ORDER BY 1",
     )
     .unwrap();
-    let all_views = [
-        "accounts",
-        "daily_figures",
-        "events",
-        "monthly_figures",
-        "rooms",
-        "visits",
-    ];
+    let all_views = VIEWS;
     assert_eq!(tables.lines().collect::<Vec<_>>(), all_views);
     for listing in ["\\dv", "\\dv+", "\\d"] {
         let views = psql(&serve, "dinum-analyst", ANALYST, listing).unwrap();
@@ -480,14 +509,7 @@ async fn psql_over_the_wire_with_the_same_answers_guard_and_scope() {
             .lines()
             .filter_map(|l| l.split('|').next())
             .collect();
-        let (_, answer) = sql(&serve, ANALYST, &format!("SELECT * FROM {view} LIMIT 0")).await;
-        let expected: Vec<_> = answer["columns"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| c["name"].as_str().unwrap())
-            .collect();
-        assert_eq!(columns, expected, "\\d {view}");
+        assert_eq!(columns, http_columns(&serve, view).await, "\\d {view}");
     }
     // A figure's query answers what the HTTP API answers.
     let n = psql(
@@ -497,20 +519,7 @@ async fn psql_over_the_wire_with_the_same_answers_guard_and_scope() {
         "SELECT count(DISTINCT \"user\") FROM visits WHERE platform <> 'unknown'",
     )
     .unwrap();
-    let (_, report) = get(
-        &serve,
-        Some(VIEWER),
-        "/api/v1/figures/monthly?from=2024-05&to=2024-05",
-    )
-    .await;
-    let http = report["cells"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["figure"] == "active_users" && c["breakdown"] == "total")
-        .unwrap()["value"]
-        .as_f64()
-        .unwrap();
+    let http = api_active_users_in_may(&serve).await.unwrap();
     assert_eq!(n.parse::<f64>().unwrap(), http);
     // The publication view holds the API's cell.
     let published = psql(
@@ -625,10 +634,7 @@ async fn jdbc_tools_connect_prepare_and_read_the_catalog_within_the_same_guard_a
     let facts = jdbc(&serve, "dinum-analyst", ANALYST, A, "all");
     assert_eq!(facts.get("error"), None, "{facts:?}");
     assert_eq!(facts["isolation"], "2", "read committed: {facts:?}");
-    assert_eq!(
-        facts["views"],
-        "accounts,daily_figures,events,monthly_figures,rooms,visits"
-    );
+    assert_eq!(facts["views"], VIEWS.join(","));
     // The columns of the view asked for, in the table's order, with PostgreSQL's types.
     assert_eq!(
         facts["visits_columns"],
@@ -638,23 +644,11 @@ async fn jdbc_tools_connect_prepare_and_read_the_catalog_within_the_same_guard_a
     // bound value selects, it is never SQL text.
     assert_eq!(facts["events_of_server"], ["6"; 7].join(","));
     // A figure with date parameters answers what the figures API answers.
-    let (_, report) = get(
-        &serve,
-        Some(VIEWER),
-        "/api/v1/figures/monthly?from=2024-05&to=2024-05&figures=active_users",
-    )
-    .await;
-    let api = report["cells"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["figure"] == "active_users" && c["breakdown"] == "total")
-        .unwrap()["value"]
-        .as_f64();
+    let api = api_active_users_in_may(&serve).await;
     assert_eq!(
         facts["active_users_may"].parse::<f64>().ok(),
         api,
-        "{report}"
+        "{facts:?}"
     );
     assert_eq!(facts["first_day"], "2024-05-06");
     assert_eq!(facts["visits_in_transaction"], "7", "BEGIN ... COMMIT");
@@ -798,25 +792,11 @@ async fn metabase_and_grafana_catalog_queries_answer_over_jdbc() {
     let rows = |n: usize| answers[&format!("query_{n}_rows")].as_str();
     let first = |n: usize| answers[&format!("query_{n}_first")].as_str();
     assert_eq!(answers.len(), 2 * 10, "every query ran: {answers:#?}");
-    let views = [
-        "accounts",
-        "daily_figures",
-        "events",
-        "monthly_figures",
-        "rooms",
-        "visits",
-    ];
+    let views = VIEWS;
     // The columns of each view, as a query over HTTP returns them.
     let mut columns_of = BTreeMap::new();
     for view in views {
-        let (_, answer) = sql(&serve, ANALYST, &format!("SELECT * FROM {view} LIMIT 0")).await;
-        let names: Vec<String> = answer["columns"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| c["name"].as_str().unwrap().to_owned())
-            .collect();
-        columns_of.insert(view, names);
+        columns_of.insert(view, http_columns(&serve, view).await);
     }
     assert_eq!(first(0), "pg_catalog,public", "schemas");
     assert_eq!(rows(1), "6", "tables");

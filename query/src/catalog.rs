@@ -51,12 +51,8 @@ async fn number_tables(ctx: &SessionContext) -> Result<HashMap<(String, String),
         let schemas = as_string_array(batch.column(0))?;
         let names = as_string_array(batch.column(1))?;
         let oids = as_int32_array(batch.column(2))?;
-        for row in 0..batch.num_rows() {
-            if let (Some(schema), Some(name), Some(oid)) = (
-                schemas.iter().nth(row).flatten(),
-                names.iter().nth(row).flatten(),
-                oids.iter().nth(row).flatten(),
-            ) {
+        for ((schema, name), oid) in schemas.iter().zip(names).zip(oids) {
+            if let (Some(schema), Some(name), Some(oid)) = (schema, name, oid) {
                 relations.insert((schema.to_owned(), name.to_owned()), oid);
             }
         }

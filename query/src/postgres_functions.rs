@@ -129,18 +129,26 @@ fn to_regtype(args: &[ColumnarValue]) -> Result<ColumnarValue> {
             .find(|(names, _)| names.contains(&name))
             .and_then(|(_, ty)| i32::try_from(ty.oid()).ok())
     }
+    oid_by_name(args, "to_regtype", oid)
+}
+
+/// `lookup` applied to a function's one text argument, a value or a column: the OID of each
+/// name, NULL where there is none.
+fn oid_by_name(
+    args: &[ColumnarValue],
+    function: &str,
+    lookup: impl Fn(&str) -> Option<i32>,
+) -> Result<ColumnarValue> {
     match args {
         [ColumnarValue::Scalar(ScalarValue::Utf8(name))] => Ok(ColumnarValue::Scalar(
-            ScalarValue::Int32(name.as_deref().and_then(oid)),
+            ScalarValue::Int32(name.as_deref().and_then(&lookup)),
         )),
         [ColumnarValue::Array(names)] => {
             let names = as_string_array(names)?;
-            let oids: Int32Array = names.iter().map(|name| name.and_then(oid)).collect();
+            let oids: Int32Array = names.iter().map(|name| name.and_then(&lookup)).collect();
             Ok(ColumnarValue::Array(Arc::new(oids)))
         }
-        _ => Err(DataFusionError::Plan(
-            "to_regtype takes one type name".into(),
-        )),
+        _ => Err(DataFusionError::Plan(format!("{function} takes one name"))),
     }
 }
 
@@ -165,17 +173,7 @@ pub fn to_regclass(relations: HashMap<(String, String), i32>) -> ScalarUDF {
         vec![DataType::Utf8],
         DataType::Int32,
         Volatility::Stable,
-        Arc::new(move |args: &[ColumnarValue]| match args {
-            [ColumnarValue::Scalar(ScalarValue::Utf8(name))] => Ok(ColumnarValue::Scalar(
-                ScalarValue::Int32(name.as_deref().and_then(&lookup)),
-            )),
-            [ColumnarValue::Array(names)] => {
-                let names = as_string_array(names)?;
-                let oids: Int32Array = names.iter().map(|n| n.and_then(&lookup)).collect();
-                Ok(ColumnarValue::Array(Arc::new(oids)))
-            }
-            _ => Err(DataFusionError::Plan("to_regclass takes one name".into())),
-        }),
+        Arc::new(move |args: &[ColumnarValue]| oid_by_name(args, "to_regclass", &lookup)),
     )
 }
 
@@ -338,14 +336,13 @@ fn size_pretty(bytes: i64) -> String {
     if bytes.abs() < 10 * 1024 {
         return format!("{bytes} bytes");
     }
-    let mut size = bytes as f64;
-    for unit in UNITS {
+    let mut size = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while size.abs() >= 10.0 * 1024.0 && unit + 1 < UNITS.len() {
         size /= 1024.0;
-        if size.abs() < 10.0 * 1024.0 || unit == "PB" {
-            return format!("{} {unit}", size.round());
-        }
+        unit += 1;
     }
-    unreachable!("the last unit returns")
+    format!("{} {}", size.round(), UNITS[unit])
 }
 
 /// A function of any arguments with one answer, for what has one answer here:

@@ -22,14 +22,10 @@ use pgwire::api::store::PortalStore;
 use pgwire::api::{ClientInfo, ClientPortalStore, Type};
 use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
-use pgwire::types::format::FormatOptions;
 
 use super::client_statements::ClientStatement;
 use super::postgres_sql::PostgresSql;
-use super::{
-    client_response, notice_truncation, principal_of, rows_response, show_field, sql_error,
-    user_error,
-};
+use super::{answer, client_response, principal_of, show_field, sql_error, user_error};
 use crate::error::QueryError;
 use crate::service::{PreparedShape, QueryService, Surface};
 
@@ -166,13 +162,15 @@ impl ExtendedQueryHandler for PreparedQueries {
         let params = (portal.parameter_len() > 0)
             .then(|| deserialize_parameters(portal, &inferred))
             .transpose()?;
-        let output = self
-            .service
-            .answer_sql(&principal, sql.clone(), params, Surface::Pgwire)
-            .await
-            .map_err(sql_error)?;
-        notice_truncation(client, &output).await?;
-        let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
-        rows_response(output, &portal.result_column_format, options)
+        let format = &portal.result_column_format;
+        answer(
+            &self.service,
+            client,
+            &principal,
+            sql.clone(),
+            params,
+            format,
+        )
+        .await
     }
 }

@@ -112,6 +112,29 @@ where
     Ok(())
 }
 
+/// Runs `sql` for `principal` with `params` bound, and answers its rows as the client asked
+/// them (`format`), a NOTICE first when they were cut: both protocols' queries end here.
+async fn answer<C>(
+    service: &Arc<QueryService>,
+    client: &mut C,
+    principal: &Principal,
+    sql: String,
+    params: Option<datafusion::common::ParamValues>,
+    format: &Format,
+) -> PgWireResult<Response>
+where
+    C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send,
+    PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+{
+    let output = service
+        .answer_sql(principal, sql, params, Surface::Pgwire)
+        .await
+        .map_err(sql_error)?;
+    notice_truncation(client, &output).await?;
+    let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
+    rows_response(output, format, options)
+}
+
 /// The rows of `output` as the client asked them (text or binary, per column).
 fn rows_response(
     output: QueryOutput,
@@ -184,24 +207,24 @@ impl SimpleQueryHandler for ScopedQueries {
         if statements.is_empty() {
             return Ok(vec![Response::EmptyQuery]);
         }
-        let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
         let mut responses = Vec::new();
         for statement in statements {
-            if let Some(known) = ClientStatement::recognize(&statement) {
-                responses.push(client_response(&known, &Format::UnifiedText)?);
-                continue;
-            }
-            let output = self
-                .service
-                .answer_sql(&principal, statement.to_string(), None, Surface::Pgwire)
-                .await
-                .map_err(sql_error)?;
-            notice_truncation(client, &output).await?;
-            responses.push(rows_response(
-                output,
-                &Format::UnifiedText,
-                options.clone(),
-            )?);
+            let response = match ClientStatement::recognize(&statement) {
+                Some(known) => client_response(&known, &Format::UnifiedText)?,
+                None => {
+                    let sql = statement.to_string();
+                    answer(
+                        &self.service,
+                        client,
+                        &principal,
+                        sql,
+                        None,
+                        &Format::UnifiedText,
+                    )
+                    .await?
+                }
+            };
+            responses.push(response);
         }
         Ok(responses)
     }

@@ -239,39 +239,27 @@ mod tests {
     #[test]
     fn constraint_tables_become_empty_tables_under_the_same_name() {
         let sql = PostgresSql::new();
-        let rewritten = sql
-            .parse(
-                "SELECT kc.column_name FROM information_schema.table_constraints AS tc \
-                 JOIN \"information_schema\".\"key_column_usage\" kc ON tc.constraint_name = kc.constraint_name",
-            )
-            .unwrap()[0]
-            .to_string();
+        let rewrite = |query: &str| sql.parse(query).unwrap()[0].to_string();
+        let rewritten = rewrite(
+            "SELECT kc.column_name FROM information_schema.table_constraints AS tc \
+             JOIN \"information_schema\".\"key_column_usage\" kc ON tc.constraint_name = kc.constraint_name",
+        );
         assert!(!rewritten.contains("information_schema"), "{rewritten}");
         assert!(rewritten.contains("WHERE false) AS tc"), "{rewritten}");
         assert!(rewritten.contains("AS ordinal_position"), "{rewritten}");
         assert!(rewritten.contains("WHERE false) kc ON"), "{rewritten}");
         // `columns` is read from pg_catalog, with PostgreSQL's columns; what DataFusion has
         // right is left alone.
-        let columns = sql
-            .parse("SELECT udt_name FROM information_schema.columns c")
-            .unwrap()[0]
-            .to_string();
+        let columns = rewrite("SELECT udt_name FROM information_schema.columns c");
         assert!(columns.contains("pg_catalog.pg_attribute"), "{columns}");
         assert!(columns.contains(") AS c"), "{columns}");
-        let comment = sql
-            .parse("SELECT col_description(CAST(CAST(format('%I.%I', s, t) AS REGCLASS) AS OID), 1), 'events'::regclass")
-            .unwrap()[0]
-            .to_string();
+        let comment = rewrite(
+            "SELECT col_description(CAST(CAST(format('%I.%I', s, t) AS REGCLASS) AS OID), 1), 'events'::regclass",
+        );
         assert!(comment.contains("to_regclass(format("), "{comment}");
-        let shown = sql
-            .parse("SELECT c.oid::regclass FROM pg_catalog.pg_class c")
-            .unwrap()[0]
-            .to_string();
+        let shown = rewrite("SELECT c.oid::regclass FROM pg_catalog.pg_class c");
         assert!(!shown.contains("to_regclass"), "{shown}");
-        let tables = sql
-            .parse("SELECT * FROM information_schema.tables")
-            .unwrap()[0]
-            .to_string();
+        let tables = rewrite("SELECT * FROM information_schema.tables");
         assert!(tables.contains("information_schema.tables"), "{tables}");
     }
 }
