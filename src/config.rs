@@ -77,12 +77,20 @@ impl Default for PrivacySection {
 pub struct LakeSection {
     /// Directory (or object store URL) under which the Delta tables live.
     pub root: String,
+    /// Raw records older than this many days are purged (rollups and published figures
+    /// stay); 0 keeps everything.
+    pub retention_days: u64,
+    /// The ingest brings the rollups up to date at most this often (milliseconds); 0 leaves
+    /// them to `mxpulse lake rollup`.
+    pub rollup_interval_ms: u64,
 }
 
 impl Default for LakeSection {
     fn default() -> Self {
         Self {
             root: "./mxpulse-lake".into(),
+            retention_days: 0,
+            rollup_interval_ms: 60_000,
         }
     }
 }
@@ -187,6 +195,12 @@ pub struct QuerySection {
     pub query_timeout_ms: u64,
     /// A figures request running longer is cancelled (milliseconds).
     pub figures_timeout_ms: u64,
+    /// A request waiting longer than this for a query slot gets 503 with Retry-After.
+    pub queue_timeout_ms: u64,
+    /// The longest period of one monthly figures request, in months...
+    pub max_months: u64,
+    /// ... and of one daily request, in days.
+    pub max_days: u64,
     /// Memory one query may use; a query needing more fails (nothing spills to disk).
     pub query_memory_bytes: u64,
     /// Queries running at once; with `query_memory_bytes`, the service's memory bound.
@@ -211,6 +225,9 @@ impl Default for QuerySection {
             max_rows: 100_000,
             query_timeout_ms: 30_000,
             figures_timeout_ms: 120_000,
+            queue_timeout_ms: 10_000,
+            max_months: 120,
+            max_days: 400,
             query_memory_bytes: 512 << 20,
             max_concurrent_queries: 4,
             threads: 2,
@@ -355,6 +372,9 @@ impl Config {
             }
         }
         for (key, value) in [
+            ("query.queue_timeout_ms", self.query.queue_timeout_ms),
+            ("query.max_months", self.query.max_months),
+            ("query.max_days", self.query.max_days),
             ("hooks.max_body_bytes", self.hooks.max_body_bytes),
             ("hooks.delivery_timeout_ms", self.hooks.delivery_timeout_ms),
             ("hooks.tap_interval_ms", self.hooks.tap_interval_ms),

@@ -1,7 +1,8 @@
 //! Drives a `Simulation` month by month into where a homeserver's activity goes: its
 //! database (Synapse-schema SQLite files, for the database tap and `mxpulse backfill`), its
 //! appservice transactions (sent to a running `mxpulse hooks`), and,
-//! for large benchmark runs, records straight to Kafka through the hooks' own anonymizer.
+//! for large benchmark runs, records straight to Kafka, or straight into the lake, through
+//! the hooks' own anonymizer.
 //! `mxpulse generate` and `mxpulse demo` both run this.
 
 use std::time::{Duration, Instant};
@@ -11,8 +12,8 @@ use mxpulse_hooks::Anonymizer;
 use mxpulse_hooks::anonymizer::{UserRow, VisitRow};
 use mxpulse_hooks::event_mapping::Mapped;
 use mxpulse_hooks::producer::RecordProducer;
-use mxpulse_schemas::UnixMillis;
 use mxpulse_schemas::vocabulary::{AccountChange, Source, UserType};
+use mxpulse_schemas::{AccountRecord, EventRecord, UnixMillis, VisitRecord};
 use mxpulse_simulator::synapse_sqlite::SynapseDatabases;
 use mxpulse_simulator::{Activity, SimEvent, Simulation, matrix};
 
@@ -113,37 +114,28 @@ impl HooksSender {
     }
 }
 
-/// Records straight to Kafka: the hooks' mapping without the HTTP hop, for large runs.
-pub struct KafkaFastPath {
-    /// One anonymizer per simulated server, by index.
+/// The hooks' own mapping of simulated activity to records (one `Anonymizer` per simulated
+/// server, by index), without the HTTP hop: the fast paths' records are the hooks'.
+pub struct FastMapping {
     pub anonymizers: Vec<Anonymizer>,
-    pub producer: RecordProducer,
 }
 
-/// Records per publish call.
-const PUBLISH_CHUNK: usize = 10_000;
-
-impl KafkaFastPath {
-    async fn publish(
-        &self,
-        sim: &Simulation,
-        month_start_ms: i64,
-        activity: &Activity,
-    ) -> anyhow::Result<()> {
-        let mut events = Vec::with_capacity(PUBLISH_CHUNK);
-        for chunk in activity.events.chunks(PUBLISH_CHUNK) {
-            events.clear();
-            for event in chunk {
+impl FastMapping {
+    fn events(&self, sim: &Simulation, events: &[SimEvent]) -> Vec<EventRecord> {
+        events
+            .iter()
+            .filter_map(|event| {
                 let anonymizer = &self.anonymizers[sim.origin_server(event)];
-                if let Ok(Mapped::Record(record)) =
-                    anonymizer.event(&sim.render(event), Source::Appservice)
-                {
-                    events.push(*record);
+                match anonymizer.event(&sim.render(event), Source::Appservice) {
+                    Ok(Mapped::Record(record)) => Some(*record),
+                    _ => None,
                 }
-            }
-            self.producer.publish(&events).await?;
-        }
-        let visits: Vec<_> = activity
+            })
+            .collect()
+    }
+
+    fn visits(&self, sim: &Simulation, activity: &Activity) -> Vec<VisitRecord> {
+        activity
             .visits
             .iter()
             .filter_map(|visit| {
@@ -156,10 +148,15 @@ impl KafkaFastPath {
                     user_agent: Some(user_agent.to_owned()),
                 })
             })
-            .collect();
-        for chunk in visits.chunks(PUBLISH_CHUNK) {
-            self.producer.publish(chunk).await?;
-        }
+            .collect()
+    }
+
+    fn accounts(
+        &self,
+        sim: &Simulation,
+        month_start_ms: i64,
+        activity: &Activity,
+    ) -> Vec<AccountRecord> {
         let mut accounts: Vec<_> = activity
             .created
             .iter()
@@ -185,7 +182,72 @@ impl KafkaFastPath {
                 UserType::Regular,
             ));
         }
-        self.producer.publish(&accounts).await?;
+        accounts
+    }
+}
+
+/// Records straight to Kafka: the hooks' mapping without the HTTP hop, for large runs.
+pub struct KafkaFastPath {
+    pub mapping: FastMapping,
+    pub producer: RecordProducer,
+}
+
+/// Records per publish call, or per lake commit.
+const PUBLISH_CHUNK: usize = 10_000;
+const LAKE_CHUNK: usize = 2_000_000;
+
+impl KafkaFastPath {
+    async fn publish(
+        &self,
+        sim: &Simulation,
+        month_start_ms: i64,
+        activity: &Activity,
+    ) -> anyhow::Result<()> {
+        for chunk in activity.events.chunks(PUBLISH_CHUNK) {
+            self.producer
+                .publish(&self.mapping.events(sim, chunk))
+                .await?;
+        }
+        for chunk in self.mapping.visits(sim, activity).chunks(PUBLISH_CHUNK) {
+            self.producer.publish(chunk).await?;
+        }
+        self.producer
+            .publish(&self.mapping.accounts(sim, month_start_ms, activity))
+            .await?;
+        Ok(())
+    }
+}
+
+/// Records straight into the lake through the ingest's writer, without Kafka: the same
+/// records as the Kafka path, for building a large lake to measure the figures on. Each
+/// record is written once (a fresh lake; nothing here deduplicates).
+pub struct LakeFastPath {
+    pub mapping: FastMapping,
+    pub events: deltalake::DeltaTable,
+    pub visits: deltalake::DeltaTable,
+    pub accounts: deltalake::DeltaTable,
+    /// Records written, per table.
+    pub written: [u64; 3],
+}
+
+impl LakeFastPath {
+    async fn write(
+        &mut self,
+        sim: &Simulation,
+        month_start_ms: i64,
+        activity: &Activity,
+    ) -> anyhow::Result<()> {
+        for chunk in activity.events.chunks(LAKE_CHUNK) {
+            let records = self.mapping.events(sim, chunk);
+            self.written[0] += records.len() as u64;
+            mxpulse_ingest::lake::append(&mut self.events, records).await?;
+        }
+        let visits = self.mapping.visits(sim, activity);
+        self.written[1] += visits.len() as u64;
+        mxpulse_ingest::lake::append(&mut self.visits, visits).await?;
+        let accounts = self.mapping.accounts(sim, month_start_ms, activity);
+        self.written[2] += accounts.len() as u64;
+        mxpulse_ingest::lake::append(&mut self.accounts, accounts).await?;
         Ok(())
     }
 }
@@ -199,6 +261,7 @@ pub struct Sinks {
     pub database_events: bool,
     pub hooks: Option<HooksSender>,
     pub kafka: Option<KafkaFastPath>,
+    pub lake: Option<LakeFastPath>,
 }
 
 /// What a run produced.
@@ -248,6 +311,9 @@ impl Sinks {
         }
         if let Some(kafka) = &self.kafka {
             kafka.publish(sim, period_start_ms, activity).await?;
+        }
+        if let Some(lake) = &mut self.lake {
+            lake.write(sim, period_start_ms, activity).await?;
         }
         totals.events += activity.events.len();
         totals.visits += activity.visits.len();

@@ -6,11 +6,11 @@ mod harness;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use chrono::NaiveDate;
-use harness::{free_port, mxpulse_bin, stop, wait_for};
+use harness::wait_for;
 use mxpulse_schemas::vocabulary::{Client, EventType, MsgType, Platform, Source};
 use mxpulse_schemas::{
     EventPseudonym, EventRecord, KeyId, Record, RoomPseudonym, SchemaVersion, UnixMillis,
@@ -19,73 +19,9 @@ use mxpulse_schemas::{
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+use harness::serve::{ANALYST, B, B_ANALYST, Serve, VIEWER, cpu_over, get, sql, start, start_with};
+
 const A: &str = "agent.interieur.tchap.gouv.fr";
-const B: &str = "agent.finances.tchap.gouv.fr";
-const VIEWER: &str = "viewer-token-0123456789";
-const ANALYST: &str = "analyst-token-0123456789";
-const B_ANALYST: &str = "finances-analyst-token-0123456789";
-
-struct Serve {
-    child: Child,
-    url: String,
-    pg_port: u16,
-    log: std::path::PathBuf,
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        stop(&mut self.child);
-    }
-}
-
-fn start(dir: &Path, lake: &Path) -> Serve {
-    start_with(dir, lake, "")
-}
-
-/// `start` with more `[query]` settings.
-fn start_with(dir: &Path, lake: &Path, query_settings: &str) -> Serve {
-    let port = free_port();
-    let pg_port = free_port();
-    let config = dir.join("serve.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[lake]\nroot = \"{}\"\n[query]\nlisten = \"127.0.0.1:{port}\"\npgwire_listen = \"127.0.0.1:{pg_port}\"\nquery_timeout_ms = 2000\nquery_memory_bytes = 67108864\nmax_rows = 1000\nrefresh_ms = 200\n{query_settings}\
-             [[query.principals]]\nname = \"product-lead\"\nrole = \"viewer\"\ntoken = \"{VIEWER}\"\n\
-             [[query.principals]]\nname = \"dinum-analyst\"\nrole = \"analyst\"\ntoken = \"{ANALYST}\"\n\
-             [[query.principals]]\nname = \"finances-analyst\"\nrole = \"analyst\"\ntoken = \"{B_ANALYST}\"\nserver = \"{B}\"\n",
-            lake.display()
-        ),
-    )
-    .unwrap();
-    let log = dir.join("serve.log");
-    let child = Command::new(mxpulse_bin())
-        .arg("--config")
-        .arg(&config)
-        .arg("serve")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let url = format!("http://127.0.0.1:{port}");
-    let serve = Serve {
-        child,
-        url,
-        pg_port,
-        log,
-    };
-    wait_for(Duration::from_secs(30), || {
-        harness::synapse::http_get(&format!("127.0.0.1:{port}"), "/health")
-            .filter(|b| b.contains("ok"))
-    })
-    .unwrap_or_else(|| {
-        panic!(
-            "serve did not start: {}",
-            std::fs::read_to_string(&serve.log).unwrap_or_default()
-        )
-    });
-    serve
-}
 
 async fn write<R: Record>(lake: &Path, records: &[R]) {
     let root = mxpulse_ingest::LakeRoot::parse(&lake.display().to_string()).unwrap();
@@ -126,28 +62,6 @@ fn message(n: u128, sender: u64, server: &str) -> EventRecord {
     );
     r.msgtype = Some(MsgType::Text);
     r
-}
-
-async fn sql(serve: &Serve, token: &str, sql: &str) -> (StatusCode, Value) {
-    let response = reqwest::Client::new()
-        .post(format!("{}/api/v1/sql", serve.url))
-        .bearer_auth(token)
-        .json(&json!({"sql": sql}))
-        .send()
-        .await
-        .unwrap();
-    let status = response.status();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
-
-async fn get(serve: &Serve, token: Option<&str>, path: &str) -> (StatusCode, Value) {
-    let mut request = reqwest::Client::new().get(format!("{}{path}", serve.url));
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status();
-    (status, response.json().await.unwrap_or(Value::Null))
 }
 
 /// The views every analyst session has, in name order.
@@ -813,14 +727,6 @@ async fn metabase_and_grafana_catalog_queries_answer_over_jdbc() {
         "Grafana's columns"
     );
     assert_eq!(rows(9), "1", "one day of messages");
-}
-
-/// CPU seconds `serve` spends in `window`, starting `settle` from now.
-fn cpu_over(serve: &Serve, settle: Duration, window: Duration) -> f64 {
-    std::thread::sleep(settle);
-    let before = harness::cpu_seconds(serve.child.id());
-    std::thread::sleep(window);
-    harness::cpu_seconds(serve.child.id()) - before
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -33,6 +33,10 @@ pub enum IngestError {
         table: &'static str,
         source: deltalake::arrow::error::ArrowError,
     },
+    #[error("rollups: {0}")]
+    Rollup(#[from] mxpulse_query::QueryError),
+    #[error("rollups: {0}")]
+    RollupState(String),
     #[error("Kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
     #[error("dead letter for {topic}/{partition}@{offset} not acknowledged: {reason}")]

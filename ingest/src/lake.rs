@@ -65,9 +65,28 @@ impl LakeRoot {
 
 /// Opens the table of `R`, creating it (schema and partitioning from `R`) when absent.
 pub async fn open_or_create<R: Record>(root: &LakeRoot) -> Result<DeltaTable, IngestError> {
-    let url = root.table_url::<R>();
+    let spec = TableSpec {
+        name: R::TABLE,
+        schema: R::arrow_schema(),
+        partition_columns: &[R::PARTITION_COLUMN],
+        configuration: Vec::new(),
+    };
+    open_or_create_at(root.table_url::<R>(), &spec).await
+}
+
+/// What a table is created with.
+pub struct TableSpec<'a> {
+    pub name: &'static str,
+    pub schema: deltalake::arrow::datatypes::SchemaRef,
+    pub partition_columns: &'a [&'static str],
+    /// Table properties (`key`, value) set at creation.
+    pub configuration: Vec<(&'static str, String)>,
+}
+
+/// Opens the table at `url`, creating it from `spec` when absent.
+pub async fn open_or_create_at(url: Url, spec: &TableSpec<'_>) -> Result<DeltaTable, IngestError> {
     let open_err = |source: deltalake::DeltaTableError| IngestError::OpenTable {
-        table: R::TABLE,
+        table: spec.name,
         source: Box::new(source),
     };
     if let Ok(path) = url.to_file_path() {
@@ -84,7 +103,8 @@ pub async fn open_or_create<R: Record>(root: &LakeRoot) -> Result<DeltaTable, In
     {
         return Ok(table);
     }
-    let columns: StructType = R::arrow_schema()
+    let columns: StructType = spec
+        .schema
         .as_ref()
         .try_into_kernel()
         .map_err(|e| open_err(e.into()))?;
@@ -92,9 +112,15 @@ pub async fn open_or_create<R: Record>(root: &LakeRoot) -> Result<DeltaTable, In
         .await
         .map_err(open_err)?
         .create()
-        .with_table_name(R::TABLE)
+        .with_table_name(spec.name)
         .with_columns(columns.fields().cloned())
-        .with_partition_columns([R::PARTITION_COLUMN])
+        .with_partition_columns(spec.partition_columns.iter().copied())
+        .with_configuration(
+            spec.configuration
+                .iter()
+                .map(|(key, value)| (*key, Some(value.clone()))),
+        )
+        .with_raise_if_key_not_exists(false)
         .await;
     match created {
         Ok(table) => Ok(table),
@@ -105,6 +131,13 @@ pub async fn open_or_create<R: Record>(root: &LakeRoot) -> Result<DeltaTable, In
             .await
             .map_err(open_err),
     }
+}
+
+/// The URL of a table at `path` (`rollups/figure_cells`) under the root.
+pub fn table_url_at(root: &LakeRoot, path: &str) -> Url {
+    root.url()
+        .join(&format!("{path}/"))
+        .unwrap_or_else(|_| root.url().clone())
 }
 
 /// The last offset of `app_id` that the table's current snapshot holds.
@@ -201,6 +234,70 @@ pub async fn identities_of_day<R: Record>(
         keys.extend(R::keys_from_batch(batch).map_err(read_error::<R>)?);
     }
     Ok(keys)
+}
+
+/// How the lake's Parquet files are written: zstd, and page-level statistics (which also
+/// write the column and offset indexes readers prune pages with).
+pub fn writer_properties() -> deltalake::parquet::file::properties::WriterProperties {
+    use deltalake::parquet::basic::{Compression, ZstdLevel};
+    use deltalake::parquet::file::properties::{EnabledStatistics, WriterProperties};
+    WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap_or_default()))
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .build()
+}
+
+/// Appends `records` (sorted by time, as the ingest writes them) in one commit, without
+/// offsets or deduplication: for the generator's lake fast path and tests, never for Kafka.
+pub async fn append<R: Record>(
+    table: &mut DeltaTable,
+    mut records: Vec<R>,
+) -> Result<(), IngestError> {
+    use deltalake::writer::{DeltaWriter, RecordBatchWriter};
+    if records.is_empty() {
+        return Ok(());
+    }
+    records.sort_by_key(Record::time_micros);
+    let write_err = |source: deltalake::DeltaTableError| IngestError::WriteTable {
+        table: R::TABLE,
+        source: Box::new(source),
+    };
+    let mut writer = RecordBatchWriter::for_table(table)
+        .map_err(write_err)?
+        .with_writer_properties(writer_properties());
+    for chunk in records.chunks(500_000) {
+        let batch = R::to_record_batch(chunk).map_err(|source| IngestError::Batch {
+            table: R::TABLE,
+            source,
+        })?;
+        writer.write(batch).await.map_err(write_err)?;
+    }
+    writer.flush_and_commit(table).await.map_err(write_err)?;
+    Ok(())
+}
+
+/// Rows of the table's current snapshot, from its files' statistics.
+pub async fn row_count(table: &DeltaTable) -> Result<u64, IngestError> {
+    use futures::TryStreamExt as _;
+    let name = "?";
+    let snapshot = table.snapshot().map_err(read_error_named(name))?;
+    let files: Vec<_> = snapshot
+        .snapshot()
+        .file_views(table.log_store().as_ref(), None)
+        .try_collect()
+        .await
+        .map_err(read_error_named(name))?;
+    Ok(files
+        .iter()
+        .map(|f| f.num_records().unwrap_or(0) as u64)
+        .sum())
+}
+
+fn read_error_named(table: &'static str) -> impl Fn(deltalake::DeltaTableError) -> IngestError {
+    move |e| IngestError::ReadTable {
+        table,
+        source: e.into(),
+    }
 }
 
 /// Shared handle for readers that refresh a table on their own schedule.

@@ -3,7 +3,8 @@
 //! covers as Delta application transactions (the kafka-delta-ingest method), repeats dropped
 //! by identity, undecodable messages sent to the dead-letter topic.
 //!
-//! Main types: `IngestConfig`, `TableSink` (one table), `pipeline::run` (the loop).
+//! Main types: `IngestConfig`, `TableSink` (one table), `pipeline::run` (the loop);
+//! `rollup::run` keeps the rollup tables the figures are read from, `maintenance` the rest.
 //! This crate knows Kafka and Delta; it knows nothing of Matrix, and never reads the
 //! environment or a config file (the binary hands it an `IngestConfig`).
 
@@ -17,6 +18,7 @@ pub mod maintenance;
 pub mod metrics;
 pub mod offsets;
 pub mod pipeline;
+pub mod rollup;
 mod sink;
 
 use std::collections::BTreeMap;

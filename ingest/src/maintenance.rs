@@ -1,5 +1,7 @@
 //! Lake maintenance for operators: `status` (tables, files, rows, bytes, last commit,
-//! per-partition offsets), `compact`, `vacuum` and `purge` (retention).
+//! per-partition offsets, the days each holds, the rollups), `compact`, `vacuum`, `purge`
+//! (retention that keeps every published figure), and the background maintenance the ingest
+//! runs: rollups brought up to date every interval, retention once a day.
 
 use std::collections::BTreeMap;
 
@@ -7,9 +9,15 @@ use deltalake::DeltaTable;
 use futures::TryStreamExt;
 use mxpulse_schemas::{AccountRecord, EventRecord, Record, VisitRecord};
 
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
 use crate::error::IngestError;
 use crate::lake::{LakeRoot, open_or_create, partition_offsets};
+use crate::metrics::IngestMetrics;
 use crate::offsets::Offset;
+use crate::rollup::{RollupConfig, RollupMode, RollupReport};
 
 /// Partitions probed for offsets (Delta cannot list application transactions).
 pub const MAX_PARTITIONS: i32 = 256;
@@ -18,6 +26,8 @@ pub const MAX_PARTITIONS: i32 = 256;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableStatus {
     pub table: &'static str,
+    /// The first and last UTC day partitions it holds.
+    pub days: Option<(chrono::NaiveDate, chrono::NaiveDate)>,
     pub version: i64,
     pub files: usize,
     pub rows: u64,
@@ -44,8 +54,10 @@ async fn table_status<R: Record>(
         .await
         .map_err(read_err)?;
     let version = state.version();
+    let days = crate::rollup::changes::present_days(table, R::TABLE, R::PARTITION_COLUMN).await?;
     Ok(TableStatus {
         table: R::TABLE,
+        days: days.first().copied().zip(days.last().copied()),
         version: version as i64,
         files: files.len(),
         rows: files
@@ -173,15 +185,104 @@ async fn purge_table<R: Record>(
     })
 }
 
-/// Retention of raw records (design.md §4): removes every day partition before `before`
-/// (days since 1970-01-01). Run `vacuum` afterwards to delete the files themselves.
+/// What a purge did: the rollup run before it, and the raw files removed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PurgeReport {
+    pub rollup: RollupReport,
+    pub tables: Vec<MaintenanceReport>,
+}
+
+/// Retention of raw records (docs/design.md §4) that keeps every figure: brings the rollups
+/// up to date, records in them that the months before `before` are frozen, then removes
+/// every raw day partition before `before`. Run `vacuum` afterwards to delete the files.
+/// A crash in between leaves the raw rows and frozen months: nothing is lost either way.
 pub async fn purge(
     root: &LakeRoot,
-    before_day: i32,
-) -> Result<Vec<MaintenanceReport>, IngestError> {
-    Ok(vec![
-        purge_table::<EventRecord>(root, before_day).await?,
-        purge_table::<VisitRecord>(root, before_day).await?,
-        purge_table::<AccountRecord>(root, before_day).await?,
-    ])
+    rollup: &RollupConfig,
+    before: chrono::NaiveDate,
+) -> Result<PurgeReport, IngestError> {
+    let report = crate::rollup::run(root, rollup, RollupMode::Incremental).await?;
+    crate::rollup::freeze_before(root, rollup, before).await?;
+    let before_day = mxpulse_schemas::time::date_to_days(before);
+    Ok(PurgeReport {
+        rollup: report,
+        tables: vec![
+            purge_table::<EventRecord>(root, before_day).await?,
+            purge_table::<VisitRecord>(root, before_day).await?,
+            purge_table::<AccountRecord>(root, before_day).await?,
+        ],
+    })
+}
+
+/// What the background maintenance does, and how often.
+#[derive(Clone, Debug)]
+pub struct MaintenancePlan {
+    pub rollup: RollupConfig,
+    /// Rollups brought up to date at most this often; `None`: never.
+    pub rollup_interval: Option<Duration>,
+    /// Raw records older than this many days are purged, checked once a day; `None`: kept.
+    pub retention_days: Option<u32>,
+}
+
+/// Brings the rollups up to date every interval and applies the retention once a day, until
+/// `shutdown`. A failed run is logged and counted; the next one does its work.
+pub fn background_maintenance(
+    root: LakeRoot,
+    plan: MaintenancePlan,
+    metrics: Arc<IngestMetrics>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut shutdown = shutdown;
+        let tick = plan.rollup_interval.unwrap_or(Duration::from_secs(3600));
+        let mut last_retention: Option<Instant> = None;
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => break,
+                () = tokio::time::sleep(tick) => {}
+            }
+            if *shutdown.borrow() {
+                break;
+            }
+            if plan.rollup_interval.is_some() {
+                let started = Instant::now();
+                match crate::rollup::run(&root, &plan.rollup, RollupMode::Incremental).await {
+                    Ok(report) => {
+                        metrics.rollup_runs.fetch_add(1, Ordering::Relaxed);
+                        metrics
+                            .rollup_last_micros
+                            .store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+                        metrics
+                            .rollup_last_unix_ms
+                            .store(chrono::Utc::now().timestamp_millis(), Ordering::Relaxed);
+                        if !report.months.is_empty() {
+                            tracing::info!(months = ?report.months, cells = report.cells, rooms = report.rooms_changed, elapsed = ?report.elapsed, "rollups up to date");
+                        }
+                    }
+                    Err(error) => {
+                        metrics.rollup_failures.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(%error, "rollup run failed; the next one will do its work");
+                    }
+                }
+            }
+            let Some(days) = plan.retention_days else {
+                continue;
+            };
+            if last_retention.is_some_and(|at| at.elapsed() < Duration::from_secs(86_400)) {
+                continue;
+            }
+            last_retention = Some(Instant::now());
+            let before = chrono::Utc::now().date_naive() - chrono::Days::new(u64::from(days));
+            match purge(&root, &plan.rollup, before).await {
+                Ok(report) => {
+                    metrics.purges.fetch_add(1, Ordering::Relaxed);
+                    let removed: u64 = report.tables.iter().map(|t| t.files_removed).sum();
+                    tracing::info!(%before, files_removed = removed, "retention: raw records purged, figures kept");
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "retention purge failed; retried in a day");
+                }
+            }
+        }
+    })
 }

@@ -30,6 +30,13 @@ pub struct IngestMetrics {
     pub events: TableCounters,
     pub visits: TableCounters,
     pub accounts: TableCounters,
+    /// The background maintenance: rollup runs, their failures, the last one's duration and
+    /// end, and retention purges.
+    pub rollup_runs: AtomicU64,
+    pub rollup_failures: AtomicU64,
+    pub rollup_last_micros: AtomicU64,
+    pub rollup_last_unix_ms: AtomicI64,
+    pub purges: AtomicU64,
 }
 
 impl IngestMetrics {
@@ -70,6 +77,21 @@ impl IngestMetrics {
             "mxpulse_ingest_rebalances_total",
             "Partition assignments and revocations.",
             load(&self.rebalances),
+        );
+        counter(
+            "mxpulse_ingest_rollup_runs_total",
+            "Rollup runs that brought the rollups up to date.",
+            load(&self.rollup_runs),
+        );
+        counter(
+            "mxpulse_ingest_rollup_failures_total",
+            "Rollup runs that failed (the next one does their work).",
+            load(&self.rollup_failures),
+        );
+        counter(
+            "mxpulse_ingest_retention_purges_total",
+            "Retention purges of raw records.",
+            load(&self.purges),
         );
         let tables = [
             ("events", &self.events),
@@ -130,6 +152,16 @@ impl IngestMetrics {
                 )
             },
         );
+        let _ = writeln!(
+            out,
+            "# HELP mxpulse_ingest_rollup_last_seconds Duration of the last rollup run.\n# TYPE mxpulse_ingest_rollup_last_seconds gauge\nmxpulse_ingest_rollup_last_seconds {:.6}",
+            load(&self.rollup_last_micros) as f64 / 1e6
+        );
+        let _ = writeln!(
+            out,
+            "# HELP mxpulse_ingest_rollup_last_timestamp_seconds When the rollups were last brought up to date.\n# TYPE mxpulse_ingest_rollup_last_timestamp_seconds gauge\nmxpulse_ingest_rollup_last_timestamp_seconds {:.3}",
+            self.rollup_last_unix_ms.load(Ordering::Relaxed) as f64 / 1e3
+        );
         if let Ok(lag) = self.lag.lock()
             && !lag.is_empty()
         {
@@ -181,6 +213,6 @@ mod tests {
             ),
             "{text}"
         );
-        assert_eq!(text.matches("# TYPE").count(), 12);
+        assert_eq!(text.matches("# TYPE").count(), 17);
     }
 }

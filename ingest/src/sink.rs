@@ -13,8 +13,7 @@ use std::time::Instant;
 use deltalake::DeltaTable;
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake::kernel::{Action, Transaction};
-use deltalake::parquet::basic::{Compression, ZstdLevel};
-use deltalake::parquet::file::properties::{EnabledStatistics, WriterProperties};
+use deltalake::parquet::file::properties::WriterProperties;
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use mxpulse_schemas::{Record, decode};
@@ -76,11 +75,7 @@ pub struct TableSink<R: Record> {
 
 impl<R: Record> TableSink<R> {
     pub fn new(table: DeltaTable, group: &str, identity_days: usize) -> Self {
-        let writer_properties = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap_or_default()))
-            // Page-level statistics also write the column and offset indexes.
-            .set_statistics_enabled(EnabledStatistics::Page)
-            .build();
+        let writer_properties = crate::lake::writer_properties();
         Self {
             table,
             group: group.to_owned(),

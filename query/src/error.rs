@@ -15,6 +15,9 @@ pub enum QueryError {
     Timeout(std::time::Duration),
     #[error("the query needs more memory than its limit allows: {0}")]
     Memory(String),
+    /// No query slot freed up within the queue's limit (HTTP 503 with Retry-After).
+    #[error("the service is busy: no query slot freed within {0:?}; retry later")]
+    Busy(std::time::Duration),
     #[error("cannot read the lake: {0}")]
     Lake(String),
     #[error("{0}")]

@@ -4,7 +4,8 @@
 //!
 //! Every request names its principal with a bearer token; every SQL query is logged with it.
 //! Errors are JSON `{"error": {"kind", "message"}}`: refused or invalid 400, unknown token 401,
-//! role 403, over the memory limit 422, over the time limit 408, lake unreadable 503.
+//! role 403, over the memory limit 422, over the time limit 408, no query slot free in time
+//! 503 with `Retry-After`, lake unreadable 503.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,19 +21,27 @@ use serde_json::json;
 
 use crate::access::Principal;
 use crate::error::QueryError;
-use crate::figures::{self, Filters, Granularity};
+use crate::figures::planner::{self, SourceChoice};
+use crate::figures::{self, Dim, FigureRequest, Filters, Granularity};
 use crate::service::{QueryService, Surface};
-use crate::session::{self, QueryOutput, Scope};
+use crate::session::QueryOutput;
 
 struct ApiError(StatusCode, &'static str, String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (
+        let mut response = (
             self.0,
             axum::Json(json!({"error": {"kind": self.1, "message": self.2}})),
         )
-            .into_response()
+            .into_response();
+        if self.1 == "busy" {
+            // A slot frees when a running query ends: retry soon.
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        }
+        response
     }
 }
 
@@ -44,6 +53,7 @@ impl From<QueryError> for ApiError {
             QueryError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid"),
             QueryError::Timeout(_) => (StatusCode::REQUEST_TIMEOUT, "timeout"),
             QueryError::Memory(_) => (StatusCode::UNPROCESSABLE_ENTITY, "memory"),
+            QueryError::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
             QueryError::Lake(_) => (StatusCode::SERVICE_UNAVAILABLE, "lake"),
             QueryError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
@@ -84,7 +94,7 @@ fn principal(service: &QueryService, headers: &HeaderMap) -> Result<Principal, A
 #[openapi(
     info(title = "mxpulse query service", description = "Figures of a Matrix federation and read-only SQL over its lake."),
     paths(monthly, daily, forums, sql),
-    components(schemas(figures::FiguresReport, figures::FigureCell, figures::Filters, figures::Granularity, figures::ForumRank, SqlRequest)),
+    components(schemas(figures::FiguresReport, figures::FigureCell, figures::FigureSource, figures::Filters, figures::Granularity, figures::ForumRank, SqlRequest)),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;
@@ -118,7 +128,7 @@ async fn openapi() -> axum::Json<utoipa::openapi::OpenApi> {
 struct FigureQuery {
     /// First period: `YYYY-MM` (monthly) or `YYYY-MM-DD` (daily).
     from: String,
-    /// Last period, included.
+    /// Last period, included (at most `query.max_months` months or `query.max_days` days).
     to: String,
     /// Only this server's activity.
     server: Option<String>,
@@ -128,6 +138,58 @@ struct FigureQuery {
     platform: Option<String>,
     /// Only these figures, comma-separated (e.g. `active_users,messages`); all by default.
     figures: Option<String>,
+    /// The breakdowns besides the total, comma-separated (`server,domain,platform`, the
+    /// default), or `none` for totals only.
+    breakdowns: Option<String>,
+    /// `auto` (the rollups when they can answer, the default), `rollups` or `raw`.
+    source: Option<String>,
+}
+
+fn comma_list(list: Option<&str>) -> Vec<String> {
+    list.map(|list| {
+        list.split(',')
+            .map(str::trim)
+            .filter(|name| !name.is_empty())
+            .map(str::to_owned)
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+impl FigureQuery {
+    fn request(
+        self,
+        granularity: Granularity,
+    ) -> Result<(FigureRequest, SourceChoice), QueryError> {
+        let breakdowns = match self.breakdowns.as_deref() {
+            None => Dim::ALL.to_vec(),
+            Some("none") => Vec::new(),
+            Some(list) => comma_list(Some(list))
+                .iter()
+                .map(|name| {
+                    Dim::parse(name).ok_or_else(|| {
+                        QueryError::Invalid(format!(
+                            "breakdown {name:?}: server, domain, platform or none"
+                        ))
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+        };
+        let source = SourceChoice::parse(self.source.as_deref().unwrap_or("auto"))?;
+        let request = FigureRequest {
+            granularity,
+            only: comma_list(self.figures.as_deref()),
+            filters: Filters {
+                server: self.server,
+                domain: self.domain,
+                platform: self.platform,
+            },
+            breakdowns,
+            from: self.from,
+            to: self.to,
+        };
+        Ok((request, source))
+    }
 }
 
 async fn figures_of(
@@ -137,60 +199,34 @@ async fn figures_of(
     granularity: Granularity,
 ) -> Result<axum::Json<figures::FiguresReport>, ApiError> {
     let who = principal(&service, &headers)?;
-    let _permit = service.running.acquire().await.map_err(|_| {
-        ApiError(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "shutting_down",
-            "the service is stopping".into(),
-        )
-    })?;
+    let (request, choice) = query.request(granularity)?;
+    request.check(&service.spans)?;
+    let permit = service.permit().await?;
     let snapshot = service.lake.snapshot().await?;
-    // Figures never show pseudonyms; the session may read them to count distinct users.
-    let scope = Scope {
-        server: who.server.clone(),
-        pseudonyms: true,
-    };
-    let ctx = session::session(&snapshot, &scope, &service.limits, None).await?;
-    let filters = Filters {
-        server: query.server,
-        domain: query.domain,
-        platform: query.platform,
-    };
-    let only: Vec<String> = query
-        .figures
-        .as_deref()
-        .map(|list| {
-            list.split(',')
-                .map(str::trim)
-                .filter(|name| !name.is_empty())
-                .map(str::to_owned)
-                .collect()
-        })
-        .unwrap_or_default();
-    let (timezone, min_users) = (service.timezone.clone(), service.min_users);
+    let publication = service.publication();
+    let source = planner::choose(&snapshot, &publication, choice)?;
+    let shared = service.clone();
     let report = service
         .executor
         .run(service.figures_timeout, async move {
-            figures::compute(
-                &ctx,
-                granularity,
-                &query.from,
-                &query.to,
-                &filters,
-                &only,
-                &timezone,
-                min_users,
-            )
-            .await
+            let with = planner::Answering {
+                snapshot: &snapshot,
+                cells: &shared.cells,
+                publication: &publication,
+                limits: &shared.limits,
+            };
+            planner::figures(&with, &request, who.server.as_deref(), source).await
         })
         .await?;
-    service.metrics.figures.fetch_add(1, Ordering::Relaxed);
+    drop(permit);
+    service.count_figures(source);
     Ok(axum::Json(report))
 }
 
 /// Figures by calendar month (in the configured time zone), with MoM, YoY and peak day.
 #[utoipa::path(get, path = "/api/v1/figures/monthly", params(FigureQuery),
-    responses((status = 200, body = figures::FiguresReport), (status = 400, description = "from/to are not months"), (status = 401, description = "no valid token")))]
+    responses((status = 200, body = figures::FiguresReport), (status = 400, description = "from/to are not months, or too far apart"), (status = 401, description = "no valid token"),
+        (status = 503, description = "busy (Retry-After) or the lake cannot be read")))]
 async fn monthly(
     State(service): State<Arc<QueryService>>,
     headers: HeaderMap,
@@ -201,7 +237,8 @@ async fn monthly(
 
 /// Figures by day.
 #[utoipa::path(get, path = "/api/v1/figures/daily", params(FigureQuery),
-    responses((status = 200, body = figures::FiguresReport), (status = 400, description = "from/to are not days"), (status = 401, description = "no valid token")))]
+    responses((status = 200, body = figures::FiguresReport), (status = 400, description = "from/to are not days, or too far apart"), (status = 401, description = "no valid token"),
+        (status = 503, description = "busy (Retry-After) or the lake cannot be read")))]
 async fn daily(
     State(service): State<Arc<QueryService>>,
     headers: HeaderMap,
@@ -215,34 +252,41 @@ async fn daily(
 struct ForumQuery {
     /// How many forums (default 10, at most 1000).
     limit: Option<usize>,
+    /// `auto` (the default), `rollups` or `raw`.
+    source: Option<String>,
 }
 
 /// The largest forums by members (the public directory's order), no identifiers.
 #[utoipa::path(get, path = "/api/v1/figures/forums", params(ForumQuery),
-    responses((status = 200, body = Vec<figures::ForumRank>), (status = 401, description = "no valid token")))]
+    responses((status = 200, body = Vec<figures::ForumRank>), (status = 401, description = "no valid token"),
+        (status = 503, description = "busy (Retry-After) or the lake cannot be read")))]
 async fn forums(
     State(service): State<Arc<QueryService>>,
     headers: HeaderMap,
     Query(query): Query<ForumQuery>,
 ) -> Result<axum::Json<Vec<figures::ForumRank>>, ApiError> {
     let who = principal(&service, &headers)?;
+    let choice = SourceChoice::parse(query.source.as_deref().unwrap_or("auto"))?;
+    let limit = query.limit.unwrap_or(10).min(1000);
+    let permit = service.permit().await?;
     let snapshot = service.lake.snapshot().await?;
-    let scope = Scope {
-        server: who.server.clone(),
-        pseudonyms: true,
-    };
-    let ctx = session::session(&snapshot, &scope, &service.limits, None).await?;
-    let (timezone, min_users, limit) = (
-        service.timezone.clone(),
-        service.min_users,
-        query.limit.unwrap_or(10).min(1000),
-    );
+    let publication = service.publication();
+    let source = planner::choose(&snapshot, &publication, choice)?;
+    let shared = service.clone();
     let ranks = service
         .executor
         .run(service.figures_timeout, async move {
-            figures::top_forums(&ctx, limit, &timezone, min_users).await
+            let with = planner::Answering {
+                snapshot: &snapshot,
+                cells: &shared.cells,
+                publication: &publication,
+                limits: &shared.limits,
+            };
+            planner::forums(&with, limit, who.server.as_deref(), source).await
         })
         .await?;
+    drop(permit);
+    service.count_figures(source);
     Ok(axum::Json(ranks))
 }
 
@@ -339,13 +383,17 @@ async fn metrics_text(State(service): State<Arc<QueryService>>) -> impl IntoResp
     let body = format!(
         "# HELP mxpulse_query_sql_total SQL queries by outcome.\n# TYPE mxpulse_query_sql_total counter\n\
          mxpulse_query_sql_total{{outcome=\"ok\"}} {}\nmxpulse_query_sql_total{{outcome=\"refused\"}} {}\nmxpulse_query_sql_total{{outcome=\"failed\"}} {}\n\
-         # HELP mxpulse_query_figures_total Figures requests answered.\n# TYPE mxpulse_query_figures_total counter\nmxpulse_query_figures_total {}\n\
+         # HELP mxpulse_query_figures_total Figures requests answered, by the tables they were counted from.\n# TYPE mxpulse_query_figures_total counter\n\
+         mxpulse_query_figures_total{{source=\"rollups\"}} {}\nmxpulse_query_figures_total{{source=\"raw\"}} {}\n\
+         # HELP mxpulse_query_busy_total Requests refused because no query slot freed in time.\n# TYPE mxpulse_query_busy_total counter\nmxpulse_query_busy_total {}\n\
          # HELP mxpulse_query_unauthorized_total Requests without a valid token.\n# TYPE mxpulse_query_unauthorized_total counter\nmxpulse_query_unauthorized_total {}\n\
          # HELP mxpulse_query_sql_seconds_sum Time spent answering SQL.\n# TYPE mxpulse_query_sql_seconds_sum counter\nmxpulse_query_sql_seconds_sum {:.6}\n",
         load(&m.sql_ok),
         load(&m.sql_refused),
         load(&m.sql_failed),
-        load(&m.figures),
+        load(&m.figures_rollups),
+        load(&m.figures_raw),
+        load(&m.busy),
         load(&m.unauthorized),
         load(&m.micros) as f64 / 1e6,
     );

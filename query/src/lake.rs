@@ -1,6 +1,7 @@
-//! The lake as the query service sees it: the three Delta tables, opened read-only and
-//! reloaded when they are older than the refresh interval, so new commits show without a
-//! restart. A table that does not exist yet reads as empty (the service never creates one).
+//! The lake as the query service sees it: the three Delta tables and the rollups, opened
+//! read-only and reloaded when they are older than the refresh interval, so new commits show
+//! without a restart. A table that does not exist yet reads as empty (the service never
+//! creates one); a lake without rollups is answered from the raw tables.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,34 +20,75 @@ pub struct LakeTable {
     pub delta: Option<DeltaTable>,
 }
 
-/// The three tables at one moment.
-pub struct LakeSnapshot {
-    pub tables: Vec<LakeTable>,
+/// The rollup tables (`figures::rollup`) at one moment.
+pub struct RollupTables {
+    pub cells: DeltaTable,
+    pub rooms: Option<DeltaTable>,
+    pub forum_members: Option<DeltaTable>,
+    /// The time zone the rollups' months were cut in.
+    pub timezone: Option<String>,
+    /// When the rollups were last written (milliseconds since the epoch).
+    pub as_of_ms: Option<i64>,
 }
 
-async fn load<R: Record>(root: &Url) -> Result<LakeTable, QueryError> {
+/// The three tables, and the rollups if the lake has them, at one moment.
+pub struct LakeSnapshot {
+    pub tables: Vec<LakeTable>,
+    pub rollups: Option<RollupTables>,
+}
+
+/// The Delta table at `path` under `root`, if it exists.
+pub async fn load_table(root: &Url, path: &str) -> Result<Option<DeltaTable>, QueryError> {
     let url = root
-        .join(&format!("{}/", R::TABLE))
+        .join(&format!("{path}/"))
         .map_err(|e| QueryError::Lake(e.to_string()))?;
     let exists = url
         .to_file_path()
         .map(|path| path.join("_delta_log").is_dir())
         .unwrap_or(true);
-    let delta = if exists {
-        let table = DeltaTableBuilder::from_url(url.clone())
-            .map_err(|e| QueryError::Lake(format!("{url}: {e}")))?
-            .load()
-            .await
-            .map_err(|e| QueryError::Lake(format!("{url}: {e}")))?;
-        Some(table)
-    } else {
-        None
-    };
+    if !exists {
+        return Ok(None);
+    }
+    let table = DeltaTableBuilder::from_url(url.clone())
+        .map_err(|e| QueryError::Lake(format!("{url}: {e}")))?
+        .load()
+        .await
+        .map_err(|e| QueryError::Lake(format!("{url}: {e}")))?;
+    Ok(Some(table))
+}
+
+async fn load<R: Record>(root: &Url) -> Result<LakeTable, QueryError> {
     Ok(LakeTable {
         name: R::TABLE,
         schema: R::arrow_schema(),
-        delta,
+        delta: load_table(root, R::TABLE).await?,
     })
+}
+
+/// Milliseconds since the epoch of a table's latest commit.
+pub fn commit_ms(table: &DeltaTable) -> Option<i64> {
+    let snapshot = table.snapshot().ok()?;
+    snapshot.version_timestamp(snapshot.version())
+}
+
+async fn load_rollups(root: &Url) -> Result<Option<RollupTables>, QueryError> {
+    use crate::figures::rollup;
+    let Some(cells) = load_table(root, rollup::CELLS_TABLE).await? else {
+        return Ok(None);
+    };
+    let timezone = cells.snapshot().ok().and_then(|s| {
+        s.metadata()
+            .configuration()
+            .get(rollup::TIMEZONE_KEY)
+            .cloned()
+    });
+    Ok(Some(RollupTables {
+        as_of_ms: commit_ms(&cells),
+        rooms: load_table(root, rollup::ROOMS_TABLE).await?,
+        forum_members: load_table(root, rollup::FORUM_MEMBERS_TABLE).await?,
+        timezone,
+        cells,
+    }))
 }
 
 impl LakeSnapshot {
@@ -57,7 +99,16 @@ impl LakeSnapshot {
                 load::<VisitRecord>(root).await?,
                 load::<AccountRecord>(root).await?,
             ],
+            rollups: load_rollups(root).await?,
         })
+    }
+
+    /// Milliseconds since the epoch of the newest commit to a raw table.
+    pub fn newest_commit_ms(&self) -> Option<i64> {
+        self.tables
+            .iter()
+            .filter_map(|t| t.delta.as_ref().and_then(commit_ms))
+            .max()
     }
 }
 

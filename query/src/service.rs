@@ -29,8 +29,14 @@ pub struct QueryService {
     pub min_users: u32,
     /// Bounds the queries running at once: with the per-query memory limit, the service's.
     pub running: tokio::sync::Semaphore,
+    /// How long a request may wait for a slot before it is answered "busy" (503).
+    pub queue_timeout: std::time::Duration,
+    /// The longest period one figures request may cover.
+    pub spans: crate::figures::SpanLimits,
     /// The threads DataFusion runs on (figures and SQL).
     pub executor: QueryExecutor,
+    /// The rollups' cells in memory, for the figures.
+    pub cells: crate::figures::rollup::index::IndexCache,
     pub metrics: QueryMetrics,
 }
 
@@ -39,7 +45,12 @@ pub struct QueryMetrics {
     pub sql_ok: AtomicU64,
     pub sql_refused: AtomicU64,
     pub sql_failed: AtomicU64,
-    pub figures: AtomicU64,
+    /// Figures requests answered from the rollups...
+    pub figures_rollups: AtomicU64,
+    /// ... and from the raw tables.
+    pub figures_raw: AtomicU64,
+    /// Requests refused because no slot freed within `queue_timeout`.
+    pub busy: AtomicU64,
     pub unauthorized: AtomicU64,
     pub micros: AtomicU64,
 }
@@ -163,6 +174,15 @@ impl QueryService {
             .await
     }
 
+    /// Counts a figures answer by the tables it came from.
+    pub fn count_figures(&self, source: crate::figures::FigureSource) {
+        let counter = match source {
+            crate::figures::FigureSource::Rollups => &self.metrics.figures_rollups,
+            crate::figures::FigureSource::Raw => &self.metrics.figures_raw,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Counts an answer in the metrics by outcome.
     fn count<T>(&self, result: &Result<T, QueryError>) {
         let counter = match result {
@@ -173,11 +193,16 @@ impl QueryService {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
-    async fn permit(&self) -> Result<tokio::sync::SemaphorePermit<'_>, QueryError> {
-        self.running
-            .acquire()
-            .await
-            .map_err(|_| QueryError::Internal("the service is stopping".into()))
+    /// A slot among the queries running at once, waited for at most `queue_timeout`.
+    pub async fn permit(&self) -> Result<tokio::sync::SemaphorePermit<'_>, QueryError> {
+        match tokio::time::timeout(self.queue_timeout, self.running.acquire()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            Ok(Err(_)) => Err(QueryError::Internal("the service is stopping".into())),
+            Err(_) => {
+                self.metrics.busy.fetch_add(1, Ordering::Relaxed);
+                Err(QueryError::Busy(self.queue_timeout))
+            }
+        }
     }
 
     /// A session over the newest snapshot, scoped to `who`, with the publication views when

@@ -51,11 +51,14 @@ pub struct Limits {
 }
 
 /// The rooms view: one row per room created by a local user, with its kind read from the
-/// room's initial state (design.md §5): space, direct, forum (public, unencrypted), external
-/// (encrypted, unrestricted), private (the rest: encrypted or invite-only, restricted).
-const ROOMS_VIEW: &str = "
-CREATE VIEW rooms AS
-WITH created AS (
+/// room's initial state (docs/design.md §5, `figures::definitions::ROOM_KIND`): space, direct,
+/// forum (public, unencrypted), external (encrypted, unrestricted), private (the rest:
+/// encrypted or invite-only, restricted). Facts and members come from every server's events
+/// (a room's kind is the room's, whoever looks); a scoped session sees the rooms created on
+/// its server.
+fn rooms_select() -> String {
+    format!(
+        "WITH created AS (
   SELECT room, server, domain, sender AS creator, ts AS created_at, room_type
   FROM events WHERE type = 'm.room.create'
 ), facts AS (
@@ -70,19 +73,18 @@ WITH created AS (
     SELECT room, target, last_value(membership ORDER BY ts) AS membership
     FROM events WHERE type = 'm.room.member' GROUP BY room, target
   ) WHERE membership = 'join' GROUP BY room
+), joined AS (
+  SELECT c.room, c.server, c.domain, c.creator, c.created_at, c.room_type,
+    coalesce(f.is_direct, false) AS is_direct, coalesce(f.encrypted, false) AS encrypted,
+    f.join_rule, f.access_rule, coalesce(m.members, 0) AS members
+  FROM created c LEFT JOIN facts f ON f.room = c.room LEFT JOIN members m ON m.room = c.room
 )
-SELECT c.room, c.server, c.domain, c.creator, c.created_at,
-  CASE
-    WHEN c.room_type = 'm.space' THEN 'space'
-    WHEN coalesce(f.is_direct, false) THEN 'direct'
-    WHEN f.join_rule = 'public' AND NOT coalesce(f.encrypted, false) THEN 'forum'
-    WHEN coalesce(f.encrypted, false) AND f.access_rule = 'unrestricted' THEN 'external'
-    ELSE 'private'
-  END AS kind,
-  coalesce(f.encrypted, false) AS encrypted,
-  f.join_rule, f.access_rule,
-  coalesce(m.members, 0) AS members
-FROM created c LEFT JOIN facts f ON f.room = c.room LEFT JOIN members m ON m.room = c.room";
+SELECT room, server, domain, creator, created_at, {kind} AS kind, encrypted, join_rule,
+  access_rule, members
+FROM joined",
+        kind = crate::figures::definitions::ROOM_KIND
+    )
+}
 
 /// How published figures are cut: month boundaries and the small-cell threshold.
 #[derive(Clone, Debug)]
@@ -129,8 +131,12 @@ pub async fn session(
         .with_information_schema(true)
         .with_create_default_catalog_and_schema(false)
         .with_default_catalog_and_schema("mxpulse", "public");
-    let ctx = SessionContext::new_with_config_rt(config, runtime);
+    let ctx = SessionContext::new_with_config_rt(config.clone(), runtime.clone());
     ctx.register_catalog("mxpulse", Arc::new(OrderedCatalog::with_schema("public")));
+    // The rooms view reads every server's events: planned in a session of its own where
+    // `events` is the whole table, then filtered to the scope like the tables.
+    let unscoped = SessionContext::new_with_config_rt(config, runtime);
+    unscoped.register_catalog("mxpulse", Arc::new(OrderedCatalog::with_schema("public")));
     for table in &snapshot.tables {
         let provider: Arc<dyn TableProvider> = match &table.delta {
             Some(delta) => {
@@ -144,6 +150,9 @@ pub async fn session(
             }
             None => Arc::new(MemTable::try_new(table.schema.clone(), vec![vec![]])?),
         };
+        if table.name == "events" {
+            unscoped.register_table("events", provider.clone())?;
+        }
         let mut plan = LogicalPlanBuilder::scan(table.name, provider_as_source(provider), None)?;
         if let Some(server) = &scope.server {
             plan = plan.filter(col("server").eq(lit(server.as_str())))?;
@@ -168,7 +177,12 @@ pub async fn session(
     // Views that count distinct users need the pseudonym columns (viewers see figures
     // through the API instead).
     if scope.pseudonyms {
-        ctx.sql(ROOMS_VIEW).await?;
+        let mut rooms =
+            LogicalPlanBuilder::from(unscoped.sql(&rooms_select()).await?.into_unoptimized_plan());
+        if let Some(server) = &scope.server {
+            rooms = rooms.filter(col("server").eq(lit(server.as_str())))?;
+        }
+        ctx.register_table("rooms", Arc::new(ViewTable::new(rooms.build()?, None)))?;
         if let Some(publication) = publication {
             for view in
                 crate::figures::publication_views(&publication.timezone, publication.min_users)
@@ -177,6 +191,56 @@ pub async fn session(
             }
         }
     }
+    Ok(ctx)
+}
+
+/// A session over the rollup tables of `snapshot` (`figures::rollup`): `figure_cells`,
+/// `rollup_rooms` with its `rooms` view, `forum_members` (empty tables where absent), for
+/// the figures API only: analysts' SQL never sees them.
+pub async fn rollup_session(
+    snapshot: &LakeSnapshot,
+    limits: &Limits,
+) -> Result<SessionContext, QueryError> {
+    use crate::figures::rollup;
+    let Some(rollups) = &snapshot.rollups else {
+        return Err(QueryError::Lake("the lake has no rollups".into()));
+    };
+    let runtime = RuntimeEnvBuilder::new()
+        .with_memory_limit(limits.memory_bytes, 1.0)
+        .with_disk_manager_builder(
+            DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
+        )
+        .build_arc()?;
+    let ctx = SessionContext::new_with_config_rt(SessionConfig::new(), runtime);
+    let tables = [
+        ("figure_cells", Some(&rollups.cells), rollup::cells_schema()),
+        (
+            "rollup_rooms",
+            rollups.rooms.as_ref(),
+            rollup::rooms_schema(),
+        ),
+        (
+            "forum_members",
+            rollups.forum_members.as_ref(),
+            rollup::forum_members_schema(),
+        ),
+    ];
+    for (name, delta, schema) in tables {
+        let provider: Arc<dyn TableProvider> = match delta {
+            Some(delta) => {
+                delta
+                    .update_datafusion_session(&ctx.state())
+                    .map_err(|e| QueryError::Lake(e.to_string()))?;
+                delta
+                    .table_provider()
+                    .await
+                    .map_err(|e| QueryError::Lake(e.to_string()))?
+            }
+            None => Arc::new(MemTable::try_new(schema, vec![vec![]])?),
+        };
+        ctx.register_table(name, provider)?;
+    }
+    ctx.sql(&rollup::rooms_view_sql()).await?;
     Ok(ctx)
 }
 

@@ -1,228 +1,16 @@
-//! Golden figures: a small lake written by the test, where every figure, breakdown, change,
-//! peak day and suppression below was worked out by hand (k = 3, Europe/Paris).
+//! Golden figures: the golden lake (`golden/`), where every figure, breakdown, change, peak day
+//! and suppression below was worked out by hand (k = 3, Europe/Paris), counted from the raw
+//! tables; `rollups.rs` checks that the rollups give the same answers.
+
+mod golden;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use chrono::{NaiveDate, TimeZone, Utc};
+use golden::{A, B, write_lake};
 use mxpulse_query::figures::{self, FigureCell, Filters, Granularity};
 use mxpulse_query::lake::LakeSnapshot;
 use mxpulse_query::session::{self, Limits, Scope};
-use mxpulse_schemas::vocabulary::{
-    AccessRule, AccountChange, Client, EventType, JoinRule, Membership, MsgType, Platform, RelType,
-    RoomType, Source, UserType,
-};
-use mxpulse_schemas::{
-    AccountRecord, EventPseudonym, EventRecord, KeyId, Record, RoomPseudonym, SchemaVersion,
-    UnixMillis, UserPseudonym, VisitRecord,
-};
-
-const A: &str = "agent.interieur.tchap.gouv.fr";
-const B: &str = "agent.finances.tchap.gouv.fr";
-
-fn ms(y: i32, mo: u32, d: u32, h: u32, mi: u32) -> UnixMillis {
-    UnixMillis(
-        Utc.with_ymd_and_hms(y, mo, d, h, mi, 0)
-            .unwrap()
-            .timestamp_millis(),
-    )
-}
-
-fn visit(
-    user: u64,
-    server: &str,
-    domain: &str,
-    day: (i32, u32, u32),
-    platform: Platform,
-) -> VisitRecord {
-    VisitRecord {
-        v: SchemaVersion::CURRENT,
-        key_id: KeyId([1, 2, 3, 4]),
-        day: NaiveDate::from_ymd_opt(day.0, day.1, day.2).unwrap(),
-        server: server.into(),
-        user: UserPseudonym(user),
-        device: None,
-        domain: Some(domain.into()),
-        platform,
-        client: Client::Tchap,
-    }
-}
-
-struct Events(Vec<EventRecord>);
-
-impl Events {
-    fn add(
-        &mut self,
-        sender: u64,
-        room: u64,
-        at: UnixMillis,
-        event_type: EventType,
-        edit: impl FnOnce(&mut EventRecord),
-    ) {
-        let n = self.0.len() as u128 + 1;
-        let mut r = EventRecord::new(
-            KeyId([1, 2, 3, 4]),
-            EventPseudonym(n),
-            at,
-            A,
-            UserPseudonym(sender),
-            RoomPseudonym(room),
-            event_type,
-            Source::Appservice,
-        );
-        r.domain = Some("interieur.gouv.fr".into());
-        edit(&mut r);
-        self.0.push(r);
-    }
-}
-
-async fn write<R: Record>(root: &mxpulse_ingest::LakeRoot, records: &[R]) {
-    let table = mxpulse_ingest::lake::open_or_create::<R>(root)
-        .await
-        .unwrap();
-    table
-        .write(vec![R::to_record_batch(records).unwrap()])
-        .with_partition_columns([R::PARTITION_COLUMN])
-        .await
-        .unwrap();
-}
-
-fn lake_data() -> (Vec<VisitRecord>, Vec<EventRecord>, Vec<AccountRecord>) {
-    use Platform::*;
-    let mut visits = Vec::new();
-    // May 2024: users 1-3 (interieur, server A) on 2 May, 4-5 (finances, server B) on 3 May;
-    // user 6 has no known platform.
-    for (user, server, domain, day, platform) in [
-        (1, A, "interieur.gouv.fr", 2, Web),
-        (2, A, "interieur.gouv.fr", 2, Android),
-        (3, A, "interieur.gouv.fr", 2, Web),
-        (4, B, "finances.gouv.fr", 3, Ios),
-        (5, B, "finances.gouv.fr", 3, Web),
-    ] {
-        visits.push(visit(user, server, domain, (2024, 5, day), platform));
-    }
-    // Peak day: 14 May with users 1-4, on Android.
-    for user in 1..=4 {
-        let (server, domain) = if user <= 3 {
-            (A, "interieur.gouv.fr")
-        } else {
-            (B, "finances.gouv.fr")
-        };
-        visits.push(visit(user, server, domain, (2024, 5, 14), Android));
-    }
-    visits.push(visit(6, A, "interieur.gouv.fr", (2024, 5, 20), Unknown));
-    // June 2024: two users only (suppressed).
-    visits.push(visit(1, A, "interieur.gouv.fr", (2024, 6, 3), Web));
-    visits.push(visit(2, A, "interieur.gouv.fr", (2024, 6, 3), Web));
-    // May 2023: four users, for the year-over-year change.
-    for user in 1..=4 {
-        visits.push(visit(user, A, "interieur.gouv.fr", (2023, 5, 10), Web));
-    }
-    // April 2024: four users, for the month-over-month change.
-    for user in 1..=4 {
-        visits.push(visit(user, A, "interieur.gouv.fr", (2024, 4, 10), Web));
-    }
-
-    let mut e = Events(Vec::new());
-    let msg = |r: &mut EventRecord| r.msgtype = Some(MsgType::Text);
-    // May 2024 (Paris): 30 April 22:30 UTC is 1 May 00:30 in Paris.
-    e.add(1, 100, ms(2024, 4, 30, 22, 30), EventType::RoomMessage, msg);
-    for (sender, day) in [(1, 6), (2, 6), (3, 7), (4, 7), (1, 7), (2, 20), (3, 21)] {
-        e.add(
-            sender,
-            100,
-            ms(2024, 5, day, 10, 0),
-            EventType::RoomEncrypted,
-            |_| {},
-        );
-    }
-    e.add(2, 100, ms(2024, 5, 7, 11, 0), EventType::RoomMessage, |r| {
-        r.msgtype = Some(MsgType::Text);
-        r.rel_type = Some(RelType::Thread)
-    });
-    e.add(
-        3,
-        100,
-        ms(2024, 5, 7, 12, 0),
-        EventType::RoomEncrypted,
-        |r| r.rel_type = Some(RelType::Thread),
-    );
-    e.add(1, 100, ms(2024, 5, 8, 12, 0), EventType::RoomMessage, |r| {
-        r.msgtype = Some(MsgType::Text);
-        r.rel_type = Some(RelType::Replace)
-    });
-    e.add(2, 100, ms(2024, 5, 8, 12, 0), EventType::Reaction, |r| {
-        r.rel_type = Some(RelType::Annotation)
-    });
-    e.add(3, 100, ms(2024, 5, 8, 12, 5), EventType::Reaction, |r| {
-        r.rel_type = Some(RelType::Annotation)
-    });
-    // 31 May 22:30 UTC is 1 June in Paris: June has one message, from one sender.
-    e.add(4, 100, ms(2024, 5, 31, 22, 30), EventType::RoomMessage, msg);
-    // Rooms created in May 2024 by users 1, 2, 3: one of each kind.
-    e.add(1, 201, ms(2024, 5, 9, 9, 0), EventType::RoomCreate, |_| {});
-    e.add(1, 201, ms(2024, 5, 9, 9, 1), EventType::RoomMember, |r| {
-        r.membership = Some(Membership::Invite);
-        r.target = Some(UserPseudonym(2));
-        r.is_direct = Some(true)
-    });
-    e.add(2, 202, ms(2024, 5, 9, 9, 0), EventType::RoomCreate, |_| {});
-    e.add(
-        2,
-        202,
-        ms(2024, 5, 9, 9, 1),
-        EventType::RoomJoinRules,
-        |r| r.join_rule = Some(JoinRule::Public),
-    );
-    e.add(3, 203, ms(2024, 5, 9, 9, 0), EventType::RoomCreate, |r| {
-        r.room_type = Some(RoomType::Space)
-    });
-    e.add(3, 204, ms(2024, 5, 9, 9, 0), EventType::RoomCreate, |_| {});
-    e.add(
-        3,
-        204,
-        ms(2024, 5, 9, 9, 1),
-        EventType::RoomJoinRules,
-        |r| r.join_rule = Some(JoinRule::Invite),
-    );
-    e.add(
-        3,
-        204,
-        ms(2024, 5, 9, 9, 2),
-        EventType::RoomEncryption,
-        |r| r.encrypted = Some(true),
-    );
-    e.add(1, 205, ms(2024, 5, 9, 9, 0), EventType::RoomCreate, |_| {});
-    e.add(
-        1,
-        205,
-        ms(2024, 5, 9, 9, 2),
-        EventType::RoomEncryption,
-        |r| r.encrypted = Some(true),
-    );
-    e.add(1, 205, ms(2024, 5, 9, 9, 3), EventType::AccessRules, |r| {
-        r.access_rule = Some(AccessRule::Unrestricted)
-    });
-
-    let account = |user: u64, at: UnixMillis, user_type: UserType| AccountRecord {
-        v: SchemaVersion::CURRENT,
-        key_id: KeyId([1, 2, 3, 4]),
-        ts: at,
-        server: A.into(),
-        user: UserPseudonym(user),
-        domain: None,
-        change: AccountChange::Created,
-        user_type,
-    };
-    let accounts = vec![
-        account(1, ms(2024, 5, 1, 8, 0), UserType::Regular),
-        account(2, ms(2024, 5, 2, 8, 0), UserType::Regular),
-        account(3, ms(2024, 5, 2, 9, 0), UserType::Regular),
-        account(4, ms(2024, 5, 3, 8, 0), UserType::Regular),
-        account(90, ms(2024, 5, 3, 8, 0), UserType::Bot),
-    ];
-    (visits, e.0, accounts)
-}
 
 async fn report(scope: Scope, filters: Filters) -> Vec<FigureCell> {
     let limits = Limits {
@@ -385,10 +173,7 @@ async fn analyst_session(
 ) -> (tempfile::TempDir, datafusion::prelude::SessionContext) {
     let dir = tempfile::tempdir().unwrap();
     let root = mxpulse_ingest::LakeRoot::parse(&dir.path().display().to_string()).unwrap();
-    let (visits, events, accounts) = lake_data();
-    write(&root, &visits).await;
-    write(&root, &events).await;
-    write(&root, &accounts).await;
+    write_lake(&root).await;
     let snapshot = LakeSnapshot::load(root.url()).await.unwrap();
     let publication = session::Publication {
         timezone: "Europe/Paris".into(),

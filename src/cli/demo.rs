@@ -141,7 +141,7 @@ fn write_config(
     let quote = |s: &str| toml::Value::String(s.to_owned()).to_string();
     let mut config = format!(
         "# Written by `mxpulse demo`.\n[kafka]\nbrokers = {}\n\n[pseudonym]\nkey_file = {}\n\n\
-         [lake]\nroot = {}\n\n[hooks]\nlisten = {}\nstate_dir = {}\ntap_interval_ms = 2000\n\n\
+         [lake]\nroot = {}\n# Figures fill in month by month: the rollups follow the lake closely.\nrollup_interval_ms = 10000\n\n[hooks]\nlisten = {}\nstate_dir = {}\ntap_interval_ms = 2000\n\n\
          [ingest]\nlisten = {}\n\n\
          [query]\nlisten = {}\npgwire_listen = {}\nrefresh_ms = 1000\n\n\
          [[query.principals]]\nname = \"analyst\"\nrole = \"analyst\"\ntoken = {}\n\n\
@@ -249,6 +249,7 @@ async fn run_demo(
             hooks_tokens(&config, sim)?,
         )?),
         kafka: None,
+        lake: None,
     };
     let history = Backfiller::new(&config, dir, sim).await?;
     let generation_started = Instant::now();

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Args;
+use mxpulse_ingest::maintenance::{MaintenancePlan, background_maintenance};
 use mxpulse_ingest::metrics::IngestMetrics;
 use mxpulse_ingest::{FlushPolicy, IngestConfig, LakeRoot, http, pipeline};
 
@@ -35,6 +36,18 @@ pub fn ingest_config(config: &Config) -> anyhow::Result<IngestConfig> {
     })
 }
 
+/// The maintenance the ingest runs beside consuming: rollups and retention.
+pub fn maintenance_plan(config: &Config) -> MaintenancePlan {
+    let lake = &config.lake;
+    MaintenancePlan {
+        rollup: super::lake::rollup_config(config),
+        rollup_interval: (lake.rollup_interval_ms > 0)
+            .then(|| Duration::from_millis(lake.rollup_interval_ms)),
+        retention_days: (lake.retention_days > 0)
+            .then(|| u32::try_from(lake.retention_days).unwrap_or(u32::MAX)),
+    }
+}
+
 pub fn run(_args: &IngestArgs, config: &Config) -> anyhow::Result<()> {
     let ingest = ingest_config(config)?;
     let runtime = tokio::runtime::Runtime::new()?;
@@ -42,7 +55,18 @@ pub fn run(_args: &IngestArgs, config: &Config) -> anyhow::Result<()> {
         let metrics = Arc::new(IngestMetrics::default());
         let bound = http::serve(config.ingest.listen, metrics.clone()).await?;
         tracing::info!(%bound, "ingest /metrics and /health listening");
-        pipeline::run(ingest, metrics, super::shutdown_signal()).await?;
+        let (stop_maintenance, stopped) = tokio::sync::watch::channel(false);
+        let maintenance = background_maintenance(
+            ingest.lake.clone(),
+            maintenance_plan(config),
+            metrics.clone(),
+            stopped,
+        );
+        let result = pipeline::run(ingest, metrics, super::shutdown_signal()).await;
+        let _ = stop_maintenance.send(true);
+        // A rollup run in progress finishes (or its commit is simply not made).
+        let _ = tokio::time::timeout(Duration::from_secs(30), maintenance).await;
+        result?;
         anyhow::Ok(())
     })
 }

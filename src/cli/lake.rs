@@ -1,10 +1,12 @@
 //! `mxpulse lake`: maintenance of the Delta lake: `status` (each table's version, files, rows,
-//! bytes, last commit, offsets per Kafka partition), `compact`, `vacuum`, `purge`.
+//! bytes, days, last commit, offsets per Kafka partition; the rollups and what they hold),
+//! `rollup`, `compact`, `vacuum`, `purge`.
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use mxpulse_ingest::LakeRoot;
 use mxpulse_ingest::maintenance;
+use mxpulse_ingest::rollup::{self, RollupConfig, RollupMode};
 
 use crate::config::Config;
 
@@ -16,8 +18,16 @@ pub struct LakeArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum LakeCommand {
-    /// Tables, files, rows, bytes, last commit, per-partition offsets.
+    /// Tables, files, rows, bytes, days held, last commit, per-partition offsets; the rollups.
     Status,
+    /// Bring the rollups (what the figures are read from) up to date with the raw tables:
+    /// only the months whose days changed since the last run.
+    Rollup {
+        /// Recount every month the raw tables hold (months whose raw records were purged
+        /// stay as they are).
+        #[arg(long)]
+        rebuild: bool,
+    },
     /// Rewrite each day's small files into large ones sorted by time (safe while ingesting).
     Compact,
     /// Delete files no table version younger than --retain-hours still uses.
@@ -25,7 +35,8 @@ pub enum LakeCommand {
         #[arg(long, default_value_t = 168)]
         retain_hours: i64,
     },
-    /// Remove raw records older than a period: 400d, 57w, 13m (30-day months), 2y.
+    /// Remove raw records older than a period: 400d, 57w, 13m (30-day months), 2y. The
+    /// rollups are brought up to date first and keep every published figure of those months.
     Purge {
         #[arg(long, value_parser = parse_period)]
         older_than: chrono::Duration,
@@ -54,6 +65,13 @@ fn parse_period(text: &str) -> Result<chrono::Duration, String> {
         .ok_or_else(|| format!("{text:?}: out of range"))
 }
 
+/// The rollups' configuration: months in the query service's time zone.
+pub fn rollup_config(config: &Config) -> RollupConfig {
+    RollupConfig {
+        timezone: config.query.timezone.clone(),
+    }
+}
+
 pub fn run(args: &LakeArgs, config: &Config) -> anyhow::Result<()> {
     let root = LakeRoot::parse(&config.lake.root).context("lake.root")?;
     let runtime = tokio::runtime::Runtime::new()?;
@@ -61,13 +79,16 @@ pub fn run(args: &LakeArgs, config: &Config) -> anyhow::Result<()> {
         LakeCommand::Status => {
             let tables = runtime.block_on(maintenance::status(&root, &config.ingest.group_id))?;
             println!("lake {}", root.url());
-            for t in tables {
+            for t in &tables {
                 let last = t
                     .last_commit_ms
                     .and_then(chrono::DateTime::from_timestamp_millis)
                     .map_or("never".to_owned(), |at| at.to_rfc3339());
+                let days = t.days.map_or("none".to_owned(), |(first, last)| {
+                    format!("{first} to {last}")
+                });
                 println!(
-                    "{:<9} version {:>6}  files {:>6}  rows {:>10}  bytes {:>12}  last commit {last}",
+                    "{:<9} version {:>6}  files {:>6}  rows {:>10}  bytes {:>12}  days {days}  last commit {last}",
                     t.table, t.version, t.files, t.rows, t.bytes
                 );
                 let offsets: Vec<String> =
@@ -82,6 +103,60 @@ pub fn run(args: &LakeArgs, config: &Config) -> anyhow::Result<()> {
                     }
                 );
             }
+            match runtime.block_on(rollup::state(&root))? {
+                None => println!(
+                    "rollups   none yet: figures are counted from the raw tables (`mxpulse lake rollup`)"
+                ),
+                Some(state) => {
+                    let written = state
+                        .written_ms
+                        .and_then(chrono::DateTime::from_timestamp_millis)
+                        .map_or("never".to_owned(), |at| at.to_rfc3339());
+                    let behind: Vec<String> = tables
+                        .iter()
+                        .map(|t| {
+                            let held = state.watermarks.get(t.table).copied();
+                            match held {
+                                Some(v) if v >= t.version => format!("{} up to date", t.table),
+                                Some(v) => format!("{} {} commits behind", t.table, t.version - v),
+                                None => format!("{} not yet rolled up", t.table),
+                            }
+                        })
+                        .collect();
+                    println!(
+                        "rollups   version {:>6}  months in {}  written {written}  ({})",
+                        state.version,
+                        state.timezone.as_deref().unwrap_or("?"),
+                        behind.join(", ")
+                    );
+                    match state.purged_before {
+                        Some(before) => println!(
+                            "          raw records kept from {before}; earlier months are kept in the rollups only (frozen)"
+                        ),
+                        None => println!(
+                            "          nothing purged: every month can be recounted from raw records"
+                        ),
+                    }
+                }
+            }
+            Ok(())
+        }
+        LakeCommand::Rollup { rebuild } => {
+            let mode = if rebuild {
+                RollupMode::Rebuild
+            } else {
+                RollupMode::Incremental
+            };
+            let report = runtime.block_on(rollup::run(&root, &rollup_config(config), mode))?;
+            println!(
+                "rollups up to date in {:.1} s: {} months recounted ({}), {} cells, {} rooms changed, raw versions {:?}",
+                report.elapsed.as_secs_f64(),
+                report.months.len(),
+                summarize_months(&report.months),
+                report.cells,
+                report.rooms_changed,
+                report.versions
+            );
             Ok(())
         }
         LakeCommand::Compact => report("compact", runtime.block_on(maintenance::compact(&root))?),
@@ -96,13 +171,25 @@ pub fn run(args: &LakeArgs, config: &Config) -> anyhow::Result<()> {
         }
         LakeCommand::Purge { older_than } => {
             let cutoff = chrono::Utc::now().date_naive() - older_than;
-            let before_day = mxpulse_schemas::time::date_to_days(cutoff);
-            println!("purging raw records before {cutoff}");
-            report(
-                "purge",
-                runtime.block_on(maintenance::purge(&root, before_day))?,
-            )
+            println!("purging raw records before {cutoff} (the rollups keep their figures)");
+            let purged =
+                runtime.block_on(maintenance::purge(&root, &rollup_config(config), cutoff))?;
+            println!(
+                "rollups up to date first: {} months recounted",
+                purged.rollup.months.len()
+            );
+            report("purge", purged.tables)
         }
+    }
+}
+
+/// `2023-01 .. 2024-12` for a run of months, or the months themselves.
+fn summarize_months(months: &[String]) -> String {
+    match months {
+        [] => "none".into(),
+        [one] => one.clone(),
+        [first, .., last] if months.len() > 3 => format!("{first} .. {last}"),
+        _ => months.join(", "),
     }
 }
 

@@ -107,11 +107,13 @@ pub async fn shutdown_signal() {
 }
 
 /// Logs go to stderr, filtered by `MXPULSE_LOG` (`info` by default; `RUST_LOG` syntax), in
-/// colour on a terminal only: a file or journald gets plain text to search.
+/// colour on a terminal only: a file or journald gets plain text to search. The Delta kernel's
+/// own logs are off by default: it logs every snapshot it builds, and an ERROR for every
+/// table it probes that does not exist yet; delta-rs returns the errors that matter to us.
 pub fn init_logging() {
     use std::io::IsTerminal as _;
     let filter = tracing_subscriber::EnvFilter::try_from_env("MXPULSE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,buoyant_kernel=off"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

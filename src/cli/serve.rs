@@ -52,7 +52,13 @@ pub fn query_service(config: &Config) -> anyhow::Result<QueryService> {
         timezone: q.timezone.clone(),
         min_users: config.privacy.min_users,
         running: tokio::sync::Semaphore::new(q.max_concurrent_queries as usize),
+        queue_timeout: Duration::from_millis(q.queue_timeout_ms),
+        spans: mxpulse_query::figures::SpanLimits {
+            max_months: u32::try_from(q.max_months).unwrap_or(u32::MAX),
+            max_days: u32::try_from(q.max_days).unwrap_or(u32::MAX),
+        },
         executor: QueryExecutor::new(q.threads as usize)?,
+        cells: Default::default(),
         metrics: Default::default(),
     })
 }

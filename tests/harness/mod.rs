@@ -10,6 +10,7 @@
 pub mod demo;
 pub mod hooks;
 pub mod pipeline;
+pub mod serve;
 pub mod synapse;
 
 use std::net::TcpListener;

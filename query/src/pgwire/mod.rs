@@ -74,6 +74,8 @@ fn sql_error(error: QueryError) -> PgWireError {
         QueryError::Invalid(_) => "42601",
         QueryError::Timeout(_) => "57014",
         QueryError::Memory(_) => "53200",
+        // too_many_connections: the client may retry.
+        QueryError::Busy(_) => "53300",
         QueryError::Lake(_) => "58030",
         QueryError::Internal(_) => "XX000",
     };

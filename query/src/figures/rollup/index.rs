@@ -1,0 +1,217 @@
+//! The rollups in memory: every cell of `figure_cells` and every forum, read once per version
+//! of the table and kept until the next one, so that answering a request is looking cells up
+//! (microseconds), not planning and scanning SQL. At the federation's size the cube holds a
+//! few hundred thousand cells: tens of megabytes.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, AsArray};
+use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
+use datafusion::prelude::SessionContext;
+
+use super::super::definitions::DimSet;
+use super::super::grouping::{Grain, GroupRow, Tally};
+use super::GRAIN_DAY;
+use crate::error::QueryError;
+use crate::lake::LakeSnapshot;
+use crate::session::{self, Limits};
+
+/// A cell's breakdown keys (by `Dim::index`) and tally.
+type KeyedTally = ([Option<Arc<str>>; 3], Tally);
+
+/// A forum of the rollups: its server, members, creation (microseconds) and local month.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ForumRow {
+    pub server: String,
+    pub members: i64,
+    pub created_at: i64,
+    pub created: String,
+}
+
+/// Every cell, by figure, breakdown set and grain, then by period.
+#[derive(Debug, Default)]
+pub struct CellIndex {
+    /// The `figure_cells` version this holds.
+    pub version: Option<u64>,
+    cells: HashMap<(String, DimSet, Grain), BTreeMap<String, Vec<KeyedTally>>>,
+    /// Forums by members, most first (then oldest first), every size.
+    pub forums: Vec<ForumRow>,
+    pub len: usize,
+}
+
+impl CellIndex {
+    /// The cells of `figure` grouped by exactly `dims`, of periods `first..=last`, whose
+    /// grouped keys agree with `keys` where `keys` has one, as grouped rows.
+    pub fn rows(
+        &self,
+        figure: &str,
+        dims: DimSet,
+        grain: Grain,
+        (first, last): (&str, &str),
+        keys: &[Option<String>; 3],
+    ) -> Vec<GroupRow> {
+        let Some(by_period) = self.cells.get(&(figure.to_owned(), dims, grain)) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (period, cells) in by_period.range(first.to_owned()..=last.to_owned()) {
+            for (cell_keys, tally) in cells {
+                let agrees = keys
+                    .iter()
+                    .zip(cell_keys)
+                    .all(|(wanted, got)| match wanted {
+                        Some(wanted) => got.as_deref() == Some(wanted.as_str()),
+                        None => true,
+                    });
+                if agrees {
+                    out.push(GroupRow {
+                        grain,
+                        period: period.clone(),
+                        dims,
+                        keys: cell_keys.clone().map(|k| k.map(|k| k.to_string())),
+                        tallies: vec![Some(*tally)],
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// Reads every cell and forum of the rollups in `ctx` (a `session::rollup_session`).
+    async fn load(
+        ctx: &SessionContext,
+        version: Option<u64>,
+        timezone: &str,
+    ) -> Result<CellIndex, QueryError> {
+        let mut index = CellIndex {
+            version,
+            ..Default::default()
+        };
+        let mut interned: HashMap<String, Arc<str>> = HashMap::new();
+        let batches = ctx
+            .sql("SELECT figure, grain, period, dims, server, domain, platform, value, users FROM figure_cells")
+            .await?
+            .collect()
+            .await?;
+        for batch in batches {
+            let text =
+                |i: usize| datafusion::arrow::compute::cast(batch.column(i), &DataType::Utf8);
+            let (figure, grain, period) = (text(0)?, text(1)?, text(2)?);
+            let dims = datafusion::arrow::compute::cast(batch.column(3), &DataType::Int64)?;
+            let keys = [text(4)?, text(5)?, text(6)?];
+            let value = datafusion::arrow::compute::cast(batch.column(7), &DataType::Float64)?;
+            let users = datafusion::arrow::compute::cast(batch.column(8), &DataType::Int64)?;
+            let (figure, grain, period) = (
+                figure.as_string::<i32>(),
+                grain.as_string::<i32>(),
+                period.as_string::<i32>(),
+            );
+            let (dims, value, users) = (
+                dims.as_primitive::<Int64Type>(),
+                value.as_primitive::<Float64Type>(),
+                users.as_primitive::<Int64Type>(),
+            );
+            let keys = keys.each_ref().map(|k| k.as_string::<i32>().clone());
+            for row in 0..batch.num_rows() {
+                let mut key = |i: usize| {
+                    (!keys[i].is_null(row)).then(|| {
+                        let text = keys[i].value(row);
+                        interned
+                            .entry(text.to_owned())
+                            .or_insert_with(|| Arc::from(text))
+                            .clone()
+                    })
+                };
+                let cell_keys = [key(0), key(1), key(2)];
+                let grain = if grain.value(row) == GRAIN_DAY {
+                    Grain::Day
+                } else {
+                    Grain::Period
+                };
+                let set = DimSet(u8::try_from(dims.value(row)).unwrap_or(0));
+                index
+                    .cells
+                    .entry((figure.value(row).to_owned(), set, grain))
+                    .or_default()
+                    .entry(period.value(row).to_owned())
+                    .or_default()
+                    .push((
+                        cell_keys,
+                        Tally {
+                            value: value.value(row),
+                            users: users.value(row),
+                        },
+                    ));
+                index.len += 1;
+            }
+        }
+        let time = super::super::definitions::Source::Rooms
+            .time(timezone)
+            .replace("created_at", "r.created_at");
+        let sql = format!(
+            "SELECT r.server, m.members, arrow_cast(r.created_at, 'Int64'), to_char({time}, '%Y-%m') \
+             FROM rooms AS r JOIN (SELECT room, count(*) AS members FROM forum_members \
+                                   WHERE membership = 'join' GROUP BY room) AS m ON m.room = r.room \
+             WHERE r.kind = 'forum' ORDER BY m.members DESC, r.created_at"
+        );
+        for batch in ctx.sql(&sql).await?.collect().await? {
+            let server = datafusion::arrow::compute::cast(batch.column(0), &DataType::Utf8)?;
+            let members = datafusion::arrow::compute::cast(batch.column(1), &DataType::Int64)?;
+            let created_at = datafusion::arrow::compute::cast(batch.column(2), &DataType::Int64)?;
+            let created = datafusion::arrow::compute::cast(batch.column(3), &DataType::Utf8)?;
+            let (server, members, created_at, created) = (
+                server.as_string::<i32>(),
+                members.as_primitive::<Int64Type>(),
+                created_at.as_primitive::<Int64Type>(),
+                created.as_string::<i32>(),
+            );
+            for row in 0..batch.num_rows() {
+                index.forums.push(ForumRow {
+                    server: server.value(row).to_owned(),
+                    members: members.value(row),
+                    created_at: created_at.value(row),
+                    created: created.value(row).to_owned(),
+                });
+            }
+        }
+        Ok(index)
+    }
+}
+
+/// The index of the newest rollups, loaded when their version changes.
+#[derive(Debug, Default)]
+pub struct IndexCache {
+    cached: tokio::sync::Mutex<Option<Arc<CellIndex>>>,
+}
+
+impl IndexCache {
+    /// The index of `snapshot`'s rollups (loaded now if the cached one is of another version).
+    pub async fn index(
+        &self,
+        snapshot: &LakeSnapshot,
+        limits: &Limits,
+        timezone: &str,
+    ) -> Result<Arc<CellIndex>, QueryError> {
+        let Some(rollups) = &snapshot.rollups else {
+            return Err(QueryError::Lake("the lake has no rollups".into()));
+        };
+        let version = rollups.cells.version();
+        let mut cached = self.cached.lock().await;
+        if let Some(index) = cached.as_ref()
+            && index.version == version
+        {
+            return Ok(index.clone());
+        }
+        let ctx = session::rollup_session(snapshot, limits).await?;
+        let index = Arc::new(CellIndex::load(&ctx, version, timezone).await?);
+        tracing::info!(
+            cells = index.len,
+            forums = index.forums.len(),
+            ?version,
+            "rollups loaded"
+        );
+        *cached = Some(index.clone());
+        Ok(index)
+    }
+}

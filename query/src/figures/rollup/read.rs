@@ -1,0 +1,157 @@
+//! A request answered from the rollups: the cells of its periods, at the cube coordinates of
+//! its filters, looked up in the `CellIndex` of `figure_cells`, and the forums from the
+//! index's list. The same `Tallies` as the raw path, so the same publication follows.
+
+use super::super::ForumRank;
+use super::super::definitions::{ACCOUNT_CHANGES, Dim, Figure, Source};
+use super::super::grouping::{Grain, GroupRow};
+use super::super::request::{FigureRequest, Granularity};
+use super::super::tally::{Base, Tallies, request_cells};
+use super::R30_FIGURE;
+use super::index::CellIndex;
+use crate::error::QueryError;
+
+/// The cells of `figure` at `base` and at `base` with one breakdown more, by `grain`, over
+/// periods `first..=last`.
+fn cells_around(
+    index: &CellIndex,
+    figure: &str,
+    base: &Base,
+    breakdowns: &[Dim],
+    dims: &[Dim],
+    grain: Grain,
+    periods: (&str, &str),
+) -> Vec<GroupRow> {
+    let mut rows = index.rows(figure, base.dims, grain, periods, &base.keys);
+    for dim in dims {
+        if breakdowns.contains(dim) && !base.dims.contains(*dim) {
+            rows.extend(index.rows(figure, base.dims.with(*dim), grain, periods, &base.keys));
+        }
+    }
+    rows
+}
+
+/// The last day of a month, or the day itself.
+fn last_day(period: &str) -> Result<String, QueryError> {
+    if period.len() == 7 {
+        Ok(super::super::periods::month_end(period)?.to_string())
+    } else {
+        Ok(period.to_owned())
+    }
+}
+
+/// Everything `request` needs, from the rollups; `scope` is a server the principal is
+/// limited to.
+pub fn tallies(
+    index: &CellIndex,
+    request: &FigureRequest,
+    scope: Option<&str>,
+) -> Result<Tallies, QueryError> {
+    let mut filters = request.filters.clone();
+    if let Some(server) = scope {
+        match &filters.server {
+            // Another server than its own: nothing to see, as the raw path would find no row.
+            Some(asked) if asked != server => return Ok(Tallies::default()),
+            _ => filters.server = Some(server.to_owned()),
+        }
+    }
+    let first = request.first_period()?;
+    let monthly = request.granularity == Granularity::Month;
+    let shown = request.shown();
+    let mut out = Tallies::default();
+    for source in Source::ALL {
+        let figures: Vec<&'static Figure> = shown
+            .iter()
+            .copied()
+            .filter(|f| f.source == source)
+            .collect();
+        let base = Base::of_filters(&filters, source.dims());
+        for figure in figures {
+            // A daily request's periods are the cells by day.
+            let grain = if monthly { Grain::Period } else { Grain::Day };
+            let mut rows = cells_around(
+                index,
+                figure.name,
+                &base,
+                &request.breakdowns,
+                source.dims(),
+                grain,
+                (&first, &request.to),
+            );
+            if !monthly {
+                for row in &mut rows {
+                    row.grain = Grain::Period;
+                }
+            } else {
+                // The daily totals of the months shown, for the peak days.
+                let (from, to) = (format!("{}-01", request.from), last_day(&request.to)?);
+                rows.extend(index.rows(
+                    figure.name,
+                    base.dims,
+                    Grain::Day,
+                    (&from, &to),
+                    &base.keys,
+                ));
+            }
+            out.figures.push((
+                figure,
+                request_cells(&rows, 0, &base, &request.breakdowns, source.dims()),
+            ));
+        }
+    }
+    out.figures
+        .sort_by_key(|(f, _)| shown.iter().position(|s| s.name == f.name));
+    let special_dims = [Dim::Server, Dim::Domain];
+    let base = Base::of_filters(&filters, &special_dims);
+    if request.shows_special("total_active_accounts") {
+        // Every month up to `to`: the totals are running sums over all history.
+        let rows = cells_around(
+            index,
+            ACCOUNT_CHANGES.name,
+            &base,
+            &request.breakdowns,
+            &special_dims,
+            Grain::Period,
+            ("", &request.to),
+        );
+        out.account_changes =
+            Some(request_cells(&rows, 0, &base, &request.breakdowns, &special_dims).cells);
+    }
+    if request.shows_special("r30_users") {
+        let rows = cells_around(
+            index,
+            R30_FIGURE,
+            &base,
+            &request.breakdowns,
+            &special_dims,
+            Grain::Period,
+            (&first, &request.to),
+        );
+        out.r30 = Some(request_cells(&rows, 0, &base, &request.breakdowns, &special_dims).cells);
+    }
+    Ok(out)
+}
+
+/// The `limit` forums with the most members; forums of fewer than `min_users` members are
+/// left out (small cells).
+pub fn top_forums(
+    index: &CellIndex,
+    limit: usize,
+    min_users: u32,
+    scope: Option<&str>,
+) -> Vec<ForumRank> {
+    index
+        .forums
+        .iter()
+        .filter(|f| f.members >= i64::from(min_users))
+        .filter(|f| scope.is_none_or(|server| f.server == server))
+        .take(limit)
+        .enumerate()
+        .map(|(i, f)| ForumRank {
+            rank: i + 1,
+            server: f.server.clone(),
+            members: f.members,
+            created: f.created.clone(),
+        })
+        .collect()
+}

@@ -1,0 +1,496 @@
+//! Rollups equal raw: over the golden lake (`golden/`), every request shape (monthly and
+//! daily, every filter and combination of filters, a server's scope, breakdowns or none) is
+//! answered identically from the rollups and from the raw tables, and stays so after late
+//! records for an old day (including a room's kind changing weeks after its creation), a
+//! repeat delivered again through the ingest's sink, a compaction and a purge (after which
+//! the purged months' figures are unchanged, though the raw tables lost them). Incremental
+//! runs leave the rollup tables exactly as a rebuild does.
+
+mod golden;
+
+use std::time::Duration;
+
+use chrono::NaiveDate;
+use golden::{A, B, Events, ms, visit, write, write_lake};
+use mxpulse_ingest::LakeRoot;
+use mxpulse_ingest::rollup::{self, RollupConfig, RollupMode, RollupReport};
+use mxpulse_query::figures::planner;
+use mxpulse_query::figures::rollup::index::IndexCache;
+use mxpulse_query::figures::{
+    Dim, FigureCell, FigureRequest, FigureSource, Filters, ForumRank, Granularity,
+};
+use mxpulse_query::lake::LakeSnapshot;
+use mxpulse_query::session::{Limits, Publication};
+use mxpulse_schemas::vocabulary::{EventType, Membership, MsgType, Platform};
+use mxpulse_schemas::{EventPseudonym, UserPseudonym};
+
+const TZ: &str = "Europe/Paris";
+
+fn config() -> RollupConfig {
+    RollupConfig {
+        timezone: TZ.into(),
+    }
+}
+
+fn publication() -> Publication {
+    Publication {
+        timezone: TZ.into(),
+        min_users: 3,
+    }
+}
+
+fn limits() -> Limits {
+    Limits {
+        memory_bytes: 256 << 20,
+        timeout: Duration::from_secs(60),
+        max_rows: 10_000,
+    }
+}
+
+async fn rollup(root: &LakeRoot, mode: RollupMode) -> RollupReport {
+    rollup::run(root, &config(), mode).await.unwrap()
+}
+
+fn filters(server: Option<&str>, domain: Option<&str>, platform: Option<&str>) -> Filters {
+    Filters {
+        server: server.map(str::to_owned),
+        domain: domain.map(str::to_owned),
+        platform: platform.map(str::to_owned),
+    }
+}
+
+/// Every request shape over the golden lake's periods (`all`), or a few that touch every
+/// figure, breakdown and period.
+fn requests(all: bool) -> Vec<FigureRequest> {
+    let filter_sets = [
+        filters(None, None, None),
+        filters(Some(A), None, None),
+        filters(Some(B), None, None),
+        filters(None, Some("interieur.gouv.fr"), None),
+        filters(None, Some("finances.gouv.fr"), None),
+        filters(None, None, Some("web")),
+        filters(None, None, Some("android")),
+        filters(Some(A), Some("interieur.gouv.fr"), None),
+        filters(Some(A), None, Some("web")),
+        filters(None, Some("interieur.gouv.fr"), Some("android")),
+        filters(Some(B), Some("interieur.gouv.fr"), None),
+        filters(Some("nowhere.example"), None, None),
+    ];
+    let filter_sets = if all {
+        &filter_sets[..]
+    } else {
+        &filter_sets[..2]
+    };
+    let mut requests = Vec::new();
+    for filters in filter_sets {
+        for (granularity, from, to) in [
+            (Granularity::Month, "2023-04", "2024-07"),
+            (Granularity::Day, "2024-04-28", "2024-06-05"),
+        ] {
+            requests.push(FigureRequest {
+                filters: filters.clone(),
+                ..FigureRequest::new(granularity, from, to)
+            });
+        }
+    }
+    requests.push(FigureRequest {
+        breakdowns: Vec::new(),
+        ..FigureRequest::new(Granularity::Month, "2024-05", "2024-05")
+    });
+    requests.push(FigureRequest {
+        breakdowns: vec![Dim::Platform],
+        only: vec!["active_users".into(), "r30_users".into()],
+        ..FigureRequest::new(Granularity::Month, "2024-01", "2024-06")
+    });
+    requests
+}
+
+async fn answer(
+    snapshot: &LakeSnapshot,
+    request: &FigureRequest,
+    scope: Option<&str>,
+    source: FigureSource,
+) -> Vec<FigureCell> {
+    let cells = IndexCache::default();
+    let with = planner::Answering {
+        snapshot,
+        cells: &cells,
+        publication: &publication(),
+        limits: &limits(),
+    };
+    let report = planner::figures(&with, request, scope, source)
+        .await
+        .unwrap_or_else(|e| panic!("{source:?} {scope:?} {request:?}: {e}"));
+    assert_eq!(report.source, source);
+    report.cells
+}
+
+async fn forums(
+    snapshot: &LakeSnapshot,
+    scope: Option<&str>,
+    source: FigureSource,
+) -> Vec<ForumRank> {
+    let cells = IndexCache::default();
+    let with = planner::Answering {
+        snapshot,
+        cells: &cells,
+        publication: &publication(),
+        limits: &limits(),
+    };
+    planner::forums(&with, 10, scope, source).await.unwrap()
+}
+
+/// Every answer from the rollups, by request and scope.
+async fn rolled_answers(root: &LakeRoot) -> Vec<Vec<FigureCell>> {
+    let snapshot = LakeSnapshot::load(root.url()).await.unwrap();
+    let mut out = Vec::new();
+    for scope in [None, Some(A)] {
+        for request in requests(true) {
+            out.push(answer(&snapshot, &request, scope, FigureSource::Rollups).await);
+        }
+    }
+    out
+}
+
+async fn assert_rollups_equal_raw(root: &LakeRoot, context: &str, all: bool) {
+    let snapshot = LakeSnapshot::load(root.url()).await.unwrap();
+    let mut cells = 0;
+    for scope in [None, Some(A)] {
+        for request in requests(all) {
+            let raw = answer(&snapshot, &request, scope, FigureSource::Raw).await;
+            let rolled = answer(&snapshot, &request, scope, FigureSource::Rollups).await;
+            assert_eq!(rolled, raw, "{context}: {scope:?} {request:?}");
+            cells += raw.len();
+        }
+        assert_eq!(
+            forums(&snapshot, scope, FigureSource::Rollups).await,
+            forums(&snapshot, scope, FigureSource::Raw).await,
+            "{context}: forums {scope:?}"
+        );
+    }
+    assert!(
+        cells > 200,
+        "{context}: the requests have cells to compare ({cells})"
+    );
+}
+
+fn lake() -> (tempfile::TempDir, LakeRoot) {
+    let dir = tempfile::tempdir().unwrap();
+    let root = LakeRoot::parse(&dir.path().display().to_string()).unwrap();
+    (dir, root)
+}
+
+/// A late event with its own identity (the golden events are numbered from 1).
+fn late(
+    events: &mut Events,
+    id: u128,
+    sender: u64,
+    room: u64,
+    at: mxpulse_schemas::UnixMillis,
+    event_type: EventType,
+    edit: impl FnOnce(&mut mxpulse_schemas::EventRecord),
+) {
+    events.add(sender, room, at, event_type, |r| {
+        r.event = EventPseudonym(id);
+        edit(r)
+    });
+}
+
+fn day(text: &str) -> NaiveDate {
+    NaiveDate::parse_from_str(text, "%Y-%m-%d").unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rollups_equal_raw_through_late_records_repeats_compaction_and_purge() {
+    let (_dir, root) = lake();
+    write_lake(&root).await;
+    let first = rollup(&root, RollupMode::Incremental).await;
+    assert!(first.months.contains(&"2024-05".to_owned()), "{first:?}");
+    assert_rollups_equal_raw(&root, "first run", true).await;
+
+    // Late records: members joining the forum (room 202, created in May) on 10 May, a visit
+    // and a message for May 2023.
+    let mut e = Events(Vec::new());
+    for (i, user) in [1u64, 2, 3, 4].into_iter().enumerate() {
+        late(
+            &mut e,
+            1000 + i as u128,
+            user,
+            202,
+            ms(2024, 5, 10, 9, 0),
+            EventType::RoomMember,
+            |r| {
+                r.membership = Some(Membership::Join);
+                r.target = Some(UserPseudonym(user))
+            },
+        );
+    }
+    late(
+        &mut e,
+        1010,
+        1,
+        100,
+        ms(2023, 5, 10, 9, 0),
+        EventType::RoomMessage,
+        |r| r.msgtype = Some(MsgType::Text),
+    );
+    write(&root, &e.0).await;
+    write(
+        &root,
+        &[visit(
+            7,
+            A,
+            "interieur.gouv.fr",
+            (2023, 5, 11),
+            Platform::Web,
+        )],
+    )
+    .await;
+    let late_run = rollup(&root, RollupMode::Incremental).await;
+    assert!(
+        late_run.months.contains(&"2023-05".to_owned()),
+        "a late day recounts its month: {late_run:?}"
+    );
+    assert!(
+        !late_run.months.contains(&"2023-11".to_owned()),
+        "{late_run:?}"
+    );
+    assert_rollups_equal_raw(&root, "late records", false).await;
+    let snapshot = LakeSnapshot::load(root.url()).await.unwrap();
+    assert_eq!(
+        forums(&snapshot, None, FigureSource::Rollups).await.len(),
+        1,
+        "the forum now has 4 members"
+    );
+
+    // Weeks later, the forum is encrypted: it becomes a private room, and May's rooms change
+    // though no May day did.
+    let mut e = Events(Vec::new());
+    late(
+        &mut e,
+        1020,
+        2,
+        202,
+        ms(2024, 6, 20, 9, 0),
+        EventType::RoomEncryption,
+        |r| r.encrypted = Some(true),
+    );
+    write(&root, &e.0).await;
+    let kind_run = rollup(&root, RollupMode::Incremental).await;
+    assert!(
+        kind_run.months.contains(&"2024-05".to_owned()),
+        "{kind_run:?}"
+    );
+    assert_eq!(kind_run.rooms_changed, 1, "{kind_run:?}");
+    assert_rollups_equal_raw(&root, "a room's kind changed", true).await;
+    let snapshot = LakeSnapshot::load(root.url()).await.unwrap();
+    assert!(
+        forums(&snapshot, None, FigureSource::Rollups)
+            .await
+            .is_empty()
+    );
+
+    // A repeat through the ingest's sink: dropped by identity, an empty commit.
+    let mut events = mxpulse_ingest::lake::open_or_create::<mxpulse_schemas::EventRecord>(&root)
+        .await
+        .unwrap();
+    events.update_state().await.unwrap();
+    let mut sink =
+        mxpulse_ingest::TableSink::<mxpulse_schemas::EventRecord>::new(events, "test", 8);
+    let envelope = mxpulse_schemas::encode(&e.0[0]);
+    let admitted = sink
+        .admit(
+            0,
+            mxpulse_ingest::offsets::Offset(0),
+            None,
+            &envelope.payload,
+        )
+        .await
+        .unwrap();
+    assert_eq!(admitted, mxpulse_ingest::Admission::Buffered);
+    let commit = sink.flush().await.unwrap().unwrap();
+    assert_eq!((commit.rows, commit.repeats), (0, 1), "{commit:?}");
+    let repeat_run = rollup(&root, RollupMode::Incremental).await;
+    assert!(repeat_run.months.is_empty(), "{repeat_run:?}");
+    assert_rollups_equal_raw(&root, "a repeat", false).await;
+
+    // Compaction rewrites files without changing a day: nothing to recount.
+    mxpulse_ingest::maintenance::compact(&root).await.unwrap();
+    let compact_run = rollup(&root, RollupMode::Incremental).await;
+    assert!(compact_run.months.is_empty(), "{compact_run:?}");
+    assert_rollups_equal_raw(&root, "compaction", false).await;
+
+    // Purge the raw records before 15 May 2024: the rollups' answers do not change.
+    let before = rolled_answers(&root).await;
+    let purged = mxpulse_ingest::maintenance::purge(&root, &config(), day("2024-05-15"))
+        .await
+        .unwrap();
+    assert!(
+        purged.tables.iter().any(|t| t.files_removed > 0),
+        "{purged:?}"
+    );
+    let state = rollup::state(&root).await.unwrap().unwrap();
+    assert_eq!(state.purged_before, Some(day("2024-05-15")));
+    let after_purge = rollup(&root, RollupMode::Incremental).await;
+    assert!(
+        !after_purge.months.iter().any(|m| m.as_str() <= "2024-05"),
+        "purged months are frozen: {after_purge:?}"
+    );
+    assert_eq!(
+        rolled_answers(&root).await,
+        before,
+        "figures after the purge"
+    );
+    // The raw tables did lose those months: the rollups are what keeps them.
+    let snapshot = LakeSnapshot::load(root.url()).await.unwrap();
+    let may = FigureRequest::new(Granularity::Month, "2024-05", "2024-05");
+    let total = |cells: &[FigureCell], figure: &str| {
+        cells
+            .iter()
+            .find(|c| c.figure == figure && c.breakdown == "total" && c.period == "2024-05")
+            .and_then(|c| c.value)
+    };
+    let raw_may = answer(&snapshot, &may, None, FigureSource::Raw).await;
+    let rolled_may = answer(&snapshot, &may, None, FigureSource::Rollups).await;
+    assert_eq!(total(&rolled_may, "active_users"), Some(5.0));
+    assert_ne!(total(&raw_may, "active_users"), Some(5.0), "{raw_may:?}");
+    assert_eq!(total(&rolled_may, "total_active_accounts"), Some(4.0));
+
+    // New days after the purge are counted as before.
+    write(
+        &root,
+        &[
+            visit(1, A, "interieur.gouv.fr", (2024, 6, 20), Platform::Web),
+            visit(2, A, "interieur.gouv.fr", (2024, 6, 20), Platform::Ios),
+            visit(3, A, "interieur.gouv.fr", (2024, 6, 21), Platform::Web),
+        ],
+    )
+    .await;
+    let june_run = rollup(&root, RollupMode::Incremental).await;
+    assert!(
+        june_run.months.contains(&"2024-06".to_owned()),
+        "{june_run:?}"
+    );
+    let snapshot = LakeSnapshot::load(root.url()).await.unwrap();
+    let june = FigureRequest::new(Granularity::Day, "2024-06-01", "2024-06-30");
+    assert_eq!(
+        answer(&snapshot, &june, None, FigureSource::Rollups).await,
+        answer(&snapshot, &june, None, FigureSource::Raw).await
+    );
+    let june_month = FigureRequest::new(Granularity::Month, "2024-06", "2024-06");
+    let rolled = answer(&snapshot, &june_month, None, FigureSource::Rollups).await;
+    let active = rolled
+        .iter()
+        .find(|c| c.figure == "active_users" && c.breakdown == "total")
+        .unwrap();
+    assert_eq!(
+        active.value,
+        Some(3.0),
+        "users 1, 2 (3 and 20 June) and 3: {active:?}"
+    );
+}
+
+/// The rollup tables' rows, sorted, as text.
+async fn table_rows(root: &LakeRoot) -> Vec<String> {
+    use deltalake::datafusion::prelude::SessionContext;
+    let mut out = Vec::new();
+    for path in [
+        mxpulse_query::figures::rollup::CELLS_TABLE,
+        mxpulse_query::figures::rollup::ROOMS_TABLE,
+        mxpulse_query::figures::rollup::FORUM_MEMBERS_TABLE,
+    ] {
+        let table = mxpulse_query::lake::load_table(root.url(), path)
+            .await
+            .unwrap()
+            .unwrap();
+        let ctx = SessionContext::new();
+        table.update_datafusion_session(&ctx.state()).unwrap();
+        ctx.register_table("t", table.table_provider().await.unwrap())
+            .unwrap();
+        let batches = ctx
+            .sql("SELECT * FROM t")
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        let text = deltalake::arrow::util::pretty::pretty_format_batches(&batches)
+            .unwrap()
+            .to_string();
+        let mut rows: Vec<String> = text
+            .lines()
+            .filter(|l| l.starts_with("| "))
+            .skip(1)
+            .map(|l| format!("{path} {l}"))
+            .collect();
+        rows.sort();
+        out.extend(rows);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn incremental_runs_leave_the_tables_a_rebuild_does() {
+    let (_dir, root) = lake();
+    let (visits, events, accounts) = golden::lake_data();
+    // The golden lake in five deliveries, a rollup run after each.
+    let (early, late) = events.split_at(events.len() / 2);
+    write(&root, early).await;
+    rollup(&root, RollupMode::Incremental).await;
+    write(&root, &visits[..visits.len() / 2]).await;
+    rollup(&root, RollupMode::Incremental).await;
+    write(&root, late).await;
+    write(&root, &accounts).await;
+    rollup(&root, RollupMode::Incremental).await;
+    write(&root, &visits[visits.len() / 2..]).await;
+    let last = rollup(&root, RollupMode::Incremental).await;
+    assert!(!last.months.is_empty());
+    let incremental = table_rows(&root).await;
+    assert!(
+        incremental.iter().any(|r| r.contains("rollups/rooms")),
+        "rooms rolled up"
+    );
+    assert!(incremental.len() > 150, "{} rows", incremental.len());
+    let rebuilt = rollup(&root, RollupMode::Rebuild).await;
+    assert!(
+        rebuilt.months.contains(&"2023-05".to_owned()),
+        "{rebuilt:?}"
+    );
+    assert_eq!(table_rows(&root).await, incremental);
+    assert_rollups_equal_raw(&root, "after five deliveries", true).await;
+    let again = rollup(&root, RollupMode::Incremental).await;
+    assert!(again.months.is_empty(), "nothing new: {again:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rollups_cut_in_another_time_zone_are_not_used_and_recut_on_rebuild() {
+    let (_dir, root) = lake();
+    write_lake(&root).await;
+    rollup(&root, RollupMode::Incremental).await;
+    let utc = RollupConfig {
+        timezone: "UTC".into(),
+    };
+    let err = rollup::run(&root, &utc, RollupMode::Incremental)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("--rebuild") && err.contains("Europe/Paris"),
+        "{err}"
+    );
+    // The service counting in UTC answers from the raw tables meanwhile.
+    let snapshot = LakeSnapshot::load(root.url()).await.unwrap();
+    let in_utc = Publication {
+        timezone: "UTC".into(),
+        min_users: 3,
+    };
+    let chosen = planner::choose(&snapshot, &in_utc, planner::SourceChoice::Auto).unwrap();
+    assert_eq!(chosen, FigureSource::Raw);
+    assert!(planner::choose(&snapshot, &in_utc, planner::SourceChoice::Rollups).is_err());
+    rollup::run(&root, &utc, RollupMode::Rebuild).await.unwrap();
+    let snapshot = LakeSnapshot::load(root.url()).await.unwrap();
+    assert_eq!(
+        planner::choose(&snapshot, &in_utc, planner::SourceChoice::Auto).unwrap(),
+        FigureSource::Rollups
+    );
+}
