@@ -106,8 +106,12 @@ pub struct HooksSection {
     /// The homeservers this process serves, each with its appservice token and optionally
     /// its database for the tap.
     pub homeservers: Vec<HomeserverSection>,
-    /// A transaction body over this size is refused with 413.
+    /// A transaction body over this size is refused with 413 (see the example file: it must
+    /// fit the largest transaction Synapse sends).
     pub max_body_bytes: u64,
+    /// A homeserver whose transactions all failed or were refused for this long makes
+    /// `/health` fail, naming it.
+    pub feed_stall_ms: u64,
     /// How long records may wait for Kafka's acknowledgement before a transaction is
     /// answered 503 (and Synapse retries it).
     pub delivery_timeout_ms: u64,
@@ -123,7 +127,10 @@ impl Default for HooksSection {
             listen: SocketAddr::from(([127, 0, 0, 1], 9100)),
             known_domains: Vec::new(),
             homeservers: Vec::new(),
-            max_body_bytes: 10 << 20,
+            // 100 events of 64 KiB with their `unsigned` previous content (~13 MiB), 100
+            // to-device messages (~7 MiB), and room to spare.
+            max_body_bytes: 32 << 20,
+            feed_stall_ms: 300_000,
             delivery_timeout_ms: 10_000,
             tap_interval_ms: 60_000,
             state_dir: PathBuf::from("./mxpulse-hooks-state"),
@@ -159,6 +166,8 @@ pub struct IngestSection {
     pub flush_max_latency_ms: u64,
     /// Day partitions whose identities are kept in memory to drop repeats.
     pub identity_days: u64,
+    /// Dead letters unacknowledged for longer stop the ingest rather than commit past them.
+    pub dead_letter_deadline_ms: u64,
 }
 
 impl Default for IngestSection {
@@ -170,6 +179,7 @@ impl Default for IngestSection {
             flush_max_bytes: 64 << 20,
             flush_max_latency_ms: 5_000,
             identity_days: 8,
+            dead_letter_deadline_ms: 300_000,
         }
     }
 }
@@ -363,6 +373,10 @@ impl Config {
                 self.ingest.flush_max_latency_ms,
             ),
             ("ingest.identity_days", self.ingest.identity_days),
+            (
+                "ingest.dead_letter_deadline_ms",
+                self.ingest.dead_letter_deadline_ms,
+            ),
         ] {
             if value == 0 {
                 return Err(ConfigError::Invalid {
@@ -376,6 +390,7 @@ impl Config {
             ("query.max_months", self.query.max_months),
             ("query.max_days", self.query.max_days),
             ("hooks.max_body_bytes", self.hooks.max_body_bytes),
+            ("hooks.feed_stall_ms", self.hooks.feed_stall_ms),
             ("hooks.delivery_timeout_ms", self.hooks.delivery_timeout_ms),
             ("hooks.tap_interval_ms", self.hooks.tap_interval_ms),
         ] {

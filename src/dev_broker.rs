@@ -96,6 +96,21 @@ impl DevBroker {
         }
     }
 
+    /// Makes `topic` unavailable (its metadata answers an error: producers find no leader
+    /// and their messages time out) or available again: a topic-level fault drill.
+    pub fn set_topic_unavailable(&self, topic: &str, unavailable: bool) {
+        let Ok(name) = CString::new(topic) else {
+            return;
+        };
+        let error = if unavailable {
+            rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE
+        } else {
+            rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR
+        };
+        // SAFETY: live cluster, NUL-terminated name that outlives the call.
+        unsafe { rdsys::rd_kafka_mock_topic_set_error(self.cluster, name.as_ptr(), error) };
+    }
+
     /// `bootstrap.servers` for clients, e.g. `127.0.0.1:40123`.
     pub fn bootstrap_servers(&self) -> String {
         // SAFETY: live cluster; librdkafka returns a NUL-terminated string it owns for the

@@ -190,6 +190,102 @@ impl FastMapping {
 pub struct KafkaFastPath {
     pub mapping: FastMapping,
     pub producer: RecordProducer,
+    /// Waits for the ingest when it falls behind, so that the broker never has to drop what
+    /// was not read yet (a broker keeps a partition up to its retention: the dev broker 5 MB).
+    pub lag: Option<LagGuard>,
+    /// Records published, per table.
+    pub published: [u64; 3],
+}
+
+/// How far behind the ingest's consumer group may fall, per partition, before publishing
+/// waits for it.
+pub struct LagGuard {
+    consumer: rdkafka::consumer::BaseConsumer,
+    group: String,
+    max_lag: i64,
+    /// How long the lag may stay over the bound without the ingest reading anything.
+    patience: Duration,
+}
+
+impl LagGuard {
+    pub fn new(client: &rdkafka::ClientConfig, group: &str, max_lag: i64) -> anyhow::Result<Self> {
+        let consumer = client
+            .clone()
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .create()
+            .context("Kafka client for the lag")?;
+        Ok(Self {
+            consumer,
+            group: group.to_owned(),
+            max_lag,
+            patience: Duration::from_secs(120),
+        })
+    }
+
+    /// The largest lag of the group over the record topics' partitions, and where.
+    fn lag(&self) -> anyhow::Result<(i64, String)> {
+        use rdkafka::consumer::Consumer as _;
+        let timeout = Duration::from_secs(10);
+        let mut list = rdkafka::TopicPartitionList::new();
+        let mut highs = Vec::new();
+        for topic in mxpulse_schemas::topics::RECORD_TOPICS {
+            let metadata = self.consumer.fetch_metadata(Some(topic), timeout)?;
+            let partitions = metadata
+                .topics()
+                .first()
+                .map_or(0, |t| t.partitions().len());
+            for partition in 0..partitions as i32 {
+                let (low, high) = self.consumer.fetch_watermarks(topic, partition, timeout)?;
+                list.add_partition(topic, partition);
+                highs.push((topic, partition, low, high));
+            }
+        }
+        let committed = self.consumer.committed_offsets(list, timeout)?;
+        let mut worst = (0, String::new());
+        for (topic, partition, low, high) in highs {
+            let at = committed
+                .find_partition(topic, partition)
+                .and_then(|e| e.offset().to_raw())
+                .filter(|o| *o >= 0)
+                .unwrap_or(low);
+            if high - at > worst.0 {
+                worst = (high - at, format!("{topic} partition {partition}"));
+            }
+        }
+        Ok(worst)
+    }
+
+    /// Returns once the group's lag is under the bound; fails when the ingest reads nothing
+    /// for `patience` while it is over.
+    pub async fn wait(&self) -> anyhow::Result<()> {
+        let mut since_progress = Instant::now();
+        let mut last = i64::MAX;
+        let mut said = false;
+        loop {
+            let (lag, where_) = tokio::task::block_in_place(|| self.lag())?;
+            if lag <= self.max_lag {
+                return Ok(());
+            }
+            if lag < last {
+                since_progress = Instant::now();
+                last = lag;
+            }
+            if !said {
+                tracing::info!(lag, %where_, group = %self.group, "waiting for the ingest to read what is published");
+                said = true;
+            }
+            anyhow::ensure!(
+                since_progress.elapsed() < self.patience,
+                "the ingest (group {}) read nothing for {:?} while {lag} messages of {where_} wait: \
+                 start `mxpulse ingest`; publishing more would make the broker drop messages \
+                 before they are read (--max-lag bounds what waits)",
+                self.group,
+                self.patience
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
 }
 
 /// Records per publish call, or per lake commit.
@@ -198,23 +294,33 @@ const LAKE_CHUNK: usize = 2_000_000;
 
 impl KafkaFastPath {
     async fn publish(
-        &self,
+        &mut self,
         sim: &Simulation,
         month_start_ms: i64,
         activity: &Activity,
     ) -> anyhow::Result<()> {
         for chunk in activity.events.chunks(PUBLISH_CHUNK) {
-            self.producer
-                .publish(&self.mapping.events(sim, chunk))
-                .await?;
+            let records = self.mapping.events(sim, chunk);
+            self.producer.publish(&records).await?;
+            self.published[0] += records.len() as u64;
+            self.keep_pace().await?;
         }
         for chunk in self.mapping.visits(sim, activity).chunks(PUBLISH_CHUNK) {
             self.producer.publish(chunk).await?;
+            self.published[1] += chunk.len() as u64;
+            self.keep_pace().await?;
         }
-        self.producer
-            .publish(&self.mapping.accounts(sim, month_start_ms, activity))
-            .await?;
+        let accounts = self.mapping.accounts(sim, month_start_ms, activity);
+        self.producer.publish(&accounts).await?;
+        self.published[2] += accounts.len() as u64;
         Ok(())
+    }
+
+    async fn keep_pace(&self) -> anyhow::Result<()> {
+        match &self.lag {
+            Some(lag) => lag.wait().await,
+            None => Ok(()),
+        }
     }
 }
 
@@ -309,7 +415,7 @@ impl Sinks {
         if let Some(hooks) = &mut self.hooks {
             totals.transactions += hooks.send(sim, &activity.events, label).await?;
         }
-        if let Some(kafka) = &self.kafka {
+        if let Some(kafka) = &mut self.kafka {
             kafka.publish(sim, period_start_ms, activity).await?;
         }
         if let Some(lake) = &mut self.lake {

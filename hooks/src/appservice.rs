@@ -77,6 +77,9 @@ pub struct AppserviceState {
     pub homeservers: Vec<Homeserver>,
     pub producer: RecordProducer,
     pub metrics: Arc<HooksMetrics>,
+    /// A homeserver whose transactions all failed or were refused for this long is reported
+    /// stalled by `/health`.
+    pub stall_after: std::time::Duration,
 }
 
 /// The records of one transaction and what was left out of it.
@@ -117,79 +120,110 @@ impl IntoResponse for MatrixError {
     }
 }
 
-/// Reads a transaction body: JSON, an object, with an `events` array.
-pub fn parse_transaction(body: &[u8]) -> Result<serde_json::Map<String, Value>, MatrixError> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| {
-        MatrixError::new(
-            StatusCode::BAD_REQUEST,
-            "M_NOT_JSON",
-            format!("the body is not JSON: {e}"),
-        )
-    })?;
-    let Value::Object(body) = value else {
-        return Err(MatrixError::new(
-            StatusCode::BAD_REQUEST,
-            "M_BAD_JSON",
-            "the body is not a JSON object",
-        ));
-    };
-    for field in [
-        "events",
-        "ephemeral",
-        "de.sorunome.msc2409.ephemeral",
-        "de.sorunome.msc2409.to_device",
-    ] {
-        match body.get(field) {
-            None if field == "events" => {
-                return Err(MatrixError::new(
-                    StatusCode::BAD_REQUEST,
-                    "M_BAD_JSON",
-                    "the transaction has no `events`",
-                ));
-            }
-            None | Some(Value::Array(_)) => {}
-            Some(_) => {
-                return Err(MatrixError::new(
-                    StatusCode::BAD_REQUEST,
-                    "M_BAD_JSON",
-                    format!("`{field}` is not an array"),
-                ));
-            }
-        }
+/// A transaction's body, each event and ephemeral item kept as its raw JSON: one that
+/// cannot be read (nested deeper than serde_json reads, say) is skipped on its own instead of
+/// refusing the transaction, which Synapse would retry forever, stalling the homeserver's feed.
+#[derive(Debug, serde::Deserialize)]
+pub struct RawTransaction {
+    events: Vec<Box<serde_json::value::RawValue>>,
+    #[serde(default)]
+    ephemeral: Option<Vec<Box<serde_json::value::RawValue>>>,
+    #[serde(default, rename = "de.sorunome.msc2409.ephemeral")]
+    msc2409_ephemeral: Option<Vec<Box<serde_json::value::RawValue>>>,
+    #[serde(default, rename = "de.sorunome.msc2409.to_device")]
+    msc2409_to_device: Option<Vec<Box<serde_json::value::RawValue>>>,
+}
+
+/// Reads a transaction body: JSON, an object, with an `events` array (its items are read one
+/// by one later). Skipping over nested values has no depth limit.
+pub fn parse_transaction(body: &[u8]) -> Result<RawTransaction, MatrixError> {
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    if first != Some(&b'{') {
+        // Either not JSON at all, or JSON but not an object.
+        let is_json = serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok();
+        return Err(if is_json {
+            MatrixError::new(
+                StatusCode::BAD_REQUEST,
+                "M_BAD_JSON",
+                "the body is not a JSON object",
+            )
+        } else {
+            MatrixError::new(
+                StatusCode::BAD_REQUEST,
+                "M_NOT_JSON",
+                "the body is not JSON",
+            )
+        });
     }
-    Ok(body)
+    serde_json::from_slice::<RawTransaction>(body).map_err(|e| {
+        use serde_json::error::Category;
+        match e.classify() {
+            Category::Data if e.to_string().contains("missing field `events`") => MatrixError::new(
+                StatusCode::BAD_REQUEST,
+                "M_BAD_JSON",
+                "the transaction has no `events`",
+            ),
+            Category::Data => MatrixError::new(
+                StatusCode::BAD_REQUEST,
+                "M_BAD_JSON",
+                "`events`, `ephemeral` and to-device are arrays",
+            ),
+            // Syntax, truncated body: the position only, never the content.
+            _ => MatrixError::new(
+                StatusCode::BAD_REQUEST,
+                "M_NOT_JSON",
+                format!(
+                    "the body is not JSON (line {}, column {})",
+                    e.line(),
+                    e.column()
+                ),
+            ),
+        }
+    })
+}
+
+/// The `type` of an ephemeral item, whatever else it holds.
+#[derive(serde::Deserialize)]
+struct EphemeralType {
+    #[serde(rename = "type")]
+    kind: Option<String>,
 }
 
 /// Maps a parsed transaction of `anonymizer`'s homeserver.
-pub fn map_transaction(
-    anonymizer: &Anonymizer,
-    body: &serde_json::Map<String, Value>,
-) -> MappedTransaction {
+pub fn map_transaction(anonymizer: &Anonymizer, body: &RawTransaction) -> MappedTransaction {
     let mut mapped = MappedTransaction::default();
-    let list = |field: &str| {
-        body.get(field)
-            .and_then(Value::as_array)
-            .map(Vec::as_slice)
-            .unwrap_or_default()
-    };
-    for event in list("events") {
-        match anonymizer.event(event, Source::Appservice) {
+    for raw in &body.events {
+        let mapping = serde_json::from_str::<Value>(raw.get())
+            .map_err(|e| {
+                SkipReason::Unreadable(format!("{:?} at column {}", e.classify(), e.column()))
+            })
+            .and_then(|event| anonymizer.event(&event, Source::Appservice));
+        match mapping {
             Ok(Mapped::Record(record)) => mapped.records.push(*record),
             Ok(Mapped::Remote) => mapped.remote += 1,
             Err(reason) => {
-                tracing::warn!(%reason, "event skipped");
+                // The kind of problem only: the event's content never goes to the log.
+                tracing::warn!(
+                    reason = reason.label(),
+                    bytes = raw.get().len(),
+                    "event skipped"
+                );
                 mapped.skipped.push(reason);
             }
         }
     }
     // Synapse sends ephemeral data under both the stable and the MSC2409 name: count one.
-    let ephemeral = if body.contains_key("ephemeral") {
-        list("ephemeral")
-    } else {
-        list("de.sorunome.msc2409.ephemeral")
-    };
+    let ephemeral = body
+        .ephemeral
+        .as_deref()
+        .or(body.msc2409_ephemeral.as_deref())
+        .unwrap_or_default();
     for item in ephemeral {
-        let kind = match item.get("type").and_then(Value::as_str) {
+        let kind = match serde_json::from_str::<EphemeralType>(item.get())
+            .ok()
+            .and_then(|t| t.kind)
+            .as_deref()
+        {
             Some("m.typing") => "typing",
             Some("m.receipt") => "receipt",
             Some("m.presence") => "presence",
@@ -197,7 +231,7 @@ pub fn map_transaction(
         };
         *mapped.ephemeral.entry(kind).or_default() += 1;
     }
-    let to_device = list("de.sorunome.msc2409.to_device").len();
+    let to_device = body.msc2409_to_device.as_deref().map_or(0, <[_]>::len);
     if to_device > 0 {
         *mapped.ephemeral.entry("to_device").or_default() += to_device;
     }
@@ -270,6 +304,9 @@ async fn transaction(
     let body = body.map_err(|rejection| {
         state.metrics.transactions.add("rejected", 1);
         let status = rejection.status();
+        state
+            .metrics
+            .feed_failed(server, &format!("{} body refused", status.as_u16()));
         if status == StatusCode::PAYLOAD_TOO_LARGE {
             MatrixError::new(
                 status,
@@ -292,6 +329,10 @@ async fn transaction(
     }
     let body = parse_transaction(&body).inspect_err(|error| {
         state.metrics.transactions.add("rejected", 1);
+        state.metrics.feed_failed(
+            server,
+            &format!("{} {}", error.status.as_u16(), error.errcode),
+        );
         tracing::warn!(server, txn_id, error = %error.error, "transaction refused");
     })?;
     let mapped = map_transaction(&homeserver.anonymizer, &body);
@@ -308,6 +349,9 @@ async fn transaction(
 
     if let Err(error) = state.producer.publish(&mapped.records).await {
         state.metrics.transactions.add("failed", 1);
+        state
+            .metrics
+            .feed_failed(server, "503 records not acknowledged by Kafka");
         tracing::warn!(server, txn_id, %error, "transaction not acknowledged by Kafka; Synapse will retry");
         return Err(MatrixError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -319,6 +363,7 @@ async fn transaction(
         log.insert(&txn_id);
     }
     state.metrics.transactions.add("accepted", 1);
+    state.metrics.feed_accepted(server);
     tracing::debug!(
         server,
         txn_id,
@@ -376,12 +421,24 @@ async fn metrics_text(State(state): State<Arc<AppserviceState>>) -> impl IntoRes
     )
 }
 
-/// 200 when the broker acknowledges and every database tap reads; 503 otherwise, with why.
+/// 200 when the broker acknowledges, every database tap reads and no homeserver's feed is
+/// stalled (all its transactions failed or refused for `stall_after`); 503 otherwise, with why.
 async fn health(State(state): State<Arc<AppserviceState>>) -> impl IntoResponse {
     let broker_up = state.metrics.broker_healthy();
     let taps = state.metrics.taps();
     let taps_up = taps.values().all(|tap| tap.reachable);
-    let status = if broker_up && taps_up {
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let stall_ms = i64::try_from(state.stall_after.as_millis()).unwrap_or(i64::MAX);
+    let feeds = state.metrics.feeds();
+    let stalled: Vec<&String> = feeds
+        .iter()
+        .filter(|(_, feed)| {
+            feed.failing_since_ms
+                .is_some_and(|since| now_ms - since >= stall_ms)
+        })
+        .map(|(server, _)| server)
+        .collect();
+    let status = if broker_up && taps_up && stalled.is_empty() {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
@@ -399,12 +456,26 @@ async fn health(State(state): State<Arc<AppserviceState>>) -> impl IntoResponse 
             )
         })
         .collect();
+    let transactions: serde_json::Map<String, Value> = feeds
+        .iter()
+        .map(|(server, feed)| {
+            (
+                server.clone(),
+                json!({
+                    "stalled": stalled.contains(&server),
+                    "failing_for_s": feed.failing_since_ms.map(|since| (now_ms - since) / 1000),
+                    "last_problem": feed.last_problem,
+                }),
+            )
+        })
+        .collect();
     (
         status,
         axum::Json(json!({
             "status": if status == StatusCode::OK { "ok" } else { "failing" },
             "broker": if broker_up { "up" } else { "down" },
             "synapse_db": synapse_db,
+            "transactions": transactions,
         })),
     )
 }

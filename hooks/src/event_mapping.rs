@@ -32,6 +32,10 @@ pub enum SkipReason {
     WrongType(&'static str),
     #[error("`{field}` has the unknown value {value:?}")]
     UnknownValue { field: &'static str, value: String },
+    /// Not readable as JSON within serde_json's nesting limit (128 levels; Synapse accepts
+    /// content nested deeper), or not JSON.
+    #[error("the event cannot be read: {0}")]
+    Unreadable(String),
 }
 
 impl SkipReason {
@@ -41,6 +45,7 @@ impl SkipReason {
             SkipReason::MissingField(_) => "missing_field",
             SkipReason::WrongType(_) => "wrong_type",
             SkipReason::UnknownValue { .. } => "unknown_value",
+            SkipReason::Unreadable(_) => "unreadable",
         }
     }
 }

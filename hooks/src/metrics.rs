@@ -40,6 +40,18 @@ pub struct TapHealth {
     pub last_error: Option<String>,
 }
 
+/// How one homeserver's transactions have fared: a homeserver whose transactions keep failing
+/// or being refused has a stalled feed (Synapse retries the same transaction forever).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FeedHealth {
+    /// Since when (milliseconds since the epoch) no transaction was accepted while some
+    /// failed or were refused; `None` while they are accepted.
+    pub failing_since_ms: Option<i64>,
+    /// The last refusal or failure: its status and kind, never content.
+    pub last_problem: Option<String>,
+    pub last_accepted_ms: Option<i64>,
+}
+
 #[derive(Debug)]
 pub struct HooksMetrics {
     /// Transactions by outcome: accepted, repeated (a txnId already acknowledged), failed
@@ -61,6 +73,7 @@ pub struct HooksMetrics {
     pub tap_polls: LabeledCounter,
     pub tap_errors: LabeledCounter,
     taps: Mutex<BTreeMap<String, TapHealth>>,
+    feeds: Mutex<BTreeMap<String, FeedHealth>>,
 }
 
 impl Default for HooksMetrics {
@@ -78,11 +91,35 @@ impl Default for HooksMetrics {
             tap_polls: LabeledCounter::default(),
             tap_errors: LabeledCounter::default(),
             taps: Mutex::new(BTreeMap::new()),
+            feeds: Mutex::new(BTreeMap::new()),
         }
     }
 }
 
 impl HooksMetrics {
+    /// A transaction of `server` was accepted: its feed flows.
+    pub fn feed_accepted(&self, server: &str) {
+        if let Ok(mut feeds) = self.feeds.lock() {
+            let feed = feeds.entry(server.to_owned()).or_default();
+            feed.failing_since_ms = None;
+            feed.last_accepted_ms = Some(chrono::Utc::now().timestamp_millis());
+        }
+    }
+
+    /// A transaction of `server` failed or was refused (`problem`: status and kind).
+    pub fn feed_failed(&self, server: &str, problem: &str) {
+        if let Ok(mut feeds) = self.feeds.lock() {
+            let feed = feeds.entry(server.to_owned()).or_default();
+            feed.failing_since_ms
+                .get_or_insert_with(|| chrono::Utc::now().timestamp_millis());
+            feed.last_problem = Some(problem.to_owned());
+        }
+    }
+
+    pub fn feeds(&self) -> BTreeMap<String, FeedHealth> {
+        self.feeds.lock().map(|f| f.clone()).unwrap_or_default()
+    }
+
     pub fn observe_produce(&self, elapsed: Duration) {
         self.produce_micros
             .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);

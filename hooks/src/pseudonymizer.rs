@@ -1,4 +1,4 @@
-//! Keyed pseudonymization (design.md §4): HMAC-SHA-256 under a secret key, truncated to 64 bits
+//! Keyed pseudonymization (docs/design.md §4): HMAC-SHA-256 under a secret key, truncated to 64 bits
 //! for users, rooms and devices and to 128 bits for events.
 //!
 //! A plain hash would be reversible here, since Tchap Matrix IDs spell out the agent's e-mail
@@ -159,7 +159,7 @@ impl Pseudonymizer {
     }
 }
 
-/// The first `N` bytes of a digest (design.md §4's truncation).
+/// The first `N` bytes of a digest (docs/design.md §4's truncation).
 fn truncate<const N: usize>(digest: [u8; 32]) -> [u8; N] {
     let mut out = [0u8; N];
     out.copy_from_slice(&digest[..N]);

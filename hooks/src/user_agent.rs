@@ -1,5 +1,5 @@
 //! A user agent string reduced to the two facts a visit keeps: platform and client family
-//! (design.md §3). The string itself never leaves the hooks.
+//! (docs/design.md §3). The string itself never leaves the hooks.
 //!
 //! The rules are the `LIKE` patterns Tchap's own statistics used, as a table read top to
 //! bottom; the first match wins. Electron comes first because desktop apps also say `Mozilla`.

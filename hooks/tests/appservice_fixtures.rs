@@ -1,6 +1,6 @@
 //! Golden test over the 70 real transactions Synapse 1.163.2 pushed to an application
-//! service (copied from ../shared/fixtures/synapse-appservice): each maps to exactly the
-//! records written by hand in `data/synapse-appservice/expected.txt`.
+//! service (recorded from a real Synapse, kept in `data/synapse-appservice/`): each maps to
+//! exactly the records written by hand in `data/synapse-appservice/expected.txt`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -37,9 +37,16 @@ fn anonymizer(server: &str) -> Anonymizer {
     )
 }
 
-fn transaction(n: u32) -> serde_json::Map<String, Value> {
+fn transaction(n: u32) -> mxpulse_hooks::appservice::RawTransaction {
     let bytes = std::fs::read(data(&format!("txn-{n:03}.json"))).unwrap();
     parse_transaction(&bytes).unwrap_or_else(|e| panic!("txn {n}: {e:?}"))
+}
+
+/// The events of a transaction, as JSON values.
+fn events_of(n: u32) -> Vec<Value> {
+    let bytes = std::fs::read(data(&format!("txn-{n:03}.json"))).unwrap();
+    let body: Value = serde_json::from_slice(&bytes).unwrap();
+    body["events"].as_array().unwrap().clone()
 }
 
 /// A line of expected.txt: txn number, then words.
@@ -108,7 +115,7 @@ fn every_real_transaction_maps_to_the_expected_records() {
         assert!(mapped.skipped.is_empty(), "txn {txn}: {:?}", mapped.skipped);
         assert_eq!(mapped.remote, 0, "txn {txn}");
 
-        let events = body["events"].as_array().unwrap();
+        let events = &events_of(txn);
         let (ephemeral_lines, record_lines): (Vec<_>, Vec<_>) =
             lines.iter().partition(|words| words[0] == "ephemeral");
         let want: Vec<EventRecord> = record_lines
@@ -145,7 +152,7 @@ fn another_homeserver_reports_none_of_these_events() {
         let body = transaction(txn);
         let mapped = map_transaction(&a, &body);
         assert!(mapped.records.is_empty(), "txn {txn}");
-        assert_eq!(mapped.remote, body["events"].as_array().unwrap().len());
+        assert_eq!(mapped.remote, events_of(txn).len());
     }
 }
 
@@ -170,7 +177,7 @@ fn nothing_identifying_survives_the_mapping() {
     let mut identifiers = Vec::new();
     for txn in 1..=70 {
         let body = transaction(txn);
-        for event in body["events"].as_array().unwrap() {
+        for event in &events_of(txn) {
             for field in ["event_id", "room_id", "sender"] {
                 identifiers.push(event[field].as_str().unwrap().to_owned());
             }
@@ -190,5 +197,61 @@ fn nothing_identifying_survives_the_mapping() {
             .iter(),
     ) {
         assert!(!published.contains(needle.as_str()), "{needle} leaked");
+    }
+}
+
+/// A transaction whose events were all read, with one nested deeper than serde_json reads
+/// (Synapse accepts content nested deeper): the capture's events between them.
+pub fn with_deep_event(n: u32, depth: usize) -> (Vec<u8>, usize) {
+    let events = events_of(n);
+    let mut deep = events[0].clone();
+    deep["content"]["nest"] = Value::Null;
+    let deep = serde_json::to_string(&deep).unwrap().replace(
+        "\"nest\":null",
+        &format!("\"nest\":{}{}", "[".repeat(depth), "]".repeat(depth)),
+    );
+    let listed: Vec<String> = events
+        .iter()
+        .map(|e| serde_json::to_string(e).unwrap())
+        .collect();
+    let body = format!(
+        "{{\"events\": [{}, {deep}, {}], \"ephemeral\": [{{\"type\": \"m.typing\", \"content\": {}{}}}]}}",
+        listed.join(", "),
+        listed.join(", "),
+        "[".repeat(depth),
+        "]".repeat(depth),
+    );
+    (body.into_bytes(), events.len())
+}
+
+/// Before: the whole body was read as one `Value`, so one event nested past serde_json's 128
+/// levels made the transaction a 400, which Synapse retries forever. Now events are read one
+/// by one: that event is skipped (`unreadable`), every other one mapped.
+#[test]
+fn an_event_nested_deeper_than_the_parser_reads_is_skipped_alone() {
+    let a = anonymizer(SERVER);
+    let alone = map_transaction(&a, &transaction(25)).records;
+    assert!(!alone.is_empty());
+    let (body, _) = with_deep_event(25, 200);
+    let parsed = parse_transaction(&body).expect("the transaction is read");
+    let mapped = map_transaction(&a, &parsed);
+    assert_eq!(mapped.skipped.len(), 1, "{:?}", mapped.skipped);
+    assert_eq!(mapped.skipped[0].label(), "unreadable");
+    // The capture's events twice (the same records: identities repeat, the ingest keeps one).
+    assert_eq!(mapped.records.len(), 2 * alone.len());
+    assert_eq!(mapped.records[..alone.len()], alone[..]);
+    assert_eq!(mapped.ephemeral.get("typing"), Some(&1));
+    // Still refused: what Synapse never sends.
+    for bad in [
+        &b"{\"events\": ["[..],
+        b"[1, 2]",
+        b"{\"ephemeral\": []}",
+        b"{\"events\": 3}",
+    ] {
+        assert!(
+            parse_transaction(bad).is_err(),
+            "{}",
+            String::from_utf8_lossy(bad)
+        );
     }
 }

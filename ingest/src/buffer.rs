@@ -40,10 +40,16 @@ pub struct TableBuffer<R> {
     records: Vec<Buffered<R>>,
     keys: HashSet<RecordKey>,
     bytes: usize,
+    /// Dead letters since the last commit: they count toward the limits like records.
+    dead_letters: usize,
     opened: Option<Instant>,
-    /// Highest offset consumed per partition since the last commit.
-    consumed: BTreeMap<i32, Offset>,
+    /// Highest offset consumed per partition since the last commit, with the fingerprint of
+    /// the message at it.
+    consumed: Consumed,
 }
+
+/// Per partition, the highest offset consumed and the fingerprint of the message at it.
+pub type Consumed = BTreeMap<i32, (Offset, i64)>;
 
 impl<R> Default for TableBuffer<R> {
     fn default() -> Self {
@@ -51,6 +57,7 @@ impl<R> Default for TableBuffer<R> {
             records: Vec::new(),
             keys: HashSet::new(),
             bytes: 0,
+            dead_letters: 0,
             opened: None,
             consumed: BTreeMap::new(),
         }
@@ -66,8 +73,15 @@ pub enum Pushed {
 }
 
 impl<R: Record> TableBuffer<R> {
-    pub fn push(&mut self, partition: i32, offset: Offset, record: R, size: usize) -> Pushed {
-        self.consumed(partition, offset);
+    pub fn push(
+        &mut self,
+        partition: i32,
+        offset: Offset,
+        print: i64,
+        record: R,
+        size: usize,
+    ) -> Pushed {
+        self.consumed(partition, offset, print);
         if !self.keys.insert(record.key()) {
             return Pushed::Repeat;
         }
@@ -76,11 +90,21 @@ impl<R: Record> TableBuffer<R> {
         Pushed::Added
     }
 
-    /// An offset consumed without a record (a dead letter).
-    pub fn consumed(&mut self, partition: i32, offset: Offset) {
+    /// A dead letter of `size` bytes: its offset is consumed, and it counts toward the flush
+    /// limits (a flood of them is committed, and their letters settled, like records).
+    pub fn dead_letter(&mut self, partition: i32, offset: Offset, print: i64, size: usize) {
+        self.consumed(partition, offset, print);
+        self.dead_letters += 1;
+        self.bytes += size;
+    }
+
+    /// An offset consumed (`print`: the message's fingerprint).
+    fn consumed(&mut self, partition: i32, offset: Offset, print: i64) {
         self.opened.get_or_insert_with(Instant::now);
-        let entry = self.consumed.entry(partition).or_insert(offset);
-        *entry = (*entry).max(offset);
+        let entry = self.consumed.entry(partition).or_insert((offset, print));
+        if offset >= entry.0 {
+            *entry = (offset, print);
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -88,16 +112,11 @@ impl<R: Record> TableBuffer<R> {
     }
 
     pub fn is_due(&self, policy: &FlushPolicy, now: Instant) -> bool {
-        self.records.len() >= policy.max_rows
+        self.records.len() + self.dead_letters >= policy.max_rows
             || self.bytes >= policy.max_bytes
             || self
                 .opened
                 .is_some_and(|opened| now.duration_since(opened) >= policy.max_latency)
-    }
-
-    /// Partitions with something consumed, and the highest offset of each.
-    pub fn offsets(&self) -> &BTreeMap<i32, Offset> {
-        &self.consumed
     }
 
     /// Drops what came from `partitions` (revoked, or fenced by another writer): it will be
@@ -113,8 +132,8 @@ impl<R: Record> TableBuffer<R> {
         }
     }
 
-    /// Empties the buffer, handing over its records and offsets.
-    pub fn take(&mut self) -> (Vec<Buffered<R>>, BTreeMap<i32, Offset>) {
+    /// Empties the buffer, handing over its records and offsets (with their fingerprints).
+    pub fn take(&mut self) -> (Vec<Buffered<R>>, Consumed) {
         let taken = (
             std::mem::take(&mut self.records),
             std::mem::take(&mut self.consumed),
@@ -132,6 +151,7 @@ impl<R: Record> TableBuffer<R> {
         self.keys.clear();
         self.consumed.clear();
         self.bytes = 0;
+        self.dead_letters = 0;
         self.opened = None;
     }
 }
@@ -159,13 +179,15 @@ mod tests {
     #[test]
     fn repeats_are_dropped_but_their_offsets_count() {
         let mut buffer = TableBuffer::default();
-        assert_eq!(buffer.push(0, Offset(5), account(1), 10), Pushed::Added);
-        assert_eq!(buffer.push(1, Offset(9), account(1), 10), Pushed::Repeat);
-        buffer.consumed(0, Offset(7));
+        assert_eq!(buffer.push(0, Offset(5), 1, account(1), 10), Pushed::Added);
+        assert_eq!(buffer.push(1, Offset(9), 2, account(1), 10), Pushed::Repeat);
+        buffer.dead_letter(0, Offset(7), 3, 10);
         assert_eq!(buffer.len(), 1);
+        let (_, offsets) = buffer.take();
         assert_eq!(
-            buffer.offsets(),
-            &BTreeMap::from([(0, Offset(7)), (1, Offset(9))])
+            offsets,
+            BTreeMap::from([(0, (Offset(7), 3)), (1, (Offset(9), 2))]),
+            "the highest offset of each partition, with its message's fingerprint"
         );
     }
 
@@ -179,21 +201,47 @@ mod tests {
         let mut buffer = TableBuffer::default();
         let now = Instant::now();
         assert!(!buffer.is_due(&policy, now));
-        buffer.push(0, Offset(0), account(1), 10);
+        buffer.push(0, Offset(0), 1, account(1), 10);
         assert!(!buffer.is_due(&policy, now));
         assert!(buffer.is_due(&policy, now + Duration::from_secs(61)));
-        buffer.push(0, Offset(1), account(2), 10);
+        buffer.push(0, Offset(1), 1, account(2), 10);
         assert!(buffer.is_due(&policy, now));
         let mut heavy = TableBuffer::default();
-        heavy.push(0, Offset(0), account(3), 100);
+        heavy.push(0, Offset(0), 1, account(3), 100);
         assert!(heavy.is_due(&policy, now));
+    }
+
+    #[test]
+    fn dead_letters_count_toward_the_limits() {
+        let policy = FlushPolicy {
+            max_rows: 3,
+            max_bytes: 1 << 20,
+            max_latency: Duration::from_secs(60),
+        };
+        let now = Instant::now();
+        let mut flood = TableBuffer::<AccountRecord>::default();
+        flood.dead_letter(0, Offset(0), 1, 10);
+        flood.dead_letter(0, Offset(1), 1, 10);
+        assert!(!flood.is_due(&policy, now));
+        flood.dead_letter(0, Offset(2), 1, 10);
+        assert!(
+            flood.is_due(&policy, now),
+            "three dead letters reach max_rows"
+        );
+        let mut big = TableBuffer::<AccountRecord>::default();
+        big.dead_letter(0, Offset(0), 1, 1 << 20);
+        assert!(
+            big.is_due(&policy, now),
+            "a 1 MB dead letter reaches max_bytes"
+        );
+        assert!(!big.is_empty());
     }
 
     #[test]
     fn forgetting_a_partition_keeps_the_others() {
         let mut buffer = TableBuffer::default();
-        buffer.push(0, Offset(1), account(1), 1);
-        buffer.push(1, Offset(1), account(2), 1);
+        buffer.push(0, Offset(1), 1, account(1), 1);
+        buffer.push(1, Offset(1), 1, account(2), 1);
         buffer.forget(&[0]);
         let (records, offsets) = buffer.take();
         assert_eq!(records.len(), 1);
@@ -201,6 +249,6 @@ mod tests {
         assert_eq!(offsets.keys().copied().collect::<Vec<_>>(), [1]);
         assert!(buffer.is_empty());
         // The forgotten record's identity is free again.
-        assert_eq!(buffer.push(0, Offset(1), account(1), 1), Pushed::Added);
+        assert_eq!(buffer.push(0, Offset(1), 1, account(1), 1), Pushed::Added);
     }
 }

@@ -37,15 +37,18 @@ pub enum IngestError {
     Rollup(#[from] mxpulse_query::QueryError),
     #[error("rollups: {0}")]
     RollupState(String),
+    #[error(
+        "no table is filled from topic {0:?} (mxpulse.events.v1, mxpulse.visits.v1, mxpulse.accounts.v1)"
+    )]
+    UnknownTopic(String),
     #[error("Kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
-    #[error("dead letter for {topic}/{partition}@{offset} not acknowledged: {reason}")]
-    DeadLetter {
-        topic: String,
-        partition: i32,
-        offset: i64,
-        reason: String,
-    },
+    #[error(
+        "{pending} dead letters not acknowledged by Kafka for {since_s} s: stopping without \
+         committing past them (is the dead-letter topic writable?); they are sent again at the \
+         next start"
+    )]
+    DeadLetter { pending: usize, since_s: u64 },
     #[error("HTTP listener {address}: {source}")]
     Listen {
         address: std::net::SocketAddr,

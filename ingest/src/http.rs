@@ -34,19 +34,34 @@ async fn metrics_text(
     )
 }
 
+/// 503 when commits keep failing or a partition is stopped (messages missing, offsets going
+/// backwards), naming it and why.
 async fn health(State(metrics): State<Arc<IngestMetrics>>) -> (StatusCode, String) {
     let failures = metrics.consecutive_failures.load(Ordering::Relaxed);
-    if failures >= UNHEALTHY_AFTER_FAILURES {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("{{\"status\":\"failing\",\"consecutive_commit_failures\":{failures}}}\n"),
-        )
+    let stopped: Vec<serde_json::Value> = metrics
+        .stopped
+        .lock()
+        .map(|stopped| {
+            stopped
+                .iter()
+                .map(|((topic, partition), why)| {
+                    serde_json::json!({"topic": topic, "partition": partition, "why": why})
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let failing = failures >= UNHEALTHY_AFTER_FAILURES || !stopped.is_empty();
+    let body = serde_json::json!({
+        "status": if failing { "failing" } else { "ok" },
+        "consecutive_commit_failures": failures,
+        "stopped_partitions": stopped,
+    });
+    let status = if failing {
+        StatusCode::SERVICE_UNAVAILABLE
     } else {
-        (
-            StatusCode::OK,
-            format!("{{\"status\":\"ok\",\"consecutive_commit_failures\":{failures}}}\n"),
-        )
-    }
+        StatusCode::OK
+    };
+    (status, format!("{body}\n"))
 }
 
 /// Binds the listener now (so a bad address fails at start) and serves in the background.

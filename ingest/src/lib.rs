@@ -18,6 +18,7 @@ pub mod maintenance;
 pub mod metrics;
 pub mod offsets;
 pub mod pipeline;
+pub mod position;
 pub mod rollup;
 mod sink;
 
@@ -41,4 +42,7 @@ pub struct IngestConfig {
     pub flush: FlushPolicy,
     /// Day partitions whose identities are kept in memory to drop repeats.
     pub identity_days: usize,
+    /// How long dead letters may go unacknowledged before the ingest stops rather than
+    /// commit past them.
+    pub dead_letter_deadline: std::time::Duration,
 }

@@ -185,6 +185,100 @@ async fn purge_table<R: Record>(
     })
 }
 
+/// What a reset of a partition's offset did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OffsetReset {
+    pub table: &'static str,
+    /// What the lake held for the partition before.
+    pub before: Option<Offset>,
+    /// The first offset the ingest will read next.
+    pub next: Offset,
+    pub version: i64,
+}
+
+async fn reset_table_offsets<R: Record>(
+    root: &LakeRoot,
+    group: &str,
+    partition: i32,
+    next: Offset,
+    reason: &str,
+) -> Result<OffsetReset, IngestError> {
+    use deltalake::kernel::Transaction;
+    use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
+    use deltalake::protocol::{DeltaOperation, SaveMode};
+    let table = open_or_create::<R>(root).await?;
+    let app_id = crate::offsets::app_id(group, R::TOPIC, partition);
+    let before = crate::lake::committed_offset(&table, &app_id).await?;
+    // The last offset held is the one before `next` (-1: read from the beginning); the
+    // fingerprint 0 is "unknown": the message at it is not checked.
+    let txns = vec![
+        Transaction::new(&app_id, next.0 - 1),
+        Transaction::new(crate::position::fingerprint_app_id(&app_id), 0),
+    ];
+    let metadata = [
+        (
+            "mxpulse.operation".to_owned(),
+            serde_json::json!("reset-offsets"),
+        ),
+        ("mxpulse.reason".to_owned(), serde_json::json!(reason)),
+        (
+            "mxpulse.partition".to_owned(),
+            serde_json::json!({"topic": R::TOPIC, "partition": partition,
+                "before": before.map(|o| o.0), "next": next.0}),
+        ),
+    ];
+    let snapshot = table.snapshot().map_err(write_error::<R>)?;
+    let finalized = CommitBuilder::from(
+        CommitProperties::default()
+            .with_application_transactions(txns)
+            .with_metadata(metadata),
+    )
+    .with_actions(Vec::new())
+    .build(
+        Some(snapshot),
+        table.log_store(),
+        DeltaOperation::Write {
+            mode: SaveMode::Append,
+            partition_by: None,
+            predicate: None,
+        },
+    )
+    .await
+    .map_err(write_error::<R>)?;
+    Ok(OffsetReset {
+        table: R::TABLE,
+        before,
+        next,
+        version: finalized.version() as i64,
+    })
+}
+
+/// Accepts that a partition's messages before `next` will not be read (they are gone: a
+/// retention that ran out, a re-created topic): the lake records `next - 1` as the last
+/// offset it holds for `topic`'s `partition`, with `reason`, in the table's history. The
+/// ingest reads from `next` at its next start.
+pub async fn reset_offsets(
+    root: &LakeRoot,
+    group: &str,
+    topic: &str,
+    partition: i32,
+    next: Offset,
+    reason: &str,
+) -> Result<OffsetReset, IngestError> {
+    match topic {
+        t if t == EventRecord::TOPIC => {
+            reset_table_offsets::<EventRecord>(root, group, partition, next, reason).await
+        }
+        t if t == VisitRecord::TOPIC => {
+            reset_table_offsets::<VisitRecord>(root, group, partition, next, reason).await
+        }
+        t if t == AccountRecord::TOPIC => {
+            reset_table_offsets::<AccountRecord>(root, group, partition, next, reason).await
+        }
+        other => Err(IngestError::UnknownTopic(other.to_owned())),
+    }
+}
+
 /// What a purge did: the rollup run before it, and the raw files removed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PurgeReport {

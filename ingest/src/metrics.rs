@@ -20,7 +20,10 @@ pub struct TableCounters {
 #[derive(Debug, Default)]
 pub struct IngestMetrics {
     pub messages: AtomicU64,
+    /// Dead letters the broker acknowledged...
     pub dead_letters: AtomicU64,
+    /// ... and those not yet (their tables' commits wait for them).
+    pub dead_letters_pending: AtomicU64,
     pub kafka_errors: AtomicU64,
     pub rebalances: AtomicU64,
     pub consecutive_failures: AtomicU64,
@@ -32,6 +35,9 @@ pub struct IngestMetrics {
     pub accounts: TableCounters,
     /// The background maintenance: rollup runs, their failures, the last one's duration and
     /// end, and retention purges.
+    /// Partitions stopped because messages were missing or offsets went backwards, and why.
+    pub stopped: Mutex<BTreeMap<(String, i32), String>>,
+    pub position_problems: AtomicU64,
     pub rollup_runs: AtomicU64,
     pub rollup_failures: AtomicU64,
     pub rollup_last_micros: AtomicU64,
@@ -65,7 +71,7 @@ impl IngestMetrics {
         );
         counter(
             "mxpulse_ingest_dead_letters_total",
-            "Messages sent to the dead-letter topic.",
+            "Dead letters the dead-letter topic acknowledged.",
             load(&self.dead_letters),
         );
         counter(
@@ -77,6 +83,11 @@ impl IngestMetrics {
             "mxpulse_ingest_rebalances_total",
             "Partition assignments and revocations.",
             load(&self.rebalances),
+        );
+        counter(
+            "mxpulse_ingest_position_problems_total",
+            "Partitions stopped: messages missing (retention, re-created topic) or offsets going backwards.",
+            load(&self.position_problems),
         );
         counter(
             "mxpulse_ingest_rollup_runs_total",
@@ -154,6 +165,11 @@ impl IngestMetrics {
         );
         let _ = writeln!(
             out,
+            "# HELP mxpulse_ingest_dead_letters_pending Dead letters not yet acknowledged: the commits of their tables wait.\n# TYPE mxpulse_ingest_dead_letters_pending gauge\nmxpulse_ingest_dead_letters_pending {}",
+            load(&self.dead_letters_pending)
+        );
+        let _ = writeln!(
+            out,
             "# HELP mxpulse_ingest_rollup_last_seconds Duration of the last rollup run.\n# TYPE mxpulse_ingest_rollup_last_seconds gauge\nmxpulse_ingest_rollup_last_seconds {:.6}",
             load(&self.rollup_last_micros) as f64 / 1e6
         );
@@ -162,6 +178,20 @@ impl IngestMetrics {
             "# HELP mxpulse_ingest_rollup_last_timestamp_seconds When the rollups were last brought up to date.\n# TYPE mxpulse_ingest_rollup_last_timestamp_seconds gauge\nmxpulse_ingest_rollup_last_timestamp_seconds {:.3}",
             self.rollup_last_unix_ms.load(Ordering::Relaxed) as f64 / 1e3
         );
+        if let Ok(stopped) = self.stopped.lock()
+            && !stopped.is_empty()
+        {
+            let _ = writeln!(
+                out,
+                "# HELP mxpulse_ingest_partition_stopped Partitions nothing more is read from (see /health and the log).\n# TYPE mxpulse_ingest_partition_stopped gauge"
+            );
+            for (topic, partition) in stopped.keys() {
+                let _ = writeln!(
+                    out,
+                    "mxpulse_ingest_partition_stopped{{topic=\"{topic}\",partition=\"{partition}\"}} 1"
+                );
+            }
+        }
         if let Ok(lag) = self.lag.lock()
             && !lag.is_empty()
         {
@@ -213,6 +243,6 @@ mod tests {
             ),
             "{text}"
         );
-        assert_eq!(text.matches("# TYPE").count(), 17);
+        assert_eq!(text.matches("# TYPE").count(), 19);
     }
 }

@@ -155,7 +155,7 @@ pub async fn run(
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .create()?;
-    let mut dead_letters = DeadLetterQueue::new(producer);
+    let mut dead_letters = DeadLetterQueue::new(producer, config.dead_letter_deadline);
     consumer.subscribe(&topics::RECORD_TOPICS)?;
     tracing::info!(group = %config.group_id, lake = %root.url(), "ingest consuming {:?}", topics::RECORD_TOPICS);
 
@@ -172,7 +172,7 @@ pub async fn run(
                     Ok(message) => {
                         handle(&consumer, &mut sinks, &mut dead_letters, &metrics, &message).await?;
                         // Row and byte limits are checked at once, not only on the tick.
-                        flush(&consumer, &mut sinks, &mut dead_letters, &metrics, &config, false).await;
+                        flush(&consumer, &mut sinks, &mut dead_letters, &metrics, &config, false).await?;
                     }
                     Err(error) => {
                         metrics.kafka_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -182,13 +182,13 @@ pub async fn run(
             }
             _ = ticker.tick() => {
                 apply_rebalances(&rebalances, &mut sinks, &metrics);
-                flush(&consumer, &mut sinks, &mut dead_letters, &metrics, &config, false).await;
+                flush(&consumer, &mut sinks, &mut dead_letters, &metrics, &config, false).await?;
             }
         }
     }
     tracing::info!("ingest stopping: flushing and committing");
     apply_rebalances(&rebalances, &mut sinks, &metrics);
-    flush(
+    let flushed = flush(
         &consumer,
         &mut sinks,
         &mut dead_letters,
@@ -198,7 +198,7 @@ pub async fn run(
     )
     .await;
     dead_letters.flush(Duration::from_secs(5));
-    Ok(())
+    flushed
 }
 
 fn apply_rebalances(
@@ -249,7 +249,8 @@ async fn handle(
         .and_then(|h| h.iter().find(|h| h.key == SCHEMA_VERSION_HEADER))
         .and_then(|h| h.value);
     let payload = message.payload().unwrap_or_default();
-    let admission = with_sink!(sinks, topic, |sink| sink.admit(partition, offset, header, payload).await?, else return Ok(()));
+    let key = message.key();
+    let admission = with_sink!(sinks, topic, |sink| sink.admit(partition, offset, header, key, payload).await?, else return Ok(()));
     match admission {
         Admission::Buffered | Admission::AlreadyInLake => {}
         Admission::Repeat => {
@@ -258,23 +259,58 @@ async fn handle(
                 .repeats_dropped
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
-        Admission::DeadLetter(reason) => {
-            metrics
-                .dead_letters
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            tracing::warn!(topic, partition, %offset, %reason, "dead letter");
+        Admission::DeadLetter(error) => {
+            // The kind and the size only: the message's content never goes to the log.
+            tracing::warn!(topic, partition, %offset, kind = %error.kind(), bytes = payload.len(), "dead letter");
             dead_letters.send(DeadLetter {
                 topic: topic.to_owned(),
                 partition,
                 offset: offset.0,
                 key: message.key().map(<[u8]>::to_vec),
                 payload: payload.to_vec(),
-                reason,
-            })?;
+                reason: error.to_string(),
+            });
+            metrics.dead_letters_pending.store(
+                dead_letters.pending() as u64,
+                std::sync::atomic::Ordering::Relaxed,
+            );
         }
         Admission::Seek(to) => {
-            tracing::info!(topic, partition, %offset, "first message after assignment is past the lake");
+            tracing::debug!(topic, partition, %offset, "reading from the lake's offset first");
             seek(consumer, topic, partition, to)
+        }
+        Admission::Stopped(problem) => {
+            let newly = metrics
+                .stopped
+                .lock()
+                .map(|mut stopped| {
+                    stopped
+                        .insert((topic.to_owned(), partition), problem.to_string())
+                        .is_none()
+                })
+                .unwrap_or(false);
+            if newly {
+                metrics
+                    .position_problems
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::error!(
+                    topic,
+                    partition,
+                    %problem,
+                    "partition stopped: nothing more is read from it. If the missing messages are \
+                     gone for good, accept it with `mxpulse lake reset-offsets --topic {topic} \
+                     --partition {partition} --to <offset> --reason <why>`, then restart the ingest"
+                );
+                let mut list = TopicPartitionList::new();
+                if list
+                    .add_partition(topic, partition)
+                    .set_offset(rdkafka::Offset::Stored)
+                    .is_ok()
+                    && let Err(error) = consumer.pause(&list)
+                {
+                    tracing::warn!(%error, "pausing the stopped partition failed");
+                }
+            }
         }
     }
     Ok(())
@@ -308,33 +344,52 @@ async fn flush(
     metrics: &IngestMetrics,
     config: &IngestConfig,
     force: bool,
-) {
+) -> Result<(), IngestError> {
+    use std::sync::atomic::Ordering::Relaxed;
     let now = Instant::now();
     let due = |due: bool| force || due;
     let mut outcomes: Vec<(&'static str, Result<Option<CommitReport>, FlushFailure>)> = Vec::new();
-    if due(sinks.events.is_due(&config.flush, now))
-        || due(sinks.visits.is_due(&config.flush, now))
-        || due(sinks.accounts.is_due(&config.flush, now))
-    {
-        // Dead letters first: their offsets are in the commits below.
-        if let Err(error) = dead_letters.settle().await {
-            tracing::error!(%error, "dead letters not acknowledged; nothing is committed until they are");
-            return;
-        }
+    let events_due = due(sinks.events.is_due(&config.flush, now));
+    let visits_due = due(sinks.visits.is_due(&config.flush, now));
+    let accounts_due = due(sinks.accounts.is_due(&config.flush, now));
+    if (events_due || visits_due || accounts_due) && dead_letters.pending() > 0 {
+        // Dead letters first: their offsets are in the commits below. A table whose topic
+        // still has letters pending does not commit this time.
+        let acknowledged = match dead_letters.settle().await {
+            Ok(acknowledged) => acknowledged,
+            Err((acknowledged, unsettled)) => {
+                metrics.dead_letters.fetch_add(acknowledged as u64, Relaxed);
+                metrics
+                    .dead_letters_pending
+                    .store(dead_letters.pending() as u64, Relaxed);
+                if let Some(error) = unsettled.clone().into_error() {
+                    return Err(error);
+                }
+                tracing::warn!(
+                    ?unsettled,
+                    "dead letters pending: their tables' commits wait"
+                );
+                0
+            }
+        };
+        metrics.dead_letters.fetch_add(acknowledged as u64, Relaxed);
+        metrics
+            .dead_letters_pending
+            .store(dead_letters.pending() as u64, Relaxed);
     }
-    if due(sinks.events.is_due(&config.flush, now)) {
+    if events_due && !dead_letters.holds(EventRecord::TOPIC) {
         outcomes.push((
             EventRecord::TOPIC,
             timed(metrics, EventRecord::TABLE, sinks.events.flush()).await,
         ));
     }
-    if due(sinks.visits.is_due(&config.flush, now)) {
+    if visits_due && !dead_letters.holds(VisitRecord::TOPIC) {
         outcomes.push((
             VisitRecord::TOPIC,
             timed(metrics, VisitRecord::TABLE, sinks.visits.flush()).await,
         ));
     }
-    if due(sinks.accounts.is_due(&config.flush, now)) {
+    if accounts_due && !dead_letters.holds(AccountRecord::TOPIC) {
         outcomes.push((
             AccountRecord::TOPIC,
             timed(metrics, AccountRecord::TABLE, sinks.accounts.flush()).await,
@@ -354,7 +409,7 @@ async fn flush(
                 }
                 for &partition in &report.fenced {
                     let to = with_sink!(sinks, topic, |sink| sink.committed(partition).await.ok().flatten(), else None);
-                    seek(consumer, topic, partition, to.map(Offset::next));
+                    seek(consumer, topic, partition, to.map(|c| c.offset));
                 }
             }
             Ok(None) => {}
@@ -362,7 +417,7 @@ async fn flush(
                 tracing::error!(error = %failure.error, topic, "commit failed; reading the batch again from the lake's offsets");
                 for partition in failure.partitions {
                     let to = with_sink!(sinks, topic, |sink| sink.committed(partition).await.ok().flatten(), else None);
-                    seek(consumer, topic, partition, to.map(Offset::next));
+                    seek(consumer, topic, partition, to.map(|c| c.offset));
                 }
             }
         }
@@ -373,6 +428,7 @@ async fn flush(
         // Informational only: the lake's offsets are the truth.
         tracing::debug!(%error, "Kafka offset commit refused");
     }
+    Ok(())
 }
 
 /// Runs one flush, counting it in the table's metrics.

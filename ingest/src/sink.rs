@@ -2,12 +2,15 @@
 //! record -> TableBuffer -> RecordBatch -> Delta commit{files, txn(app_id, offset)}`.
 //!
 //! The offsets in the table are the truth. On the first message of a partition after an
-//! assignment, the sink reads what the table holds for it: older messages are skipped, and a
-//! consumer that starts past it is sent back (`Admission::Seek`). Before each commit the sink
-//! checks that nobody else advanced its partitions (a zombie after a rebalance), and the
-//! commit's own application transactions make delta-rs refuse a concurrent one.
+//! assignment, the sink reads what the table holds for it (its last offset, and the
+//! fingerprint of the message there), sends the consumer back to that offset
+//! (`Admission::Seek`) and checks the message it finds there and every offset after it
+//! (`position.rs`): a gap or offsets going backwards stop the partition (`Admission::Stopped`)
+//! instead of skipping messages silently. Before each commit the sink checks that nobody else
+//! advanced its partitions (a zombie after a rebalance), and the commit's own application
+//! transactions make delta-rs refuse a concurrent one.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 
 use deltalake::DeltaTable;
@@ -23,6 +26,9 @@ use crate::error::IngestError;
 use crate::identity::IdentityIndex;
 use crate::lake::{committed_offset, identities_of_day};
 use crate::offsets::{Offset, app_id};
+use crate::position::{
+    self, Committed, Position, PositionProblem, Step, fingerprint, fingerprint_app_id,
+};
 
 /// What the sink did with one message.
 #[derive(Debug, PartialEq, Eq)]
@@ -33,9 +39,11 @@ pub enum Admission {
     /// The lake already holds this offset: skipped.
     AlreadyInLake,
     /// Not a record: the caller sends it to the dead-letter topic. Its offset is buffered.
-    DeadLetter(String),
-    /// The consumer is past what the lake holds: seek back to here (`None`: the beginning).
+    DeadLetter(mxpulse_schemas::DecodeError),
+    /// Read the partition from here first (`None`: the beginning), to check its position.
     Seek(Option<Offset>),
+    /// The partition cannot go on without losing or repeating messages: it is stopped.
+    Stopped(PositionProblem),
 }
 
 /// What a commit stored.
@@ -67,9 +75,9 @@ pub struct TableSink<R: Record> {
     buffer: TableBuffer<R>,
     identities: IdentityIndex,
     /// What the lake holds per partition, loaded on the first message after an assignment.
-    committed: HashMap<i32, Option<Offset>>,
-    /// Partitions whose position was checked against the lake since their assignment.
-    positioned: HashSet<i32>,
+    committed: HashMap<i32, Option<Committed>>,
+    /// Where each partition's reading stands since its assignment.
+    positions: HashMap<i32, Position>,
     writer_properties: WriterProperties,
 }
 
@@ -82,7 +90,7 @@ impl<R: Record> TableSink<R> {
             buffer: TableBuffer::default(),
             identities: IdentityIndex::new(identity_days),
             committed: HashMap::new(),
-            positioned: HashSet::new(),
+            positions: HashMap::new(),
             writer_properties,
         }
     }
@@ -96,14 +104,33 @@ impl<R: Record> TableSink<R> {
     }
 
     /// What the lake holds for `partition` (loaded once per assignment).
-    pub async fn committed(&mut self, partition: i32) -> Result<Option<Offset>, IngestError> {
+    pub async fn committed(&mut self, partition: i32) -> Result<Option<Committed>, IngestError> {
         if let Some(known) = self.committed.get(&partition) {
             return Ok(*known);
         }
         self.refresh().await?;
-        let offset = committed_offset(&self.table, &self.app_id(partition)).await?;
-        self.committed.insert(partition, offset);
-        Ok(offset)
+        let committed = self.read_committed(partition).await?;
+        self.committed.insert(partition, committed);
+        Ok(committed)
+    }
+
+    async fn read_committed(&self, partition: i32) -> Result<Option<Committed>, IngestError> {
+        let app_id = self.app_id(partition);
+        // A negative offset is a reset to before the first message: read from the beginning.
+        let Some(offset) = committed_offset(&self.table, &app_id)
+            .await?
+            .filter(|o| o.0 >= 0)
+        else {
+            return Ok(None);
+        };
+        let fingerprint = committed_offset(&self.table, &fingerprint_app_id(&app_id))
+            .await?
+            .map(|f| f.0)
+            .filter(|f| *f != 0);
+        Ok(Some(Committed {
+            offset,
+            fingerprint,
+        }))
     }
 
     async fn refresh(&mut self) -> Result<(), IngestError> {
@@ -124,28 +151,40 @@ impl<R: Record> TableSink<R> {
         partition: i32,
         offset: Offset,
         header: Option<&[u8]>,
+        key: Option<&[u8]>,
         payload: &[u8],
     ) -> Result<Admission, IngestError> {
         let committed = self.committed(partition).await?;
-        if committed.is_some_and(|c| offset <= c) {
-            return Ok(Admission::AlreadyInLake);
+        let print = fingerprint(key, payload);
+        let (step, position) = position::step(
+            self.positions.get(&partition).copied(),
+            committed,
+            offset,
+            print,
+        );
+        self.positions.insert(partition, position);
+        match step {
+            Step::Take => {}
+            Step::SeekTo(to) => return Ok(Admission::Seek(to)),
+            Step::Stop(problem) => return Ok(Admission::Stopped(problem)),
         }
-        if self.positioned.insert(partition) {
-            let expected = committed.map_or(Offset(0), Offset::next);
-            if offset > expected && !self.buffer.offsets().contains_key(&partition) {
-                return Ok(Admission::Seek(committed.map(Offset::next)));
-            }
+        if committed.is_some_and(|c| offset <= c.offset) {
+            return Ok(Admission::AlreadyInLake);
         }
         match decode::<R>(header, payload) {
             Ok(record) => Ok(
-                match self.buffer.push(partition, offset, record, payload.len()) {
+                match self
+                    .buffer
+                    .push(partition, offset, print, record, payload.len())
+                {
                     Pushed::Added => Admission::Buffered,
                     Pushed::Repeat => Admission::Repeat,
                 },
             ),
             Err(error) => {
-                self.buffer.consumed(partition, offset);
-                Ok(Admission::DeadLetter(error.to_string()))
+                self.buffer
+                    .dead_letter(partition, offset, print, payload.len());
+                Ok(Admission::DeadLetter(error))
             }
         }
     }
@@ -170,7 +209,7 @@ impl<R: Record> TableSink<R> {
         self.buffer.forget(partitions);
         for partition in partitions {
             self.committed.remove(partition);
-            self.positioned.remove(partition);
+            self.positions.remove(partition);
         }
         self.identities.clear();
     }
@@ -185,7 +224,7 @@ impl<R: Record> TableSink<R> {
         );
         for partition in partitions {
             self.committed.remove(partition);
-            self.positioned.remove(partition);
+            self.positions.remove(partition);
         }
         self.identities.clear();
     }
@@ -202,7 +241,7 @@ impl<R: Record> TableSink<R> {
             // Start again from the truth: what the lake holds.
             for partition in &partitions {
                 self.committed.remove(partition);
-                self.positioned.remove(partition);
+                self.positions.remove(partition);
             }
             self.identities.clear();
         }
@@ -214,13 +253,19 @@ impl<R: Record> TableSink<R> {
     async fn commit(
         &mut self,
         records: Vec<crate::buffer::Buffered<R>>,
-        mut offsets: BTreeMap<i32, Offset>,
+        mut offsets: crate::buffer::Consumed,
     ) -> Result<CommitReport, IngestError> {
         self.refresh().await?;
         let mut fenced = Vec::new();
         for &partition in offsets.keys() {
-            let now = committed_offset(&self.table, &self.app_id(partition)).await?;
-            if self.committed.get(&partition).copied().flatten() != now {
+            let now = self.read_committed(partition).await?.map(|c| c.offset);
+            let ours = self
+                .committed
+                .get(&partition)
+                .copied()
+                .flatten()
+                .map(|c| c.offset);
+            if ours != now {
                 tracing::warn!(table = R::TABLE, partition, lake = ?now, ours = ?self.committed.get(&partition), "another writer advanced this partition; dropping our batch for it");
                 fenced.push(partition);
             }
@@ -228,7 +273,7 @@ impl<R: Record> TableSink<R> {
         for partition in &fenced {
             offsets.remove(partition);
             self.committed.remove(partition);
-            self.positioned.remove(partition);
+            self.positions.remove(partition);
         }
 
         // Day by day, so that a batch spanning more days than the index keeps is still checked
@@ -267,9 +312,15 @@ impl<R: Record> TableSink<R> {
         }
         kept.sort_by_key(Record::time_micros);
 
+        // Per partition: the last offset, and the fingerprint of the message at it.
         let txns = offsets
             .iter()
-            .map(|(&p, o)| Transaction::new(self.app_id(p), o.0))
+            .flat_map(|(&p, (o, print))| {
+                [
+                    Transaction::new(self.app_id(p), o.0),
+                    Transaction::new(fingerprint_app_id(&self.app_id(p)), *print),
+                ]
+            })
             .collect();
         let commit_err = |source: deltalake::DeltaTableError| IngestError::Commit {
             table: R::TABLE,
@@ -315,8 +366,14 @@ impl<R: Record> TableSink<R> {
             tracing::warn!(table = R::TABLE, %error, "refreshing the table after a commit failed");
         }
 
-        for (&partition, &offset) in &offsets {
-            self.committed.insert(partition, Some(offset));
+        for (&partition, &(offset, print)) in &offsets {
+            self.committed.insert(
+                partition,
+                Some(Committed {
+                    offset,
+                    fingerprint: Some(print),
+                }),
+            );
         }
         for record in &kept {
             self.identities
@@ -328,7 +385,7 @@ impl<R: Record> TableSink<R> {
             files,
             rows: kept.len(),
             repeats,
-            offsets,
+            offsets: offsets.into_iter().map(|(p, (o, _))| (p, o)).collect(),
             fenced,
         })
     }

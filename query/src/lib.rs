@@ -1,4 +1,4 @@
-//! DataFusion over the mxpulse lake: the figure definitions of design.md §5, the figures API
+//! DataFusion over the mxpulse lake: the figure definitions of docs/design.md §5, the figures API
 //! and read-only SQL over HTTP, principals with roles and server scopes, small-cell
 //! suppression. It never writes the lake.
 //!

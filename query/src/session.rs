@@ -90,7 +90,7 @@ FROM joined",
 #[derive(Clone, Debug)]
 pub struct Publication {
     pub timezone: String,
-    /// Cells from fewer distinct users are suppressed (design.md §4).
+    /// Cells from fewer distinct users are suppressed (docs/design.md §4).
     pub min_users: u32,
 }
 

@@ -303,6 +303,7 @@ async fn rollups_equal_raw_through_late_records_repeats_compaction_and_purge() {
             0,
             mxpulse_ingest::offsets::Offset(0),
             None,
+            Some(envelope.key.0.as_bytes()),
             &envelope.payload,
         )
         .await

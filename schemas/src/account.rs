@@ -1,5 +1,5 @@
 //! `AccountRecord`: an account was created, deactivated or reactivated, from Synapse's
-//! `users` table or admin API (design.md §3).
+//! `users` table or admin API (docs/design.md §3).
 
 use std::sync::{Arc, LazyLock};
 

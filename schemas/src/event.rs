@@ -1,5 +1,5 @@
 //! `EventRecord`: one Matrix event sent by a user local to the reporting homeserver, reduced
-//! to the facts the figures need (design.md §3). No content, no Matrix ID, no room name.
+//! to the facts the figures need (docs/design.md §3). No content, no Matrix ID, no room name.
 
 use std::sync::{Arc, LazyLock};
 

@@ -74,7 +74,7 @@ impl fmt::Display for RecordKey {
     }
 }
 
-/// One record type of design.md §3.
+/// One record type of docs/design.md §3.
 pub trait Record:
     Serialize + DeserializeOwned + JsonSchema + Clone + fmt::Debug + PartialEq + Send + Sync + 'static
 {

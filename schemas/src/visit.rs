@@ -1,5 +1,5 @@
 //! `VisitRecord`: a user was active on a device on a UTC day, from Synapse's
-//! `user_daily_visits` (design.md §3). The user agent is reduced to platform and client.
+//! `user_daily_visits` (docs/design.md §3). The user agent is reduced to platform and client.
 
 use std::sync::{Arc, LazyLock};
 

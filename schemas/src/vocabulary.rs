@@ -192,7 +192,7 @@ vocabulary!(
 );
 
 vocabulary!(
-    /// Platform of a visit, read from the user agent (design.md §3).
+    /// Platform of a visit, read from the user agent (docs/design.md §3).
     Platform {
         Web = "web",
         Android = "android",

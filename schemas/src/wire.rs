@@ -42,6 +42,19 @@ pub enum DecodeError {
     Invalid { reason: String },
 }
 
+impl DecodeError {
+    /// The kind of problem, without any value from the message: what logs may say.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DecodeError::NotJson { .. } => "not_json",
+            DecodeError::UnknownVersion { .. } => "unknown_version",
+            DecodeError::VersionMismatch { .. } => "version_mismatch",
+            DecodeError::MissingField { .. } => "missing_field",
+            DecodeError::Invalid { .. } => "invalid",
+        }
+    }
+}
+
 /// Serializes a record for its topic.
 pub fn encode<R: Record>(record: &R) -> Envelope {
     Envelope {

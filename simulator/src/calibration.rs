@@ -1,4 +1,4 @@
-//! The monthly targets the simulator is calibrated to, at scale 1 (design.md §8).
+//! The monthly targets the simulator is calibrated to, at scale 1 (docs/design.md §8).
 //!
 //! The published values are Tchap's 2024 monthly active users (May to November), about 6.5M
 //! messages in an ordinary 2024 month and 7.0M in July 2024 (+27% over May), accounts created

@@ -1,7 +1,7 @@
 //! The federation's shape: its homeservers, the share of the users each one hosts, the
 //! e-mail domains of their users, and the public forums of the published directory.
 
-/// The 17 servers of the public federation (design.md §8), by short name.
+/// The 17 servers of the public federation (docs/design.md §8), by short name.
 pub const TCHAP_SERVERS: [&str; 17] = [
     "agent",
     "agriculture",

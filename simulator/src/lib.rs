@@ -1,5 +1,5 @@
 //! A deterministic simulator of a federation of Matrix homeservers shaped like the public one
-//! (design.md §8), calibrated so that the figures computed from what it produces reproduce
+//! (docs/design.md §8), calibrated so that the figures computed from what it produces reproduce
 //! the published ones at `--scale 1`, and every ratio at any scale.
 //!
 //! How the calibration holds: each month's totals (monthly active users, messages, accounts

@@ -1,5 +1,5 @@
-//! Events rendered as Synapse sends them to an appservice (the shapes of
-//! `shared/fixtures/synapse-appservice`), and appservice transactions of up to 100 events.
+//! Events rendered as Synapse sends them to an appservice (the shapes of the real transactions
+//! in `hooks/tests/data/synapse-appservice/`), and appservice transactions of up to 100 events.
 
 use serde_json::{Value, json};
 

@@ -2,7 +2,7 @@
 
 use crate::population::mix;
 
-/// What a room is, as its initial state will say (design.md §5).
+/// What a room is, as its initial state will say (docs/design.md §5).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RoomKind {
     Direct,

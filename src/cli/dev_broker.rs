@@ -4,7 +4,8 @@
 //! partition keeps at most 5 MB or 100,000 messages (see `dev_broker.rs`).
 //!
 //! Outage drill: SIGUSR1 takes the brokers down (clients see connections refused), SIGUSR2
-//! brings them back with every message they held.
+//! brings them back with every message they held. Dead-letter drill: SIGHUP makes the
+//! dead-letter topic unavailable (producers find no leader), the next SIGHUP available again.
 
 use std::path::PathBuf;
 
@@ -48,10 +49,12 @@ pub fn run(args: &DevBrokerArgs) -> anyhow::Result<()> {
 
     runtime.block_on(async {
         use tokio::signal::unix::{SignalKind, signal};
-        let (mut down, mut up) = (
+        let (mut down, mut up, mut dead_letters) = (
             signal(SignalKind::user_defined1())?,
             signal(SignalKind::user_defined2())?,
+            signal(SignalKind::hangup())?,
         );
+        let mut dead_letters_unavailable = false;
         let shutdown = super::shutdown_signal();
         tokio::pin!(shutdown);
         loop {
@@ -64,6 +67,11 @@ pub fn run(args: &DevBrokerArgs) -> anyhow::Result<()> {
                 _ = up.recv() => {
                     broker.set_available(args.brokers, true);
                     tracing::info!("dev broker up again (SIGUSR2)");
+                }
+                _ = dead_letters.recv() => {
+                    dead_letters_unavailable = !dead_letters_unavailable;
+                    broker.set_topic_unavailable(topics::DEADLETTER, dead_letters_unavailable);
+                    tracing::warn!(unavailable = dead_letters_unavailable, "dead-letter topic drill (SIGHUP)");
                 }
             }
         }

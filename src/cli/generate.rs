@@ -16,7 +16,7 @@ use mxpulse_simulator::{Federation, Simulation, SimulationSpec, day_ms, next_mon
 
 use crate::config::Config;
 use crate::generation::{
-    FastMapping, GenerationTotals, HooksSender, KafkaFastPath, LakeFastPath, Sinks,
+    FastMapping, GenerationTotals, HooksSender, KafkaFastPath, LagGuard, LakeFastPath, Sinks,
 };
 
 #[derive(Debug, Args)]
@@ -35,6 +35,11 @@ pub struct GenerateArgs {
     /// (brokers and pseudonymization key from the configuration).
     #[arg(long)]
     pub kafka: bool,
+    /// With --kafka: publishing waits while the ingest (`ingest.group_id`) is more than this
+    /// many messages behind on a partition, so the broker never drops unread messages (the
+    /// dev broker keeps 5 MB a partition); 0 publishes without waiting.
+    #[arg(long, default_value_t = 10_000)]
+    pub max_lag: i64,
     /// Fast path for building a large lake: the same records straight into the lake at this
     /// directory (which must hold no table yet), through the ingest's writer, without Kafka.
     #[arg(long)]
@@ -230,9 +235,21 @@ pub fn run(args: &GenerateArgs, config: &Config) -> anyhow::Result<()> {
         };
         if args.kafka {
             let producer = super::hooks::producer(config, Arc::new(HooksMetrics::default()))?;
+            let lag = (args.max_lag > 0)
+                .then(|| {
+                    let mut client = rdkafka::ClientConfig::new();
+                    client.set("bootstrap.servers", &config.kafka.brokers);
+                    for (key, value) in &config.kafka.properties {
+                        client.set(key, value);
+                    }
+                    LagGuard::new(&client, &config.ingest.group_id, args.max_lag)
+                })
+                .transpose()?;
             sinks.kafka = Some(KafkaFastPath {
                 mapping: mapping()?,
                 producer,
+                lag,
+                published: [0; 3],
             });
         }
         if let Some(dir) = &args.lake {
@@ -242,6 +259,12 @@ pub fn run(args: &GenerateArgs, config: &Config) -> anyhow::Result<()> {
         let totals = run_months(&mut sim, &mut sinks, |_| async { Ok(()) }).await?;
         if let Some(lake) = &sinks.lake {
             check_lake_holds(lake).await?;
+        }
+        if let Some(kafka) = &sinks.kafka {
+            println!(
+                "published to Kafka: {} events, {} visits, {} account changes",
+                kafka.published[0], kafka.published[1], kafka.published[2]
+            );
         }
         sinks.finish().await;
         let seconds = started.elapsed().as_secs_f64();

@@ -135,6 +135,7 @@ fn serve(config: &Config) -> anyhow::Result<()> {
             homeservers,
             producer,
             metrics,
+            stall_after: Duration::from_millis(hooks.feed_stall_ms),
         });
         let (bound, server) = appservice::serve(
             hooks.listen,

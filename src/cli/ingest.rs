@@ -33,6 +33,7 @@ pub fn ingest_config(config: &Config) -> anyhow::Result<IngestConfig> {
             max_latency: Duration::from_millis(section.flush_max_latency_ms),
         },
         identity_days: section.identity_days as usize,
+        dead_letter_deadline: Duration::from_millis(section.dead_letter_deadline_ms),
     })
 }
 

@@ -35,6 +35,22 @@ pub enum LakeCommand {
         #[arg(long, default_value_t = 168)]
         retain_hours: i64,
     },
+    /// Accept that a partition's messages before an offset will not be read (gone from Kafka:
+    /// a retention that ran out, a re-created topic, a new cluster), after the ingest stopped
+    /// that partition and said why. Restart the ingest afterwards.
+    ResetOffsets {
+        /// The topic (`mxpulse.events.v1`) or its table (`events`).
+        #[arg(long)]
+        topic: String,
+        #[arg(long)]
+        partition: i32,
+        /// The first offset to read next: a number, `earliest` or `latest` (asked of Kafka).
+        #[arg(long)]
+        to: String,
+        /// Why: kept in the table's history with the reset.
+        #[arg(long)]
+        reason: String,
+    },
     /// Remove raw records older than a period: 400d, 57w, 13m (30-day months), 2y. The
     /// rollups are brought up to date first and keep every published figure of those months.
     Purge {
@@ -169,6 +185,47 @@ pub fn run(args: &LakeArgs, config: &Config) -> anyhow::Result<()> {
                 runtime.block_on(maintenance::vacuum(&root, retain))?,
             )
         }
+        LakeCommand::ResetOffsets {
+            ref topic,
+            partition,
+            ref to,
+            ref reason,
+        } => {
+            anyhow::ensure!(!reason.trim().is_empty(), "--reason must say why");
+            let topic = match topic.as_str() {
+                "events" => mxpulse_schemas::topics::EVENTS,
+                "visits" => mxpulse_schemas::topics::VISITS,
+                "accounts" => mxpulse_schemas::topics::ACCOUNTS,
+                other => other,
+            };
+            let next = match to.as_str() {
+                "earliest" | "latest" => {
+                    let (low, high) = watermarks(config, topic, partition)?;
+                    if to == "earliest" { low } else { high }
+                }
+                number => number
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|n| *n >= 0)
+                    .with_context(|| format!("--to {number:?}: an offset, earliest or latest"))?,
+            };
+            let reset = runtime.block_on(maintenance::reset_offsets(
+                &root,
+                &config.ingest.group_id,
+                topic,
+                partition,
+                mxpulse_ingest::offsets::Offset(next),
+                reason,
+            ))?;
+            println!(
+                "{} partition {partition} of {topic}: the lake held up to offset {}; the ingest reads from offset {} at its next start (table version {})",
+                reset.table,
+                reset.before.map_or("none".to_owned(), |o| o.to_string()),
+                reset.next,
+                reset.version
+            );
+            Ok(())
+        }
         LakeCommand::Purge { older_than } => {
             let cutoff = chrono::Utc::now().date_naive() - older_than;
             println!("purging raw records before {cutoff} (the rollups keep their figures)");
@@ -181,6 +238,26 @@ pub fn run(args: &LakeArgs, config: &Config) -> anyhow::Result<()> {
             report("purge", purged.tables)
         }
     }
+}
+
+/// The first and next offsets Kafka holds for a partition.
+fn watermarks(config: &Config, topic: &str, partition: i32) -> anyhow::Result<(i64, i64)> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let mut client = rdkafka::ClientConfig::new();
+    client.set("bootstrap.servers", &config.kafka.brokers);
+    for (key, value) in &config.kafka.properties {
+        client.set(key, value);
+    }
+    let consumer: BaseConsumer = client
+        .set(
+            "group.id",
+            format!("{}-reset-offsets", config.ingest.group_id),
+        )
+        .create()
+        .context("Kafka client")?;
+    consumer
+        .fetch_watermarks(topic, partition, std::time::Duration::from_secs(10))
+        .with_context(|| format!("asking Kafka for the offsets of {topic} partition {partition}"))
 }
 
 /// `2023-01 .. 2024-12` for a run of months, or the months themselves.

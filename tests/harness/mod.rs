@@ -80,6 +80,22 @@ impl Broker {
         assert!(status.success());
     }
 
+    /// Dead-letter drill of a dedicated mock broker: the dead-letter topic becomes unavailable
+    /// (producers find no leader), or available again.
+    pub fn toggle_dead_letter_topic(&self) {
+        assert_eq!(
+            self.kind,
+            BrokerKind::Mock,
+            "the drill is the mock broker's"
+        );
+        let (child, _) = self.owned.as_ref().expect("a dedicated broker");
+        let status = Command::new("kill")
+            .args(["-HUP", &child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
     /// The directory of a dedicated broker (tansu keeps its SQLite file and log there).
     pub fn dir(&self) -> std::path::PathBuf {
         self.owned

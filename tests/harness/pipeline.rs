@@ -160,11 +160,25 @@ pub fn write_config(
     group: &str,
     max_rows: usize,
 ) -> PathBuf {
+    write_config_with(dir, bootstrap, lake, group, max_rows, "", "")
+}
+
+/// `write_config` with more librdkafka properties (`"key" = "value"` lines) and `[ingest]`
+/// settings.
+pub fn write_config_with(
+    dir: &Path,
+    bootstrap: &str,
+    lake: &Path,
+    group: &str,
+    max_rows: usize,
+    kafka_properties: &str,
+    ingest_settings: &str,
+) -> PathBuf {
     let path = dir.join(format!("mxpulse-{group}.toml"));
     let text = format!(
         "[kafka]\nbrokers = \"{bootstrap}\"\n[kafka.properties]\n\"session.timeout.ms\" = \"2000\"\n\"heartbeat.interval.ms\" = \"500\"\n\
-         \"topic.metadata.refresh.interval.ms\" = \"1000\"\n\
-         [lake]\nroot = \"{}\"\n[ingest]\ngroup_id = \"{group}\"\nflush_max_rows = {max_rows}\nflush_max_latency_ms = 100\n",
+         \"topic.metadata.refresh.interval.ms\" = \"1000\"\n{kafka_properties}\
+         [lake]\nroot = \"{}\"\n[ingest]\ngroup_id = \"{group}\"\nflush_max_rows = {max_rows}\nflush_max_latency_ms = 100\n{ingest_settings}",
         lake.display()
     );
     std::fs::write(&path, text).expect("write config");
@@ -181,7 +195,10 @@ impl Ingest {
             .arg(config)
             .arg("ingest")
             .env("MXPULSE_INGEST_LISTEN", format!("127.0.0.1:{metrics_port}"))
-            .env("MXPULSE_LOG", "info,deltalake=warn,datafusion=warn")
+            .env(
+                "MXPULSE_LOG",
+                "info,deltalake=warn,datafusion=warn,buoyant_kernel=off",
+            )
             .stdout(Stdio::null())
             .stderr(log_file)
             .spawn()
@@ -214,13 +231,27 @@ impl Ingest {
 
     /// The Prometheus text of `/metrics`.
     pub fn metrics(&self) -> String {
+        self.get("/metrics")
+    }
+
+    /// The body of `/health`.
+    pub fn health(&self) -> String {
+        self.get("/health")
+            .split_once("\r\n\r\n")
+            .map(|(_, body)| body.to_owned())
+            .unwrap_or_default()
+    }
+
+    fn get(&self, path: &str) -> String {
         use std::io::{Read, Write};
         let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", self.metrics_port)) else {
             return String::new();
         };
         let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-        let _ = stream
-            .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+        let _ = write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        );
         let mut response = String::new();
         let _ = stream.read_to_string(&mut response);
         response
