@@ -17,11 +17,15 @@
 #[path = "../tests/harness/mod.rs"]
 mod harness;
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
 use serde_json::{Value, json};
+
+use common::{benchmark_lake, dir_bytes, machine, median, mxpulse};
 
 /// What to measure.
 #[derive(Clone, Debug)]
@@ -36,14 +40,9 @@ struct Plan {
 
 impl Plan {
     fn from_args() -> Plan {
-        let args: Vec<String> = std::env::args().skip(1).collect();
-        let smoke = !args.iter().any(|a| a == "--bench");
-        let value = |name: &str| {
-            args.iter()
-                .position(|a| a == name)
-                .and_then(|i| args.get(i + 1))
-                .cloned()
-        };
+        let args = common::BenchArgs::from_env();
+        let smoke = args.smoke();
+        let value = |name: &str| args.value(name);
         let (scale, from, runs) = if smoke {
             ("0.002", "2024-05", 3)
         } else {
@@ -54,7 +53,7 @@ impl Plan {
             from: value("--from").unwrap_or_else(|| from.into()),
             to: value("--to").unwrap_or_else(|| "2024-07".into()),
             runs: value("--runs").and_then(|r| r.parse().ok()).unwrap_or(runs),
-            write: args.iter().any(|a| a == "--write"),
+            write: args.flag("--write"),
             smoke,
         }
     }
@@ -71,102 +70,6 @@ impl Plan {
             year.parse::<i32>().expect("year") * 12 + month.parse::<i32>().expect("month") - 1 - 23;
         format!("{:04}-{:02}", index / 12, index % 12 + 1)
     }
-}
-
-const PSEUDONYM_KEY: &str = "the benchmark lakes' pseudonymization key, 32 bytes or more";
-
-fn mxpulse(lake: &Path, args: &[&str]) -> (String, f64) {
-    let started = Instant::now();
-    let out = Command::new(harness::mxpulse_bin())
-        .args(args)
-        .env("MXPULSE_LAKE_ROOT", lake)
-        .env("MXPULSE_PSEUDONYM_KEY", PSEUDONYM_KEY)
-        .env("MXPULSE_LOG", "warn")
-        .output()
-        .expect("run mxpulse");
-    let seconds = started.elapsed().as_secs_f64();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "mxpulse {args:?}: {stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (stdout, seconds)
-}
-
-fn dir_bytes(path: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(path) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .map(|e| match e.file_type() {
-            Ok(t) if t.is_dir() => dir_bytes(&e.path()),
-            _ => e.metadata().map_or(0, |m| m.len()),
-        })
-        .sum()
-}
-
-/// The build cache: benchmark lakes are kept beside the builds, reused across runs.
-fn cache_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .or_else(|| {
-            // target/<profile>/deps/figures_latency-<hash>
-            std::env::current_exe()
-                .ok()
-                .and_then(|exe| exe.ancestors().nth(3).map(Path::to_path_buf))
-        })
-        .unwrap_or_else(|| PathBuf::from("target"))
-}
-
-/// The lake of `plan`, generated (and compacted) once; what it cost to make.
-fn benchmark_lake(plan: &Plan, dir: &Path) -> (PathBuf, Value) {
-    let lake = dir.join(format!(
-        "scale-{}-{}-{}-seed-1",
-        plan.scale, plan.from, plan.to
-    ));
-    let made = lake.join("made.json");
-    if let Some(made) = std::fs::read_to_string(&made)
-        .ok()
-        .and_then(|text| serde_json::from_str::<Value>(&text).ok())
-    {
-        return (lake, made);
-    }
-    let _ = std::fs::remove_dir_all(&lake);
-    eprintln!(
-        "generating the scale-{} lake at {} (once)",
-        plan.scale,
-        lake.display()
-    );
-    let (generated, generate_s) = mxpulse(
-        &lake,
-        &[
-            "generate",
-            "--scale",
-            &plan.scale,
-            "--from",
-            &plan.from,
-            "--to",
-            &plan.to,
-            "--lake",
-            &lake.display().to_string(),
-        ],
-    );
-    assert!(
-        generated.contains("lake holds every record written"),
-        "{generated}"
-    );
-    let (_, compact_s) = mxpulse(&lake, &["lake", "compact"]);
-    mxpulse(&lake, &["lake", "vacuum", "--retain-hours", "0"]);
-    let made_json = json!({
-        "generate": generated.trim(),
-        "generate_s": generate_s,
-        "compact_s": compact_s,
-        "raw_bytes": dir_bytes(&lake),
-    });
-    std::fs::write(&made, made_json.to_string()).expect("write made.json");
-    (lake, made_json)
 }
 
 /// A day of new data: the last day's events and visits copied to the next day with new
@@ -271,11 +174,6 @@ async fn delete_day(lake: &Path, day: &str) {
     }
 }
 
-fn median(mut samples: Vec<f64>) -> f64 {
-    samples.sort_by(f64::total_cmp);
-    samples[samples.len() / 2]
-}
-
 /// Seconds of one request (the answer must be 200 and, for figures, from `source`).
 async fn request(url: &str, source: &str) -> (f64, Value) {
     let started = Instant::now();
@@ -377,40 +275,12 @@ fn peers(plan: &Plan, lake: &Path) -> Vec<Value> {
         .collect()
 }
 
-fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|text| {
-            text.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|m| m.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let memory = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|text| {
-            text.lines()
-                .next()
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<f64>().ok())
-        })
-        .map_or("?".into(), |kb| format!("{:.0} GiB", kb / 1024.0 / 1024.0));
-    format!("{cpu}, {cores} cores, {memory}")
-}
-
 fn main() {
     let plan = Plan::from_args();
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let scratch = tempfile::tempdir().expect("temp dir");
-    let lakes = if plan.smoke {
-        scratch.path().to_path_buf()
-    } else {
-        cache_dir().join("bench-lakes")
-    };
-    std::fs::create_dir_all(&lakes).expect("lakes dir");
-    let (lake, made) = benchmark_lake(&plan, &lakes);
+    let smoke_dir = plan.smoke.then(|| scratch.path());
+    let (lake, made) = benchmark_lake(&plan.scale, &plan.from, &plan.to, smoke_dir);
 
     // The rollups: built whole, then the cost of a day of new data.
     let (_, rebuild_s) = mxpulse(&lake, &["lake", "rollup", "--rebuild"]);
@@ -512,20 +382,7 @@ fn main() {
     let table = markdown(&result);
     println!("{table}");
     if plan.write {
-        let root = harness::repo_root();
-        std::fs::write(
-            root.join("docs/bench/figures.json"),
-            serde_json::to_string_pretty(&result).expect("json"),
-        )
-        .expect("write docs/bench/figures.json");
-        let path = root.join("BENCHMARKS.md");
-        let text = std::fs::read_to_string(&path).expect("BENCHMARKS.md");
-        let (begin, end) = ("<!-- figures:begin -->", "<!-- figures:end -->");
-        let (head, rest) = text.split_once(begin).expect("figures:begin marker");
-        let (_, tail) = rest.split_once(end).expect("figures:end marker");
-        std::fs::write(&path, format!("{head}{begin}\n{table}\n{end}{tail}"))
-            .expect("write BENCHMARKS.md");
-        eprintln!("wrote BENCHMARKS.md and docs/bench/figures.json");
+        common::write_results("figures", &table, &result);
     }
 }
 
@@ -551,9 +408,10 @@ fn markdown(r: &Value) -> String {
     };
     let mut out = String::new();
     out.push_str(&format!(
-        "Measured {} on {} (release build), scale {} ({} to {}): {}\n\n",
+        "Measured {} on {} ({} build), scale {} ({} to {}): {}\n\n",
         chrono::Utc::now().format("%Y-%m-%d"),
         r["machine"].as_str().unwrap_or("?"),
+        common::PROFILE,
         r["scale"].as_str().unwrap_or("?"),
         r["from"].as_str().unwrap_or("?"),
         r["to"].as_str().unwrap_or("?"),
@@ -591,11 +449,11 @@ fn markdown(r: &Value) -> String {
         }
     }
     out.push_str(&format!(
-        "\nmxpulse (rollups) over the fastest peer, warm: report {:.3}x, overview {:.3}x. \
-         The rollups' answers are identical to the raw tables'; DuckDB's and chDB's headline \
-         figures equal mxpulse's ({}).\n\n",
-        r["ratio_report"].as_f64().unwrap_or(0.0),
-        r["ratio_overview"].as_f64().unwrap_or(0.0),
+        "\nWarm, mxpulse (rollups) answers the report {:.0} times faster than the fastest peer, \
+         the overview {:.0} times. The rollups' answers are identical to the raw tables'; \
+         DuckDB's and chDB's headline figures equal mxpulse's ({}).\n\n",
+        1.0 / r["ratio_report"].as_f64().unwrap_or(1.0),
+        1.0 / r["ratio_overview"].as_f64().unwrap_or(1.0),
         r["headline"],
     ));
     out.push_str(&format!(

@@ -30,6 +30,64 @@ pub struct Config {
     pub hooks: HooksSection,
     pub ingest: IngestSection,
     pub query: QuerySection,
+    pub dashboards: DashboardsSection,
+    pub reports: ReportsSection,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReportsSection {
+    /// Where closed months' reports are frozen; empty: `_reports` in the lake's directory.
+    pub dir: String,
+    /// Days after a month's end (late data) before its report is frozen.
+    pub grace_days: u64,
+    /// Reports counted at once, in slots of their own (not the pages' query slots).
+    pub max_concurrent: u64,
+    /// How long a report request waits for a slot before it is answered "busy" (503).
+    pub queue_timeout_ms: u64,
+    /// How often `serve` makes the newest closed month's reports ahead of requests (and sees a
+    /// late record's revision); 0: only when asked.
+    pub prepare_interval_ms: u64,
+}
+
+impl Default for ReportsSection {
+    fn default() -> Self {
+        Self {
+            dir: String::new(),
+            grace_days: 3,
+            max_concurrent: 1,
+            queue_timeout_ms: 60_000,
+            prepare_interval_ms: 600_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DashboardsSection {
+    /// A directory of an operator's own dashboard files (`*.toml`), beside the shipped ones.
+    pub dir: String,
+    /// A TOML file of known events drawn on the charts, beside the built-in ones.
+    pub annotations_file: String,
+    /// The key session cookies are signed with (hex, at least 32 bytes); empty: a random key
+    /// at each start (sessions end when the service restarts, and work on one instance only).
+    pub session_key: String,
+    /// How long a login lasts (hours).
+    pub session_hours: u64,
+    /// Mark the session cookie `Secure` (the pages are served over HTTPS by a proxy).
+    pub cookie_secure: bool,
+}
+
+impl Default for DashboardsSection {
+    fn default() -> Self {
+        Self {
+            dir: String::new(),
+            annotations_file: String::new(),
+            session_key: String::new(),
+            session_hours: 12,
+            cookie_secure: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -385,7 +443,18 @@ impl Config {
                 });
             }
         }
+        if !self.dashboards.session_key.is_empty()
+            && hex::decode(&self.dashboards.session_key).map_or(true, |k| k.len() < 32)
+        {
+            return Err(ConfigError::Invalid {
+                key: "dashboards.session_key",
+                message: "hex of at least 32 bytes (openssl rand -hex 32)".into(),
+            });
+        }
         for (key, value) in [
+            ("dashboards.session_hours", self.dashboards.session_hours),
+            ("reports.max_concurrent", self.reports.max_concurrent),
+            ("reports.queue_timeout_ms", self.reports.queue_timeout_ms),
             ("query.queue_timeout_ms", self.query.queue_timeout_ms),
             ("query.max_months", self.query.max_months),
             ("query.max_days", self.query.max_days),
@@ -497,6 +566,9 @@ impl Config {
         }
         for principal in &mut shown.query.principals {
             principal.token = REDACTED.into();
+        }
+        if !shown.dashboards.session_key.is_empty() {
+            shown.dashboards.session_key = REDACTED.into();
         }
         for (key, value) in &mut shown.kafka.properties {
             if key.contains("password") || key.contains("secret") {

@@ -153,6 +153,67 @@ fn the_demo_prints_where_to_look_keeps_activity_flowing_and_stops_on_ctrl_c() {
         "{psql}"
     );
     demo.wait_line("live activity flowing", Duration::from_secs(300));
+    // The dashboards: a login page, then the Overview for the viewer's session.
+    let dashboards = demo.printed_value("dashboards");
+    let url = dashboards
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        url.starts_with(&format!("http://{}/d/overview?from=", demo.http)),
+        "{dashboards}"
+    );
+    let page = harness::block_on(async {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let token = demo.printed_value("viewer token");
+        let origin = format!("http://{}", demo.http);
+        let login = client
+            .post(format!("{origin}/login"))
+            .header("origin", &origin)
+            .form(&[("token", token.as_str()), ("next", "/")])
+            .send()
+            .await
+            .unwrap();
+        let cookie = login.headers()["set-cookie"].to_str().unwrap().to_owned();
+        let cookie = cookie.split(';').next().unwrap_or_default().to_owned();
+        let page = client
+            .get(&url)
+            .header("cookie", cookie)
+            .send()
+            .await
+            .unwrap();
+        page.text().await.unwrap_or_default()
+    });
+    assert!(
+        page.contains("<h1>Vue d'ensemble</h1>") && page.contains("<svg"),
+        "the Overview after logging in: {}",
+        &page[..page.len().min(500)]
+    );
+
+    // The report the demo points to: a PDF, for the viewer's token.
+    let reports = demo.printed_value("reports");
+    let pdf_url = reports
+        .split_whitespace()
+        .last()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(pdf_url.ends_with(".pdf"), "{reports}");
+    let pdf = harness::block_on(async {
+        reqwest::Client::new()
+            .get(&pdf_url)
+            .bearer_auth(demo.printed_value("viewer token"))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap()
+    });
+    assert!(pdf.starts_with(b"%PDF-"), "{pdf_url}");
 
     // The current month fills with the live trickle and keeps growing.
     let now = chrono::Utc::now().format("%Y-%m").to_string();

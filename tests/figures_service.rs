@@ -8,47 +8,11 @@
 
 mod harness;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
-use harness::mxpulse_bin;
 use harness::serve::{B, B_ANALYST, Serve, VIEWER, cpu_over, get, start_with};
 use reqwest::StatusCode;
 use serde_json::Value;
-
-/// A lake of three months at scale 0.005 (~45,000 events a month), rolled up.
-fn generated_lake(dir: &Path) -> PathBuf {
-    let lake = dir.join("lake");
-    let key = "a pseudonymization key of the test, at least 32 bytes long";
-    let generated = Command::new(mxpulse_bin())
-        .args([
-            "generate", "--scale", "0.005", "--from", "2024-05", "--to", "2024-07",
-        ])
-        .arg("--lake")
-        .arg(&lake)
-        .env("MXPULSE_PSEUDONYM_KEY", key)
-        .output()
-        .unwrap();
-    let out = String::from_utf8_lossy(&generated.stdout);
-    assert!(
-        generated.status.success() && out.contains("lake holds every record written"),
-        "{out}{}",
-        String::from_utf8_lossy(&generated.stderr)
-    );
-    let rolled = Command::new(mxpulse_bin())
-        .args(["lake", "rollup"])
-        .env("MXPULSE_LAKE_ROOT", &lake)
-        .output()
-        .unwrap();
-    let out = String::from_utf8_lossy(&rolled.stdout);
-    assert!(
-        rolled.status.success() && out.contains("rollups up to date"),
-        "{out}{}",
-        String::from_utf8_lossy(&rolled.stderr)
-    );
-    lake
-}
 
 async fn figures(serve: &Serve, token: &str, path: &str, source: &str) -> Value {
     let separator = if path.contains('?') { '&' } else { '?' };
@@ -99,7 +63,7 @@ const QUICK: &str =
 #[tokio::test(flavor = "multi_thread")]
 async fn figures_from_rollups_equal_the_raw_tables_and_no_request_holds_the_service() {
     let dir = tempfile::tempdir().unwrap();
-    let lake = generated_lake(dir.path());
+    let lake = harness::lakes::generated(dir.path(), "0.005", "2024-05", "2024-07");
     let serve = start_with(dir.path(), &lake, "");
 
     // Every figure and breakdown, by month and by day, from both.
@@ -142,6 +106,10 @@ async fn figures_from_rollups_equal_the_raw_tables_and_no_request_holds_the_serv
             assert_eq!(rolled_cells, raw_cells, "{who} {path}");
         }
     }
+    let (status, health) = get(&serve, None, "/health").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(health["rollups"]["used"], true, "{health}");
+    assert_eq!(health["rollups"]["timezone"], "Europe/Paris", "{health}");
     let scoped = figures(&serve, B_ANALYST, monthly, "rollups").await;
     assert_eq!(
         keys(&scoped, "server"),

@@ -66,6 +66,11 @@ impl AccessList {
         found
     }
 
+    /// Every principal (the reports made ahead of time: one per scope).
+    pub fn principals(&self) -> impl Iterator<Item = &Principal> {
+        self.entries.iter().map(|(_, p)| p)
+    }
+
     /// The principal named `user` and its secret (pgwire's password check).
     pub fn named(&self, user: &str) -> Option<(&str, &Principal)> {
         self.entries

@@ -21,7 +21,7 @@ use serde_json::json;
 
 use crate::access::Principal;
 use crate::error::QueryError;
-use crate::figures::planner::{self, SourceChoice};
+use crate::figures::planner::SourceChoice;
 use crate::figures::{self, Dim, FigureRequest, Filters, Granularity};
 use crate::service::{QueryService, Surface};
 use crate::session::QueryOutput;
@@ -66,6 +66,7 @@ pub fn router(service: Arc<QueryService>) -> Router {
         .route("/api/v1/figures/monthly", get(monthly))
         .route("/api/v1/figures/daily", get(daily))
         .route("/api/v1/figures/forums", get(forums))
+        .route("/api/v1/indicators/monthly", get(indicators))
         .route("/api/v1/sql", post(sql))
         .route("/api/openapi.json", get(openapi))
         .route("/metrics", get(metrics_text))
@@ -93,8 +94,8 @@ fn principal(service: &QueryService, headers: &HeaderMap) -> Result<Principal, A
 #[derive(utoipa::OpenApi)]
 #[openapi(
     info(title = "mxpulse query service", description = "Figures of a Matrix federation and read-only SQL over its lake."),
-    paths(monthly, daily, forums, sql),
-    components(schemas(figures::FiguresReport, figures::FigureCell, figures::FigureSource, figures::Filters, figures::Granularity, figures::ForumRank, SqlRequest)),
+    paths(monthly, daily, forums, indicators, sql),
+    components(schemas(figures::FiguresReport, figures::FigureCell, figures::FigureSource, figures::Filters, figures::Granularity, figures::ForumRank, crate::indicators::MonthlyIndicators, crate::indicators::Indicator, SqlRequest)),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;
@@ -200,27 +201,7 @@ async fn figures_of(
 ) -> Result<axum::Json<figures::FiguresReport>, ApiError> {
     let who = principal(&service, &headers)?;
     let (request, choice) = query.request(granularity)?;
-    request.check(&service.spans)?;
-    let permit = service.permit().await?;
-    let snapshot = service.lake.snapshot().await?;
-    let publication = service.publication();
-    let source = planner::choose(&snapshot, &publication, choice)?;
-    let shared = service.clone();
-    let report = service
-        .executor
-        .run(service.figures_timeout, async move {
-            let with = planner::Answering {
-                snapshot: &snapshot,
-                cells: &shared.cells,
-                publication: &publication,
-                limits: &shared.limits,
-            };
-            planner::figures(&with, &request, who.server.as_deref(), source).await
-        })
-        .await?;
-    drop(permit);
-    service.count_figures(source);
-    Ok(axum::Json(report))
+    Ok(axum::Json(service.figures(&who, request, choice).await?))
 }
 
 /// Figures by calendar month (in the configured time zone), with MoM, YoY and peak day.
@@ -268,26 +249,53 @@ async fn forums(
     let who = principal(&service, &headers)?;
     let choice = SourceChoice::parse(query.source.as_deref().unwrap_or("auto"))?;
     let limit = query.limit.unwrap_or(10).min(1000);
-    let permit = service.permit().await?;
-    let snapshot = service.lake.snapshot().await?;
-    let publication = service.publication();
-    let source = planner::choose(&snapshot, &publication, choice)?;
-    let shared = service.clone();
-    let ranks = service
-        .executor
-        .run(service.figures_timeout, async move {
-            let with = planner::Answering {
-                snapshot: &snapshot,
-                cells: &shared.cells,
-                publication: &publication,
-                limits: &shared.limits,
-            };
-            planner::forums(&with, limit, who.server.as_deref(), source).await
-        })
-        .await?;
-    drop(permit);
-    service.count_figures(source);
-    Ok(axum::Json(ranks))
+    Ok(axum::Json(service.forums(&who, limit, choice).await?))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct IndicatorQuery {
+    /// The month, `YYYY-MM`.
+    month: String,
+    /// `json` (the default) or `csv`; `Accept: text/csv` also asks for CSV.
+    format: Option<String>,
+}
+
+/// A month's indicators for other systems: each figure's total as an integer (`null` when
+/// withheld), in a schema stable under `v1`; JSON or CSV.
+#[utoipa::path(get, path = "/api/v1/indicators/monthly", params(IndicatorQuery),
+    responses((status = 200, body = crate::indicators::MonthlyIndicators, description = "JSON, or CSV `month,name,value,suppressed`"),
+        (status = 400, description = "not a month"), (status = 401, description = "no valid token"),
+        (status = 503, description = "busy (Retry-After) or the lake cannot be read")))]
+async fn indicators(
+    State(service): State<Arc<QueryService>>,
+    headers: HeaderMap,
+    Query(query): Query<IndicatorQuery>,
+) -> Result<Response, ApiError> {
+    let who = principal(&service, &headers)?;
+    let month = query.month.trim();
+    let end = figures::periods::month_end(month)?;
+    let request = FigureRequest {
+        breakdowns: Vec::new(),
+        ..FigureRequest::new(Granularity::Month, month, month)
+    };
+    let answer = service.figures(&who, request, SourceChoice::Auto).await?;
+    let month_over = figures::periods::today_in(&service.timezone) > end;
+    let found = crate::indicators::from_figures(month, &answer, who.server.clone(), month_over);
+    let csv = query.format.as_deref() == Some("csv")
+        || headers
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|a| a.contains("text/csv"));
+    Ok(if csv {
+        (
+            [(header::CONTENT_TYPE, "text/csv; charset=utf-8")],
+            found.csv(),
+        )
+            .into_response()
+    } else {
+        axum::Json(found).into_response()
+    })
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -378,6 +386,14 @@ fn encode(output: &QueryOutput, accept: &str) -> Result<Response, QueryError> {
 }
 
 async fn metrics_text(State(service): State<Arc<QueryService>>) -> impl IntoResponse {
+    let rollups_age = match service.lake.snapshot().await {
+        Ok(snapshot) => snapshot
+            .rollups
+            .as_ref()
+            .and_then(|r| r.as_of_ms)
+            .map(|at| (chrono::Utc::now().timestamp_millis() - at) as f64 / 1e3),
+        Err(_) => None,
+    };
     let m = &service.metrics;
     let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
     let body = format!(
@@ -397,13 +413,34 @@ async fn metrics_text(State(service): State<Arc<QueryService>>) -> impl IntoResp
         load(&m.unauthorized),
         load(&m.micros) as f64 / 1e6,
     );
+    let body = match rollups_age {
+        Some(age) => format!(
+            "{body}# HELP mxpulse_query_rollups_age_seconds Time since the rollups the figures are read from were written.\n# TYPE mxpulse_query_rollups_age_seconds gauge\nmxpulse_query_rollups_age_seconds {age:.1}\n"
+        ),
+        None => body,
+    };
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }
 
-/// 200 when the lake can be read.
+/// 200 when the lake can be read; says where the figures come from (the rollups and the time
+/// of the data they hold, or the raw tables).
 async fn health(State(service): State<Arc<QueryService>>) -> impl IntoResponse {
     match service.lake.snapshot().await {
-        Ok(_) => (StatusCode::OK, axum::Json(json!({"status": "ok"}))),
+        Ok(snapshot) => {
+            let rollups = match &snapshot.rollups {
+                Some(rollups) => json!({
+                    "as_of": rollups.as_of_ms.and_then(chrono::DateTime::from_timestamp_millis)
+                        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+                    "timezone": rollups.timezone,
+                    "used": rollups.timezone.as_deref() == Some(service.timezone.as_str()),
+                }),
+                None => json!(null),
+            };
+            (
+                StatusCode::OK,
+                axum::Json(json!({"status": "ok", "rollups": rollups})),
+            )
+        }
         Err(error) => (
             StatusCode::SERVICE_UNAVAILABLE,
             axum::Json(json!({"status": "failing", "lake": error.to_string()})),
@@ -411,15 +448,16 @@ async fn health(State(service): State<Arc<QueryService>>) -> impl IntoResponse {
     }
 }
 
-/// Binds now and serves until `shutdown` resolves.
+/// Binds now and serves the API and `pages` (the dashboards) until `shutdown` resolves.
 pub async fn serve(
     address: SocketAddr,
     service: Arc<QueryService>,
+    pages: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>)> {
     let listener = tokio::net::TcpListener::bind(address).await?;
     let bound = listener.local_addr()?;
-    let app = router(service);
+    let app = router(service).merge(pages);
     let task = tokio::spawn(async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)

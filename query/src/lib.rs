@@ -15,6 +15,7 @@ pub mod executor;
 pub mod figures;
 pub mod guard;
 pub mod http;
+pub mod indicators;
 pub mod lake;
 pub mod pgwire;
 pub mod postgres_functions;

@@ -18,6 +18,29 @@ use crate::guard;
 use crate::lake::Lake;
 use crate::session::{self, Limits, QueryOutput};
 
+/// Who a figures request is for: the pages, the API and SQL share the service's query slots
+/// (`running`); the reports have slots of their own (held by their caller, `mxpulse_dashboards`'
+/// report desk), so that a manager's report never waits behind the dashboards, nor makes them
+/// wait, during a peak.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lane {
+    Interactive,
+    /// The caller holds a report slot.
+    Reports,
+}
+
+/// A question for the figures' tables.
+enum Ask {
+    Figures(crate::figures::FigureRequest),
+    /// The largest forums, this many.
+    Forums(usize),
+}
+
+enum Answer {
+    Figures(crate::figures::FiguresReport),
+    Forums(Vec<crate::figures::ForumRank>),
+}
+
 /// Everything the surfaces share.
 pub struct QueryService {
     pub lake: Lake,
@@ -174,6 +197,170 @@ impl QueryService {
             .await
     }
 
+    /// The figures of `request` for `who` (its scope applied), from the rollups or the raw
+    /// tables as `choice` says: a query slot (waited for at most `queue_timeout`, held until
+    /// the answer is built), the figures' time limit, the metrics. The API and the dashboards
+    /// both answer through here.
+    pub async fn figures(
+        self: &Arc<Self>,
+        who: &Principal,
+        request: crate::figures::FigureRequest,
+        choice: crate::figures::planner::SourceChoice,
+    ) -> Result<crate::figures::FiguresReport, QueryError> {
+        self.figures_in(Lane::Interactive, who, request, choice)
+            .await
+    }
+
+    /// `figures`, in `lane`.
+    pub async fn figures_in(
+        self: &Arc<Self>,
+        lane: Lane,
+        who: &Principal,
+        request: crate::figures::FigureRequest,
+        choice: crate::figures::planner::SourceChoice,
+    ) -> Result<crate::figures::FiguresReport, QueryError> {
+        request.check(&self.spans)?;
+        match self.ask(lane, who, choice, Ask::Figures(request)).await? {
+            Answer::Figures(report) => Ok(report),
+            Answer::Forums(_) => Err(QueryError::Internal("forums for figures".into())),
+        }
+    }
+
+    /// The `limit` largest forums `who` may see, like `figures`.
+    pub async fn forums(
+        self: &Arc<Self>,
+        who: &Principal,
+        limit: usize,
+        choice: crate::figures::planner::SourceChoice,
+    ) -> Result<Vec<crate::figures::ForumRank>, QueryError> {
+        self.forums_in(Lane::Interactive, who, limit, choice).await
+    }
+
+    /// `forums`, in `lane`.
+    pub async fn forums_in(
+        self: &Arc<Self>,
+        lane: Lane,
+        who: &Principal,
+        limit: usize,
+        choice: crate::figures::planner::SourceChoice,
+    ) -> Result<Vec<crate::figures::ForumRank>, QueryError> {
+        match self.ask(lane, who, choice, Ask::Forums(limit)).await? {
+            Answer::Forums(ranks) => Ok(ranks),
+            Answer::Figures(_) => Err(QueryError::Internal("figures for forums".into())),
+        }
+    }
+
+    /// Answers `ask` for `who` from the tables `choice` says: a slot of `lane`, the newest
+    /// snapshot, the figures' time limit, the metrics.
+    async fn ask(
+        self: &Arc<Self>,
+        lane: Lane,
+        who: &Principal,
+        choice: crate::figures::planner::SourceChoice,
+        ask: Ask,
+    ) -> Result<Answer, QueryError> {
+        use crate::figures::planner;
+        let permit = self.permit_in(lane).await?;
+        let snapshot = self.lake.snapshot().await?;
+        let publication = self.publication();
+        let source = planner::choose(&snapshot, &publication, choice)?;
+        let shared = self.clone();
+        let scope = who.server.clone();
+        let answer = self
+            .executor
+            .run(self.figures_timeout, async move {
+                let with = planner::Answering {
+                    snapshot: &snapshot,
+                    cells: &shared.cells,
+                    publication: &publication,
+                    limits: &shared.limits,
+                };
+                match ask {
+                    Ask::Figures(request) => {
+                        planner::figures(&with, &request, scope.as_deref(), source)
+                            .await
+                            .map(Answer::Figures)
+                    }
+                    Ask::Forums(limit) => planner::forums(&with, limit, scope.as_deref(), source)
+                        .await
+                        .map(Answer::Forums),
+                }
+            })
+            .await?;
+        drop(permit);
+        self.count_figures(source);
+        Ok(answer)
+    }
+
+    /// When the lake's data was last written: the rollups' time, else the newest raw commit.
+    pub async fn data_as_of(&self) -> Result<Option<chrono::DateTime<chrono::Utc>>, QueryError> {
+        let snapshot = self.lake.snapshot().await?;
+        let ms = snapshot
+            .rollups
+            .as_ref()
+            .and_then(|r| r.as_of_ms)
+            .or_else(|| snapshot.newest_commit_ms());
+        Ok(ms.and_then(chrono::DateTime::from_timestamp_millis))
+    }
+
+    /// The newest day with data (from the rollups), else the day of the newest write.
+    pub async fn newest_data(&self) -> Result<Option<chrono::NaiveDate>, QueryError> {
+        let snapshot = self.lake.snapshot().await?;
+        let usable = snapshot
+            .rollups
+            .as_ref()
+            .is_some_and(|r| r.timezone.as_deref() == Some(self.timezone.as_str()));
+        if usable {
+            let index = self
+                .cells
+                .index(&snapshot, &self.limits, &self.timezone)
+                .await?;
+            if let Some(day) = index.newest_day() {
+                return Ok(Some(day));
+            }
+        }
+        Ok(self.data_as_of().await?.map(|t| t.date_naive()))
+    }
+
+    /// What `months`' figures stand on: the rollups' version and a digest of those months'
+    /// cells (`CellIndex::months_digest`), or `None` when the rollups do not answer (none yet,
+    /// or counted in another time zone): then only recounting tells whether they changed.
+    pub async fn months_digest(
+        &self,
+        months: &[&str],
+    ) -> Result<Option<(Option<u64>, String)>, QueryError> {
+        let snapshot = self.lake.snapshot().await?;
+        let usable = snapshot
+            .rollups
+            .as_ref()
+            .is_some_and(|r| r.timezone.as_deref() == Some(self.timezone.as_str()));
+        if !usable {
+            return Ok(None);
+        }
+        let index = self
+            .cells
+            .index(&snapshot, &self.limits, &self.timezone)
+            .await?;
+        Ok(Some((index.version, index.months_digest(months))))
+    }
+
+    /// The months the rollups have figures for (none when they do not answer).
+    pub async fn months_with_data(&self) -> Result<Vec<String>, QueryError> {
+        let snapshot = self.lake.snapshot().await?;
+        let usable = snapshot
+            .rollups
+            .as_ref()
+            .is_some_and(|r| r.timezone.as_deref() == Some(self.timezone.as_str()));
+        if !usable {
+            return Ok(Vec::new());
+        }
+        let index = self
+            .cells
+            .index(&snapshot, &self.limits, &self.timezone)
+            .await?;
+        Ok(index.months().into_iter().collect())
+    }
+
     /// Counts a figures answer by the tables it came from.
     pub fn count_figures(&self, source: crate::figures::FigureSource) {
         let counter = match source {
@@ -191,6 +378,18 @@ impl QueryService {
             Err(_) => &self.metrics.sql_failed,
         };
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A slot of `lane`: one of the service's (`permit`), or none for the reports, whose
+    /// caller holds one of theirs.
+    async fn permit_in(
+        &self,
+        lane: Lane,
+    ) -> Result<Option<tokio::sync::SemaphorePermit<'_>>, QueryError> {
+        match lane {
+            Lane::Interactive => self.permit().await.map(Some),
+            Lane::Reports => Ok(None),
+        }
     }
 
     /// A slot among the queries running at once, waited for at most `queue_timeout`.

@@ -144,6 +144,7 @@ fn write_config(
          [lake]\nroot = {}\n# Figures fill in month by month: the rollups follow the lake closely.\nrollup_interval_ms = 10000\n\n[hooks]\nlisten = {}\nstate_dir = {}\ntap_interval_ms = 2000\n\n\
          [ingest]\nlisten = {}\n\n\
          [query]\nlisten = {}\npgwire_listen = {}\nrefresh_ms = 1000\n\n\
+         [reports]\n# The history arrives months after they closed: reports are made when asked, not\n# frozen ahead of the history.\nprepare_interval_ms = 0\n\n\
          [[query.principals]]\nname = \"analyst\"\nrole = \"analyst\"\ntoken = {}\n\n\
          [[query.principals]]\nname = \"viewer\"\nrole = \"viewer\"\ntoken = {}\n",
         quote(brokers),
@@ -336,6 +337,28 @@ fn print_where_to_look(
     );
     println!("  analyst token  {}", access.analyst);
     println!("  viewer token   {}", access.viewer);
+    // The history's last 24 months (a period of more is refused).
+    let first_shown = last
+        .checked_sub_months(chrono::Months::new(23))
+        .unwrap_or(spec.from)
+        .max(spec.from);
+    println!(
+        "  dashboards     http://{}/d/overview?from={}&to={}   (log in with a token)",
+        args.http,
+        first_shown.format("%Y-%m"),
+        last.format("%Y-%m")
+    );
+    // A month of the Games if the history has it, else its last month.
+    let report_month = chrono::NaiveDate::from_ymd_opt(2024, 7, 1)
+        .filter(|july| (spec.from..=last).contains(july))
+        .unwrap_or(last);
+    println!(
+        "  reports        http://{}/reports   curl -OJ -H 'Authorization: Bearer {}' http://{}/reports/{}.pdf",
+        args.http,
+        access.viewer,
+        args.http,
+        report_month.format("%Y-%m")
+    );
     println!(
         "  figures        http://{}/api/v1/figures/monthly?from={}&to={}",
         args.http,

@@ -9,6 +9,7 @@ mod generate;
 mod hooks;
 mod ingest;
 mod lake;
+mod report;
 mod serve;
 
 use std::path::PathBuf;
@@ -48,8 +49,8 @@ pub enum Command {
     Demo(demo::DemoArgs),
     /// Deterministic federation simulator calibrated to the published figures.
     Generate(generate::GenerateArgs),
-    /// Monthly report exports.
-    Report(PendingArgs),
+    /// A month's report for managers: PDF, XLSX, CSV, PNG charts, offline HTML.
+    Report(report::ReportArgs),
     /// Replay a homeserver's history from its database.
     Backfill(backfill::BackfillArgs),
     /// Lake maintenance: status, compact, vacuum, purge.
@@ -60,28 +61,20 @@ pub enum Command {
     Config(config_cmd::ConfigArgs),
 }
 
-/// Arguments of a job whose issue is still open; it refuses to run rather than pretend.
-#[derive(Debug, Args)]
-pub struct PendingArgs {
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    rest: Vec<String>,
-}
-
 impl Cli {
     pub fn run(self) -> anyhow::Result<()> {
-        let name = match &self.command {
-            Command::DevBroker(args) => return dev_broker::run(args),
-            Command::Config(args) => return config_cmd::run(args, &load_config(&self.global)?),
-            Command::Hooks(args) => return hooks::run(args, &load_config(&self.global)?),
-            Command::Ingest(args) => return ingest::run(args, &load_config(&self.global)?),
-            Command::Lake(args) => return lake::run(args, &load_config(&self.global)?),
-            Command::Serve(args) => return serve::run(args, &load_config(&self.global)?),
-            Command::Demo(args) => return demo::run(args),
-            Command::Generate(args) => return generate::run(args, &load_config(&self.global)?),
-            Command::Report(_) => "report",
-            Command::Backfill(args) => return backfill::run(args, &load_config(&self.global)?),
-        };
-        anyhow::bail!("`mxpulse {name}` is not built yet: see the open issues in the tracker")
+        match &self.command {
+            Command::DevBroker(args) => dev_broker::run(args),
+            Command::Config(args) => config_cmd::run(args, &load_config(&self.global)?),
+            Command::Hooks(args) => hooks::run(args, &load_config(&self.global)?),
+            Command::Ingest(args) => ingest::run(args, &load_config(&self.global)?),
+            Command::Lake(args) => lake::run(args, &load_config(&self.global)?),
+            Command::Serve(args) => serve::run(args, &load_config(&self.global)?),
+            Command::Demo(args) => demo::run(args),
+            Command::Generate(args) => generate::run(args, &load_config(&self.global)?),
+            Command::Report(args) => report::run(args, &load_config(&self.global)?),
+            Command::Backfill(args) => backfill::run(args, &load_config(&self.global)?),
+        }
     }
 }
 

@@ -63,6 +63,87 @@ pub fn query_service(config: &Config) -> anyhow::Result<QueryService> {
     })
 }
 
+/// The dashboards: the shipped and the operator's definitions (a malformed file stops the
+/// start, naming it), the known events, the session key.
+pub fn dashboard_state(
+    config: &Config,
+    service: Arc<QueryService>,
+) -> anyhow::Result<mxpulse_dashboards::DashboardState> {
+    let d = &config.dashboards;
+    let dir = (!d.dir.is_empty()).then(|| std::path::Path::new(&d.dir));
+    let dashboards = mxpulse_dashboards::definition::load(dir)?;
+    let annotations_file =
+        (!d.annotations_file.is_empty()).then(|| std::path::Path::new(&d.annotations_file));
+    let annotations = mxpulse_dashboards::annotations::load(annotations_file)?;
+    let key = if d.session_key.is_empty() {
+        let mut key = vec![0u8; 32];
+        getrandom::fill(&mut key)
+            .map_err(|e| anyhow::anyhow!("no randomness for the session key: {e}"))?;
+        tracing::info!(
+            "no dashboards.session_key: logins last until the service restarts, on this instance only"
+        );
+        key
+    } else {
+        hex::decode(&d.session_key).context("dashboards.session_key")?
+    };
+    let reports = Arc::new(mxpulse_dashboards::report::desk::ReportDesk::new(
+        service.clone(),
+        annotations.clone(),
+        report_settings(config)?,
+    ));
+    Ok(mxpulse_dashboards::DashboardState {
+        service,
+        dashboards,
+        annotations,
+        reports,
+        keys: mxpulse_dashboards::session::SessionKeys::new(
+            key,
+            Duration::from_secs(d.session_hours * 3600),
+            d.cookie_secure,
+        ),
+    })
+}
+
+/// The reports' settings: frozen under `reports.dir`, else `_reports` in the lake's directory.
+pub fn report_settings(
+    config: &Config,
+) -> anyhow::Result<mxpulse_dashboards::report::desk::ReportSettings> {
+    let r = &config.reports;
+    let dir = if r.dir.is_empty() {
+        let root = LakeRoot::parse(&config.lake.root).context("lake.root")?;
+        let lake = root
+            .url()
+            .to_file_path()
+            .map_err(|()| anyhow::anyhow!("lake.root is not a directory: set reports.dir"))?;
+        lake.join("_reports")
+    } else {
+        std::path::PathBuf::from(&r.dir)
+    };
+    Ok(mxpulse_dashboards::report::desk::ReportSettings {
+        dir: Some(dir),
+        grace_days: u32::try_from(r.grace_days).unwrap_or(u32::MAX),
+        slots: usize::try_from(r.max_concurrent).unwrap_or(1),
+        queue_timeout: Duration::from_millis(r.queue_timeout_ms),
+    })
+}
+
+/// Makes the newest closed month's reports every `interval`, from a minute after the start
+/// (the rollups are loaded by then, and the first pages are not slowed).
+async fn prepare_reports(
+    desk: Arc<mxpulse_dashboards::report::desk::ReportDesk>,
+    interval: Duration,
+) {
+    tokio::time::sleep(Duration::from_secs(60).min(interval)).await;
+    loop {
+        match desk.prepare().await {
+            Ok(Some(month)) => tracing::debug!(%month, "monthly reports ready"),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot prepare the monthly reports"),
+        }
+        tokio::time::sleep(interval).await;
+    }
+}
+
 pub fn run(_args: &ServeArgs, config: &Config) -> anyhow::Result<()> {
     if config.query.principals.is_empty() {
         tracing::warn!("no [[query.principals]] configured: every request will be refused");
@@ -84,10 +165,23 @@ pub fn run(_args: &ServeArgs, config: &Config) -> anyhow::Result<()> {
             mxpulse_query::pgwire::serve(q.pgwire_listen, service.clone(), tls)
                 .await
                 .with_context(|| format!("cannot listen on {}", q.pgwire_listen))?;
-        let (bound, server) = http::serve(config.query.listen, service, super::shutdown_signal())
-            .await
-            .with_context(|| format!("cannot listen on {}", config.query.listen))?;
-        tracing::info!(%bound, pgwire = %pg_bound, "query service listening");
+        let state = Arc::new(dashboard_state(config, service.clone())?);
+        if config.reports.prepare_interval_ms > 0 {
+            tokio::spawn(prepare_reports(
+                state.reports.clone(),
+                Duration::from_millis(config.reports.prepare_interval_ms),
+            ));
+        }
+        let pages = mxpulse_dashboards::router(state);
+        let (bound, server) = http::serve(
+            config.query.listen,
+            service,
+            pages,
+            super::shutdown_signal(),
+        )
+        .await
+        .with_context(|| format!("cannot listen on {}", config.query.listen))?;
+        tracing::info!(%bound, pgwire = %pg_bound, "query service listening (dashboards at /)");
         server.await??;
         anyhow::Ok(())
     })

@@ -9,6 +9,7 @@
 
 pub mod demo;
 pub mod hooks;
+pub mod lakes;
 pub mod pipeline;
 pub mod serve;
 pub mod synapse;

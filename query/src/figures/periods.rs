@@ -27,6 +27,15 @@ pub fn parse_day(day: &str) -> Result<NaiveDate, QueryError> {
         .ok_or_else(|| QueryError::Invalid(format!("{day:?} is not a day (YYYY-MM-DD)")))
 }
 
+/// Today in `timezone` (an IANA name; UTC if it is not one).
+pub fn today_in(timezone: &str) -> NaiveDate {
+    let now = chrono::Utc::now();
+    match timezone.parse::<chrono_tz::Tz>() {
+        Ok(tz) => now.with_timezone(&tz).date_naive(),
+        Err(_) => now.date_naive(),
+    }
+}
+
 pub fn month_of(day: NaiveDate) -> String {
     day.format("%Y-%m").to_string()
 }

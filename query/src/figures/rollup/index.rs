@@ -38,6 +38,80 @@ pub struct CellIndex {
     /// Forums by members, most first (then oldest first), every size.
     pub forums: Vec<ForumRow>,
     pub len: usize,
+    /// `months_digest`'s answers for this version, by months asked.
+    digests: std::sync::Mutex<HashMap<Vec<String>, String>>,
+}
+
+impl CellIndex {
+    /// The newest day that has a cell: where the data ends.
+    pub fn newest_day(&self) -> Option<chrono::NaiveDate> {
+        self.cells
+            .iter()
+            .filter(|((_, _, grain), _)| *grain == Grain::Day)
+            .filter_map(|(_, by_period)| by_period.keys().next_back())
+            .max()
+            .and_then(|day| chrono::NaiveDate::parse_from_str(day, "%Y-%m-%d").ok())
+    }
+}
+
+impl CellIndex {
+    /// The months that have at least one cell.
+    pub fn months(&self) -> std::collections::BTreeSet<String> {
+        self.cells
+            .iter()
+            .filter(|((_, _, grain), _)| *grain == Grain::Period)
+            .flat_map(|(_, by_period)| by_period.keys())
+            .filter(|period| period.len() == 7)
+            .cloned()
+            .collect()
+    }
+
+    /// A digest of every cell of `months` (their month cells and their days' cells, every
+    /// figure and breakdown): equal while nothing counted in those months changed, so that a
+    /// frozen report is served as stored without being recounted, and a late record that does
+    /// change one of them is seen.
+    pub fn months_digest(&self, months: &[&str]) -> String {
+        let asked: Vec<String> = months.iter().map(|m| (*m).to_owned()).collect();
+        if let Some(known) = self
+            .digests
+            .lock()
+            .ok()
+            .and_then(|d| d.get(&asked).cloned())
+        {
+            return known;
+        }
+        let digest = self.count_months_digest(months);
+        if let Ok(mut known) = self.digests.lock() {
+            known.insert(asked, digest.clone());
+        }
+        digest
+    }
+
+    fn count_months_digest(&self, months: &[&str]) -> String {
+        use sha2::{Digest, Sha256};
+        let mut keys: Vec<&(String, DimSet, Grain)> = self.cells.keys().collect();
+        keys.sort();
+        let mut hasher = Sha256::new();
+        for month in months {
+            hasher.update(month.as_bytes());
+            for key in &keys {
+                let Some(by_period) = self.cells.get(*key) else {
+                    continue;
+                };
+                // `YYYY-MM` and its days `YYYY-MM-DD` sort together, before the next month.
+                let range = (*month).to_owned()..=format!("{month}-\u{7f}");
+                for (period, cells) in by_period.range(range) {
+                    hasher.update(format!("{}|{:?}|{:?}|{period}", key.0, key.1, key.2).as_bytes());
+                    for (cell_keys, tally) in cells {
+                        hasher.update(format!("{cell_keys:?}").as_bytes());
+                        hasher.update(tally.value.to_bits().to_le_bytes());
+                        hasher.update(tally.users.to_le_bytes());
+                    }
+                }
+            }
+        }
+        hex::encode(&hasher.finalize()[..16])
+    }
 }
 
 impl CellIndex {
