@@ -177,6 +177,17 @@ pub struct HooksSection {
     pub tap_interval_ms: u64,
     /// Where each database tap keeps its cursor.
     pub state_dir: PathBuf,
+    /// Connections the listener serves at once (the next wait to be accepted).
+    pub max_connections: u64,
+    /// A request's headers, and then its body, must arrive within this time.
+    pub read_timeout_ms: u64,
+    /// With no publish for this long, the broker is asked for its metadata, so that `/health`
+    /// says whether it is reachable before any traffic, and while there is none.
+    pub broker_probe_ms: u64,
+    /// A homeserver whose transactions bring only events of other servers' users for this
+    /// long (and at least 100 of them) is reported: its `server_name` likely does not match
+    /// Synapse's, and none of its users' activity is counted.
+    pub remote_only_ms: u64,
 }
 
 impl Default for HooksSection {
@@ -192,6 +203,10 @@ impl Default for HooksSection {
             delivery_timeout_ms: 10_000,
             tap_interval_ms: 60_000,
             state_dir: PathBuf::from("./mxpulse-hooks-state"),
+            max_connections: 256,
+            read_timeout_ms: 30_000,
+            broker_probe_ms: 10_000,
+            remote_only_ms: 3_600_000,
         }
     }
 }
@@ -285,7 +300,7 @@ impl Default for QuerySection {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            pgwire_listen: SocketAddr::from(([127, 0, 0, 1], 5432)),
+            pgwire_listen: SocketAddr::from(([127, 0, 0, 1], 5433)),
             pgwire_tls_cert: String::new(),
             pgwire_tls_key: String::new(),
             pgwire_tls_required: false,
@@ -460,6 +475,10 @@ impl Config {
             ("query.max_days", self.query.max_days),
             ("hooks.max_body_bytes", self.hooks.max_body_bytes),
             ("hooks.feed_stall_ms", self.hooks.feed_stall_ms),
+            ("hooks.max_connections", self.hooks.max_connections),
+            ("hooks.read_timeout_ms", self.hooks.read_timeout_ms),
+            ("hooks.broker_probe_ms", self.hooks.broker_probe_ms),
+            ("hooks.remote_only_ms", self.hooks.remote_only_ms),
             ("hooks.delivery_timeout_ms", self.hooks.delivery_timeout_ms),
             ("hooks.tap_interval_ms", self.hooks.tap_interval_ms),
         ] {
@@ -484,6 +503,19 @@ impl Config {
                 return Err(ConfigError::Invalid {
                     key: "hooks.homeservers.server_name",
                     message: format!("{} is listed twice", homeserver.server_name),
+                });
+            }
+            // A token names the homeserver a transaction comes from: shared, one server's
+            // events would be counted as the other's.
+            if let Some(other) = self.hooks.homeservers.iter().find(|other| {
+                other.server_name != homeserver.server_name && other.hs_token == homeserver.hs_token
+            }) {
+                return Err(ConfigError::Invalid {
+                    key: "hooks.homeservers.hs_token",
+                    message: format!(
+                        "{} and {} have the same hs_token: each registration needs its own (`mxpulse hooks registration`)",
+                        homeserver.server_name, other.server_name
+                    ),
                 });
             }
             if homeserver.hs_token.len() < 16 {
@@ -557,12 +589,15 @@ impl Config {
         Ok(())
     }
 
-    /// The effective configuration as TOML, secrets redacted (appservice tokens, Kafka
-    /// passwords; the pseudonymization key is never a file key).
+    /// The effective configuration as TOML, secrets redacted: appservice and principals'
+    /// tokens, the session key, Kafka properties that hold secrets (passwords, keys such as
+    /// `ssl.key.pem`, tokens), the passwords of database URLs (the pseudonymization key is never
+    /// a file key).
     pub fn to_toml(&self) -> String {
         let mut shown = self.clone();
         for homeserver in &mut shown.hooks.homeservers {
             homeserver.hs_token = REDACTED.into();
+            homeserver.synapse_db = mxpulse_hooks::synapse_db::display_url(&homeserver.synapse_db);
         }
         for principal in &mut shown.query.principals {
             principal.token = REDACTED.into();
@@ -571,7 +606,7 @@ impl Config {
             shown.dashboards.session_key = REDACTED.into();
         }
         for (key, value) in &mut shown.kafka.properties {
-            if key.contains("password") || key.contains("secret") {
+            if mxpulse_hooks::synapse_db::is_secret_name(key) {
                 *value = REDACTED.into();
             }
         }
@@ -808,7 +843,9 @@ mod tests {
     #[test]
     fn printed_configuration_hides_tokens_and_passwords() {
         let (_dir, path) = file(
-            "[kafka.properties]\n\"sasl.password\" = \"pw-123\"\n[[hooks.homeservers]]\nserver_name = \"a.fr\"\nhs_token = \"token-0123456789abcdef\"\n",
+            "[kafka.properties]\n\"sasl.password\" = \"pw-123\"\n\"ssl.key.pem\" = \"-----BEGIN PRIVATE KEY----- k-456\"\n\
+             [[hooks.homeservers]]\nserver_name = \"a.fr\"\nhs_token = \"token-0123456789abcdef\"\n\
+             synapse_db = \"postgresql://ro:db-789@h/synapse?sslpassword=ssl-012\"\n",
         );
         let config = Config::load(Some(&path), vars(&[])).unwrap();
         assert_eq!(
@@ -816,10 +853,16 @@ mod tests {
             "token-0123456789abcdef"
         );
         let shown = config.to_toml();
-        assert!(
-            !shown.contains("token-0123456789abcdef") && !shown.contains("pw-123"),
-            "{shown}"
-        );
+        for secret in [
+            "token-0123456789abcdef",
+            "pw-123",
+            "k-456",
+            "db-789",
+            "ssl-012",
+        ] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(shown.contains("postgresql://***@h/synapse"), "{shown}");
         assert!(shown.contains("server_name = \"a.fr\""), "{shown}");
     }
 
@@ -837,6 +880,18 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("listed twice"), "{err}");
+        // Two registrations sharing one token: one server's events would count as the other's.
+        let (_dir, path) = file(
+            "[[hooks.homeservers]]\nserver_name = \"a.fr\"\nhs_token = \"token-0123456789abcdef\"\n\
+             [[hooks.homeservers]]\nserver_name = \"b.fr\"\nhs_token = \"token-0123456789abcdef\"\n",
+        );
+        let err = Config::load(Some(&path), vars(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("hs_token") && err.contains("a.fr and b.fr"),
+            "{err}"
+        );
     }
 
     #[test]

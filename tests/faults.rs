@@ -601,3 +601,600 @@ async fn generate_into_kafka_waits_for_the_ingest_and_every_record_reaches_the_l
     );
     assert!(ingest.stop());
 }
+
+/// Publishes `records` each to `partition_of(i)` explicitly, as another producer's partitioner
+/// (or more partitions than before) would place copies of the same identity.
+async fn produce_to_partitions<R: Record>(
+    producer: &rdkafka::producer::FutureProducer,
+    records: &[R],
+    partition_of: impl Fn(usize) -> i32,
+) {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::FutureRecord;
+    let version = Envelope::version_header();
+    let envelopes: Vec<Envelope> = records.iter().map(encode).collect();
+    let deliveries: Vec<_> = envelopes
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            producer.send(
+                FutureRecord::to(e.topic)
+                    .key(e.key.as_bytes())
+                    .payload(&e.payload)
+                    .partition(partition_of(i))
+                    .headers(OwnedHeaders::new().insert(Header {
+                        key: SCHEMA_VERSION_HEADER,
+                        value: Some(version.as_bytes()),
+                    })),
+                Duration::from_secs(30),
+            )
+        })
+        .collect();
+    for delivery in futures::future::join_all(deliveries).await {
+        assert!(delivery.is_ok(), "{delivery:?}");
+    }
+}
+
+/// Before: the identity index of an instance held what the lake had when it loaded a day,
+/// plus its own commits, on the assumption that every copy of an identity arrives on one
+/// partition. A copy published to another partition, owned by another instance, was written
+/// by both: each record of this test twice. Now an instance reloads what another writer
+/// committed, and two commits of the same days at the same time cannot both pass (the later
+/// one conflicts and is read again): each record once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_store_a_record_once_whichever_partitions_its_copies_arrive_on() {
+    let mut rng = Rng(seed());
+    let Setup {
+        broker,
+        dir,
+        lake,
+        config,
+        producer,
+    } = Setup::mock("faults-cross-partition", 100);
+    let first = Ingest::start(&config, dir.path(), "first");
+    let second = Ingest::start(&config, dir.path(), "second");
+    let mut all = Vec::new();
+    for round in 0..6 {
+        let records = events(&mut rng, 300);
+        // Each record on partition i % 4, and a copy on the next partition (the other
+        // instance's for half of them), at once: both are buffered at the same time.
+        produce_to_partitions(&producer, &records, |i| (i % 4) as i32).await;
+        produce_to_partitions(&producer, &records, |i| ((i + 1 + round) % 4) as i32).await;
+        all.extend(records);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    wait_caught_up(
+        &broker.bootstrap,
+        &lake,
+        "faults-cross-partition",
+        Duration::from_secs(120),
+    )
+    .await;
+    let (races, by_first, by_second) = (
+        first.metric("mxpulse_ingest_commit_races_total")
+            + second.metric("mxpulse_ingest_commit_races_total"),
+        first.metric("mxpulse_ingest_rows_written_total"),
+        second.metric("mxpulse_ingest_rows_written_total"),
+    );
+    assert!(first.stop() & second.stop());
+    assert!(
+        by_first > 0 && by_second > 0,
+        "both wrote: {by_first}, {by_second}"
+    );
+    let stored = lake_records::<EventRecord>(&lake).await;
+    eprintln!(
+        "sent {} records twice across partitions: {} in the lake, {races} commit races",
+        all.len(),
+        stored.len()
+    );
+    assert_exactly(stored, &all);
+}
+
+/// What `strace -f -y` saw of a process: file syncs and the links and renames that put files
+/// in place, in order.
+struct SyncTrace {
+    /// (line, path) of each fsync/fdatasync.
+    syncs: Vec<(usize, String)>,
+    /// (line, target path) of each link or rename.
+    placed: Vec<(usize, String)>,
+}
+
+fn sync_trace(text: &str) -> SyncTrace {
+    let mut trace = SyncTrace {
+        syncs: Vec::new(),
+        placed: Vec::new(),
+    };
+    for (line, row) in text.lines().enumerate() {
+        if let Some(rest) = row
+            .split_once("fsync(")
+            .or_else(|| row.split_once("fdatasync("))
+            .map(|(_, r)| r)
+            && let Some((_, path)) = rest.split_once('<')
+            && let Some((path, _)) = path.split_once('>')
+        {
+            trace.syncs.push((line, path.to_owned()));
+        }
+        if ["link(", "linkat(", "rename(", "renameat(", "renameat2("]
+            .iter()
+            .any(|call| row.contains(call))
+        {
+            // The target is the last quoted path of the call.
+            let quoted: Vec<&str> = row.split('"').skip(1).step_by(2).collect();
+            if let Some(target) = quoted.last() {
+                trace.placed.push((line, (*target).to_owned()));
+            }
+        }
+    }
+    trace
+}
+
+/// Before: object_store's local file system renamed each file into place and never synced
+/// it; a host crash could keep a Delta commit and lose the data files it names. Now every
+/// table is written through a store that syncs each file and its directory: traced with
+/// strace, each data file a commit adds is synced before the commit file is linked into
+/// place, and the commit file is synced after, for the raw tables and the rollups.
+#[test]
+fn every_data_file_is_on_disk_before_the_commit_that_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let traced = |args: &[&str], name: &str| {
+        let trace = dir.path().join(format!("{name}.strace"));
+        let out = std::process::Command::new("strace")
+            .args([
+                "-f",
+                "-y",
+                "-qq",
+                "-e",
+                "trace=fsync,fdatasync,link,linkat,rename,renameat,renameat2",
+                "-o",
+            ])
+            .arg(&trace)
+            .arg(harness::mxpulse_bin())
+            .args(args)
+            .env("MXPULSE_LAKE_ROOT", &lake)
+            .env("MXPULSE_PSEUDONYM_KEY", harness::lakes::KEY)
+            .env("MXPULSE_LOG", "warn")
+            .output()
+            .expect("strace (Debian strace)");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::read_to_string(trace).unwrap()
+    };
+    let lake_arg = lake.display().to_string();
+    let mut texts = vec![traced(
+        &[
+            "generate", "--scale", "0.0005", "--from", "2024-07", "--to", "2024-07", "--lake",
+            &lake_arg,
+        ],
+        "generate",
+    )];
+    texts.push(traced(&["lake", "rollup"], "rollup"));
+    let mut commits = 0;
+    let mut files = 0;
+    for text in &texts {
+        let trace = sync_trace(text);
+        for (at, target) in trace.placed.iter().filter(|(_, t)| {
+            t.contains("/_delta_log/") && t.ends_with(".json") && !t.contains("_commit_")
+        }) {
+            commits += 1;
+            let table = target.split("/_delta_log/").next().unwrap();
+            let commit = std::fs::read_to_string(target).unwrap();
+            for action in commit.lines() {
+                let action: serde_json::Value = serde_json::from_str(action).unwrap();
+                let Some(path) = action["add"]["path"].as_str() else {
+                    continue;
+                };
+                let file = format!("{table}/{}", path.replace("%3D", "="));
+                files += 1;
+                assert!(
+                    trace
+                        .syncs
+                        .iter()
+                        .any(|(line, synced)| line < at && *synced == file),
+                    "{file} synced before {target} was linked"
+                );
+            }
+            assert!(
+                trace
+                    .syncs
+                    .iter()
+                    .any(|(line, synced)| line > at && synced == target),
+                "{target} synced once in place"
+            );
+        }
+    }
+    assert!(
+        commits >= 6 && files >= 6,
+        "{commits} commits, {files} files checked"
+    );
+}
+
+/// A transaction of `n` messages sent by users of `server`.
+fn transaction_from(server: &str, n: usize, first: usize) -> Vec<u8> {
+    let events: Vec<serde_json::Value> = (first..first + n)
+        .map(|i| {
+            serde_json::json!({
+                "type": "m.room.message",
+                "event_id": format!("$remote-{i}"),
+                "room_id": "!room:elsewhere.localhost",
+                "sender": format!("@user{}:{server}", i % 7),
+                "origin_server_ts": 1_721_037_600_000_i64 + i as i64,
+                "content": {"msgtype": "m.text", "body": "hello"},
+            })
+        })
+        .collect();
+    serde_json::to_vec(&serde_json::json!({ "events": events })).unwrap()
+}
+
+/// Before: a homeserver configured with a `server_name` that is not Synapse's saw every
+/// sender as another server's: nothing counted, nothing said, /health ok. Now, after
+/// `remote_only_ms` of only remote senders (100 events or more), /health fails naming it and
+/// the log says what to check; one local sender clears it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_name_that_is_not_synapses_shows_on_health_and_in_the_log() {
+    let broker = Broker::dedicated(BrokerKind::Mock);
+    let dir = tempfile::tempdir().unwrap();
+    // Synapse's server is interieur.localhost; the hooks were told another name.
+    let config = harness::hooks::write_hooks_config(
+        dir.path(),
+        &broker.bootstrap,
+        "interieur.example",
+        HS_TOKEN,
+        None,
+        "remote_only_ms = 300\nbroker_probe_ms = 200",
+    );
+    let hooks = harness::hooks::HooksProcess::start(&config, dir.path());
+    let health = |hooks: &harness::hooks::HooksProcess| -> serde_json::Value {
+        serde_json::from_str(&hooks.get("/health").unwrap_or_default()).unwrap_or_default()
+    };
+    harness::wait_for(Duration::from_secs(20), || {
+        (health(&hooks)["status"] == "ok").then_some(())
+    })
+    .expect("healthy before any transaction (the broker probed)");
+    for round in 0..3 {
+        let status = put_transaction(
+            &hooks,
+            &format!("remote-{round}"),
+            transaction_from(HS_SERVER, 50, round * 50),
+        )
+        .await;
+        assert_eq!(status, 200);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let suspect = health(&hooks);
+    assert_eq!(suspect["status"], "failing", "{suspect}");
+    assert_eq!(
+        suspect["transactions"]["interieur.example"]["server_name_suspect"], true,
+        "{suspect}"
+    );
+    assert!(
+        hooks.log_text().contains("is its server_name Synapse's?"),
+        "{}",
+        hooks.log_text()
+    );
+    // One of its own users' events: it was the right name after all.
+    let status = put_transaction(
+        &hooks,
+        "local-1",
+        transaction_from("interieur.example", 1, 999),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let cleared = health(&hooks);
+    assert_eq!(cleared["status"], "ok", "{cleared}");
+}
+
+/// Before: the hooks started with the broker "up" whatever it was, and /health stayed ok with
+/// no broker at all until a transaction failed; database URLs showed a `?password=` on
+/// /health, and `mxpulse config` printed `synapse_db` and secret Kafka properties as given;
+/// a request with a wrong token had its whole body read first; a client sending its headers
+/// slowly held its connection forever. Now: the broker is probed (503 "down" within a probe),
+/// secrets are absent from /health, the log and `mxpulse config`, a stranger is refused from
+/// its headers alone, and slow headers are cut at `read_timeout_ms`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_tells_the_truth_secrets_stay_hidden_and_strangers_cost_little() {
+    use std::io::{Read as _, Write as _};
+    let dir = tempfile::tempdir().unwrap();
+    let nobody = format!("127.0.0.1:{}", harness::free_port());
+    let secrets = [
+        "db-secret-1",
+        "db-secret-2",
+        "db-secret-3",
+        "kafka-secret-4",
+    ];
+    let config = dir.path().join("hooks.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[kafka]\nbrokers = \"{nobody}\"\n[kafka.properties]\n\"sasl.password\" = \"{}\"\n\
+             [hooks]\ntap_interval_ms = 300\nbroker_probe_ms = 300\nread_timeout_ms = 1000\n\
+             state_dir = \"{}\"\n\
+             [[hooks.homeservers]]\nserver_name = \"{HS_SERVER}\"\nhs_token = \"{HS_TOKEN}\"\n\
+             synapse_db = \"postgresql://ro:{}@127.0.0.1:1/synapse?password={}&sslpassword={}\"\n",
+            secrets[3],
+            dir.path().join("state").display(),
+            secrets[0],
+            secrets[1],
+            secrets[2],
+        ),
+    )
+    .unwrap();
+    let hooks = harness::hooks::HooksProcess::start(&config, dir.path());
+
+    // No broker, no traffic: failing, within a probe.
+    let health = harness::wait_for(Duration::from_secs(15), || {
+        let text = hooks.get("/health")?;
+        let health: serde_json::Value = serde_json::from_str(&text).ok()?;
+        (health["broker"] == "down" && health["synapse_db"][HS_SERVER]["last_error"].is_string())
+            .then_some(text)
+    })
+    .unwrap_or_else(|| panic!("{:?}", hooks.get("/health")));
+    assert!(health.contains("\"status\":\"failing\""), "{health}");
+
+    // A stranger's announced 30 MB body is not read: refused from its headers.
+    let mut stranger = std::net::TcpStream::connect(("127.0.0.1", hooks.port)).unwrap();
+    stranger
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stranger,
+        "PUT /_matrix/app/v1/transactions/1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer wrong-token\r\n\
+         Content-Type: application/json\r\nContent-Length: 30000000\r\n\r\n{{"
+    )
+    .unwrap();
+    let mut answer = [0u8; 64];
+    let n = stranger.read(&mut answer).unwrap_or(0);
+    let answer = String::from_utf8_lossy(&answer[..n]).into_owned();
+    assert!(
+        answer.starts_with("HTTP/1.1 403"),
+        "answered before its body: {answer:?}"
+    );
+
+    // Headers that never end: the connection is closed after the read timeout.
+    let mut slow = std::net::TcpStream::connect(("127.0.0.1", hooks.port)).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(slow, "GET /health HTTP/1.1\r\nHost: x\r\n").unwrap();
+    let mut rest = Vec::new();
+    let closed = slow.read_to_end(&mut rest);
+    assert!(
+        closed.is_ok(),
+        "closed by the server, not by our 10 s timeout: {closed:?}"
+    );
+
+    // Secrets: not on /health, not in the log, not in `mxpulse config`.
+    let printed = std::process::Command::new(harness::mxpulse_bin())
+        .arg("--config")
+        .arg(&config)
+        .arg("config")
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&printed.stdout).into_owned();
+    assert!(printed.contains("synapse_db"), "{printed}");
+    for secret in secrets {
+        assert!(!health.contains(secret), "{secret} on /health: {health}");
+        let log = hooks.log_text();
+        let line = log.lines().find(|l| l.contains(secret));
+        assert!(line.is_none(), "{secret} in the log: {line:?}");
+        assert!(
+            !printed.contains(secret),
+            "{secret} in mxpulse config: {printed}"
+        );
+    }
+}
+
+/// Before: the tap dated a deactivation (or reactivation) with the time of the poll that saw
+/// it, which was also its identity: a tap state file restored from a backup saw the same
+/// deactivation again and published it with a new identity (counted twice); a deactivation
+/// older than the tap's first run was reported by nothing; and a visit row dated in the future
+/// moved the watermark past the rows still to come. Now a deactivation is dated with the
+/// user's last trace in Synapse's database (the same for the tap and the backfill), the
+/// backfill reports those that came before the tap, and the watermark stops at the database's
+/// own clock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tap_repeats_no_account_change_skips_no_visit_and_the_backfill_dates_old_deactivations()
+{
+    use harness::hooks::{HooksProcess, synapse_sql, topic_records, write_hooks_config};
+    use mxpulse_schemas::vocabulary::AccountChange;
+
+    let broker = Broker::dedicated(BrokerKind::Mock);
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("homeserver.db");
+    let now_s = chrono::Utc::now().timestamp();
+    let today_ms = now_s / 86_400 * 86_400_000;
+    let long_ago_ms = today_ms - 40 * 86_400_000;
+    let server = HS_SERVER;
+    synapse_sql(&db, &format!(
+        "CREATE TABLE users(name TEXT, password_hash TEXT, creation_ts BIGINT, admin SMALLINT DEFAULT 0 NOT NULL, is_guest SMALLINT DEFAULT 0 NOT NULL, appservice_id TEXT, user_type TEXT, deactivated SMALLINT DEFAULT 0 NOT NULL);
+         CREATE TABLE user_daily_visits(user_id TEXT NOT NULL, device_id TEXT, timestamp BIGINT NOT NULL, user_agent TEXT);
+         INSERT INTO users(name, creation_ts) VALUES ('@a:{server}', {c}), ('@b:{server}', {c});
+         INSERT INTO users(name, creation_ts, deactivated) VALUES ('@gone:{server}', {old_c}, 1);
+         INSERT INTO user_daily_visits VALUES ('@a:{server}', 'D1', {today_ms}, 'Mozilla/5.0'), ('@gone:{server}', 'D1', {long_ago_ms}, 'Mozilla/5.0');",
+        c = now_s - 600,
+        old_c = long_ago_ms / 1000 - 86_400,
+    ));
+    let config = write_hooks_config(
+        dir.path(),
+        &broker.bootstrap,
+        server,
+        HS_TOKEN,
+        Some(&db),
+        "broker_probe_ms = 200",
+    );
+    let state = dir.path().join(format!("hooks-state/{server}.tap.json"));
+    let accounts = || topic_records::<AccountRecord>(&broker.bootstrap);
+    let visits = || topic_records::<VisitRecord>(&broker.bootstrap);
+    let polls = |hooks: &HooksProcess| {
+        hooks.metric(&format!(
+            "mxpulse_hooks_synapse_db_polls_total{{server=\"{server}\"}}"
+        ))
+    };
+    let more_polls = |hooks: &HooksProcess, n: u64| {
+        let after = polls(hooks) + n;
+        harness::wait_for(Duration::from_secs(30), || {
+            (polls(hooks) >= after).then_some(())
+        })
+        .expect("the tap polls");
+    };
+
+    let hooks = HooksProcess::start(&config, dir.path());
+    harness::wait_for(Duration::from_secs(30), || {
+        (accounts().len() >= 2).then_some(())
+    })
+    .expect("the two accounts created");
+    more_polls(&hooks, 2);
+    let before_deactivation = std::fs::read(&state).unwrap();
+
+    // @a is deactivated: one record, dated with @a's last trace in the database (its creation,
+    // ten minutes ago, is later than its visit day's start).
+    let a_trace_ms = (now_s - 600) * 1000;
+    synapse_sql(
+        &db,
+        &format!("UPDATE users SET deactivated = 1 WHERE name = '@a:{server}';"),
+    );
+    let deactivations = |records: &[AccountRecord]| -> Vec<AccountRecord> {
+        records
+            .iter()
+            .filter(|r| r.change == AccountChange::Deactivated)
+            .cloned()
+            .collect()
+    };
+    harness::wait_for(Duration::from_secs(30), || {
+        (!deactivations(&accounts()).is_empty()).then_some(())
+    })
+    .expect("the deactivation");
+    assert_eq!(
+        deactivations(&accounts())[0].ts.0,
+        a_trace_ms,
+        "dated with its last trace"
+    );
+    drop(hooks);
+
+    // The state file restored from before: the deactivation is seen again, with its identity.
+    std::fs::write(&state, before_deactivation).unwrap();
+    let hooks = HooksProcess::start(&config, dir.path());
+    harness::wait_for(Duration::from_secs(30), || {
+        (deactivations(&accounts()).len() >= 2).then_some(())
+    })
+    .expect("published again after the rollback");
+    let seen: std::collections::BTreeSet<String> = deactivations(&accounts())
+        .iter()
+        .map(|r| r.key().0)
+        .collect();
+    assert_eq!(
+        seen.len(),
+        1,
+        "one identity, dropped as a repeat by the ingest: {seen:?}"
+    );
+
+    // A visit dated ten days ahead, then today's visit of a new device: both published.
+    synapse_sql(
+        &db,
+        &format!(
+            "INSERT INTO user_daily_visits VALUES ('@b:{server}', 'D1', {}, 'Mozilla/5.0');",
+            today_ms + 10 * 86_400_000
+        ),
+    );
+    more_polls(&hooks, 2);
+    synapse_sql(
+        &db,
+        &format!(
+            "INSERT INTO user_daily_visits VALUES ('@b:{server}', 'D2', {today_ms}, 'Mozilla/5.0');"
+        ),
+    );
+    more_polls(&hooks, 3);
+    let days: Vec<chrono::NaiveDate> = visits().iter().map(|v| v.day).collect();
+    let today = chrono::DateTime::from_timestamp_millis(today_ms)
+        .unwrap()
+        .date_naive();
+    assert_eq!(
+        days.iter().filter(|d| **d == today).count(),
+        2,
+        "today's two visits, the second after the future-dated one: {days:?}"
+    );
+    drop(hooks);
+
+    // @gone was deactivated before the tap ever ran: the backfill reports it, dated with its
+    // last visit, forty days ago.
+    assert!(
+        deactivations(&accounts())
+            .iter()
+            .all(|r| r.ts.0 != long_ago_ms)
+    );
+    let since = chrono::DateTime::from_timestamp_millis(long_ago_ms - 86_400_000)
+        .unwrap()
+        .date_naive()
+        .to_string();
+    let backfill = std::process::Command::new(harness::mxpulse_bin())
+        .arg("--config")
+        .arg(&config)
+        .args([
+            "backfill",
+            "--server",
+            server,
+            "--only",
+            "accounts",
+            "--quiet",
+            "--since",
+            &since,
+            "--synapse-db",
+        ])
+        .arg(&db)
+        .env("MXPULSE_PSEUDONYM_KEY", harness::hooks::TEST_KEY)
+        .output()
+        .unwrap();
+    assert!(
+        backfill.status.success(),
+        "{}",
+        String::from_utf8_lossy(&backfill.stderr)
+    );
+    let old = deactivations(&accounts());
+    assert!(
+        old.iter().any(|r| r.ts.0 == long_ago_ms),
+        "the old deactivation, dated with its last visit: {old:?}"
+    );
+    // And @a's, reported by the backfill too, has the tap's identity.
+    let keys: std::collections::BTreeSet<String> = old
+        .iter()
+        .filter(|r| r.ts.0 == a_trace_ms)
+        .map(|r| r.key().0)
+        .collect();
+    assert_eq!(keys.len(), 1, "{old:?}");
+}
+
+/// Before: `serve` given a relative `lake.root` (taken from its own working directory, not the
+/// ingest's) served an empty lake without a word: every figure empty. Now it says so at once.
+#[test]
+fn serve_says_when_its_lake_holds_no_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, pg_port) = (harness::free_port(), harness::free_port());
+    std::fs::write(
+        dir.path().join("serve.toml"),
+        format!(
+            "[lake]\nroot = \"lake-relative\"\n[query]\nlisten = \"127.0.0.1:{port}\"\npgwire_listen = \"127.0.0.1:{pg_port}\"\n"
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("serve.log");
+    let mut serve = std::process::Command::new(harness::mxpulse_bin())
+        .args(["--config", "serve.toml", "serve"])
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let said = harness::wait_for(Duration::from_secs(30), || {
+        std::fs::read_to_string(&log)
+            .ok()
+            .filter(|l| l.contains("the lake holds no table yet"))
+    });
+    harness::stop(&mut serve);
+    let said = said.expect("a warning in the log");
+    assert!(
+        said.contains(&dir.path().join("lake-relative").display().to_string()),
+        "names the directory it read: {said}"
+    );
+}

@@ -6,7 +6,7 @@ mod harness;
 
 use std::time::Duration;
 
-use harness::hooks::{HooksProcess, topic_records, write_hooks_config};
+use harness::hooks::{HooksProcess, synapse_sql, topic_records, write_hooks_config};
 use harness::{Broker, BrokerKind, wait_for};
 use mxpulse_schemas::EventRecord;
 use reqwest::StatusCode;
@@ -364,17 +364,6 @@ async fn a_generated_registration_works_end_to_end() {
 }
 
 /// A Synapse-schema SQLite file (the tables the tap reads), written with Python's sqlite3.
-fn synapse_sql(db: &std::path::Path, sql: &str) {
-    let status = std::process::Command::new(harness::python())
-        .arg("-c")
-        .arg("import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.executescript(sys.argv[2]); c.commit()")
-        .arg(db)
-        .arg(sql)
-        .status()
-        .unwrap();
-    assert!(status.success(), "{sql}");
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn the_database_tap_neither_skips_nor_repeats_across_a_restart() {
     use mxpulse_schemas::vocabulary::AccountChange;

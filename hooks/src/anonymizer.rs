@@ -138,4 +138,14 @@ impl Anonymizer {
             row.user_type(),
         )
     }
+
+    /// A deactivated account, dated `at_ms` (the user's last trace, `SynapseDb::last_trace_ms`).
+    pub fn account_deactivated(&self, row: &UserRow, at_ms: i64) -> AccountRecord {
+        self.account(
+            &row.name,
+            UnixMillis(at_ms),
+            AccountChange::Deactivated,
+            row.user_type(),
+        )
+    }
 }

@@ -11,8 +11,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
@@ -80,7 +79,17 @@ pub struct AppserviceState {
     /// A homeserver whose transactions all failed or were refused for this long is reported
     /// stalled by `/health`.
     pub stall_after: std::time::Duration,
+    /// A homeserver whose transactions brought only other servers' users' events for this long
+    /// (and at least `REMOTE_ONLY_EVENTS` of them) is reported: its `server_name` is suspect.
+    pub remote_only_after: std::time::Duration,
+    /// A transaction body over this size is refused (413).
+    pub max_body_bytes: usize,
+    /// A body must arrive within this time (408).
+    pub read_timeout: std::time::Duration,
 }
+
+/// Events of other servers' users, none of its own, before a homeserver is reported.
+pub const REMOTE_ONLY_EVENTS: u64 = 100;
 
 /// The records of one transaction and what was left out of it.
 #[derive(Debug, Default, PartialEq)]
@@ -239,8 +248,10 @@ pub fn map_transaction(anonymizer: &Anonymizer, body: &RawTransaction) -> Mapped
 }
 
 /// The router: the appservice API under `/_matrix/app/v1` and the legacy unprefixed paths,
-/// `/metrics` and `/health`. Bodies over `max_body_bytes` are refused with 413.
-pub fn router(state: Arc<AppserviceState>, max_body_bytes: usize) -> Router {
+/// `/metrics` and `/health`. A transaction's body is read only once its token is checked, and
+/// refused with 413 over `max_body_bytes`.
+pub fn router(state: Arc<AppserviceState>) -> Router {
+    let max_body_bytes = state.max_body_bytes;
     Router::new()
         .route("/_matrix/app/v1/transactions/{txn_id}", put(transaction))
         .route("/transactions/{txn_id}", put(transaction))
@@ -291,32 +302,73 @@ fn authenticate(
     })
 }
 
+/// A transaction's body, read only after its token was checked: within the size limit (an
+/// announced length over it is refused before reading anything) and the read timeout.
+async fn read_body(
+    state: &AppserviceState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Bytes, (StatusCode, &'static str, String)> {
+    let too_large = || {
+        (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "M_TOO_LARGE",
+            "the transaction is over the size limit".to_owned(),
+        )
+    };
+    let announced = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > state.max_body_bytes as u64) {
+        return Err(too_large());
+    }
+    match tokio::time::timeout(
+        state.read_timeout,
+        axum::body::to_bytes(body, state.max_body_bytes),
+    )
+    .await
+    {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(error)) => {
+            let over_limit =
+                std::iter::successors(Some(&error as &(dyn std::error::Error + 'static)), |e| {
+                    e.source()
+                })
+                .any(|e| e.is::<http_body_util::LengthLimitError>());
+            if over_limit {
+                Err(too_large())
+            } else {
+                Err((StatusCode::BAD_REQUEST, "M_UNKNOWN", error.to_string()))
+            }
+        }
+        Err(_) => Err((
+            StatusCode::REQUEST_TIMEOUT,
+            "M_UNKNOWN",
+            "the body did not arrive in time".to_owned(),
+        )),
+    }
+}
+
 async fn transaction(
     State(state): State<Arc<AppserviceState>>,
     Path(txn_id): Path<String>,
     headers: HeaderMap,
     uri: Uri,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<axum::Json<Value>, MatrixError> {
     let index = authenticate(&state, &headers, &uri)?;
     let homeserver = &state.homeservers[index];
     let server = homeserver.anonymizer.server();
-    let body = body.map_err(|rejection| {
-        state.metrics.transactions.add("rejected", 1);
-        let status = rejection.status();
-        state
-            .metrics
-            .feed_failed(server, &format!("{} body refused", status.as_u16()));
-        if status == StatusCode::PAYLOAD_TOO_LARGE {
-            MatrixError::new(
-                status,
-                "M_TOO_LARGE",
-                "the transaction is over the size limit",
-            )
-        } else {
-            MatrixError::new(status, "M_UNKNOWN", rejection.body_text())
-        }
-    })?;
+    let body = read_body(&state, &headers, body)
+        .await
+        .map_err(|(status, errcode, error)| {
+            state.metrics.transactions.add("rejected", 1);
+            state
+                .metrics
+                .feed_failed(server, &format!("{} body refused", status.as_u16()));
+            MatrixError::new(status, errcode, error)
+        })?;
     let already = homeserver
         .completed
         .lock()
@@ -346,6 +398,19 @@ async fn transaction(
         .metrics
         .remote_events
         .fetch_add(mapped.remote as u64, std::sync::atomic::Ordering::Relaxed);
+    if state.metrics.feed_senders(
+        server,
+        mapped.records.len(),
+        mapped.remote,
+        state.remote_only_after,
+        REMOTE_ONLY_EVENTS,
+    ) {
+        tracing::warn!(
+            server,
+            remote_events = REMOTE_ONLY_EVENTS,
+            "this homeserver's transactions bring only other servers' users' events: is its server_name Synapse's? None of its users' activity is counted"
+        );
+    }
 
     if let Err(error) = state.producer.publish(&mapped.records).await {
         state.metrics.transactions.add("failed", 1);
@@ -421,10 +486,13 @@ async fn metrics_text(State(state): State<Arc<AppserviceState>>) -> impl IntoRes
     )
 }
 
-/// 200 when the broker acknowledges, every database tap reads and no homeserver's feed is
-/// stalled (all its transactions failed or refused for `stall_after`); 503 otherwise, with why.
+/// 200 when the broker is reachable (a publish or a probe reached it), every database tap
+/// reads, no homeserver's feed is stalled (all its transactions failed or refused for
+/// `stall_after`) and none brings only other servers' events (a `server_name` that is not
+/// Synapse's); 503 otherwise, with why.
 async fn health(State(state): State<Arc<AppserviceState>>) -> impl IntoResponse {
-    let broker_up = state.metrics.broker_healthy();
+    let broker = state.metrics.broker_state();
+    let broker_up = broker == crate::metrics::BrokerState::Up;
     let taps = state.metrics.taps();
     let taps_up = taps.values().all(|tap| tap.reachable);
     let now_ms = chrono::Utc::now().timestamp_millis();
@@ -438,7 +506,18 @@ async fn health(State(state): State<Arc<AppserviceState>>) -> impl IntoResponse 
         })
         .map(|(server, _)| server)
         .collect();
-    let status = if broker_up && taps_up && stalled.is_empty() {
+    let remote_ms = i64::try_from(state.remote_only_after.as_millis()).unwrap_or(i64::MAX);
+    let suspect: Vec<&String> = feeds
+        .iter()
+        .filter(|(_, feed)| {
+            feed.remote_only_events >= REMOTE_ONLY_EVENTS
+                && feed
+                    .remote_only_since_ms
+                    .is_some_and(|since| now_ms - since >= remote_ms)
+        })
+        .map(|(server, _)| server)
+        .collect();
+    let status = if broker_up && taps_up && stalled.is_empty() && suspect.is_empty() {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
@@ -465,6 +544,8 @@ async fn health(State(state): State<Arc<AppserviceState>>) -> impl IntoResponse 
                     "stalled": stalled.contains(&server),
                     "failing_for_s": feed.failing_since_ms.map(|since| (now_ms - since) / 1000),
                     "last_problem": feed.last_problem,
+                    "only_remote_senders_for_s": feed.remote_only_since_ms.map(|since| (now_ms - since) / 1000),
+                    "server_name_suspect": suspect.contains(&server),
                 }),
             )
         })
@@ -473,27 +554,24 @@ async fn health(State(state): State<Arc<AppserviceState>>) -> impl IntoResponse 
         status,
         axum::Json(json!({
             "status": if status == StatusCode::OK { "ok" } else { "failing" },
-            "broker": if broker_up { "up" } else { "down" },
+            "broker": broker.label(),
             "synapse_db": synapse_db,
             "transactions": transactions,
         })),
     )
 }
 
-/// Binds now (a bad address fails at start) and serves until `shutdown` resolves.
+/// Binds now (a bad address fails at start) and serves until `shutdown` resolves, within
+/// `limits` (`listener.rs`).
 pub async fn serve(
     address: SocketAddr,
     state: Arc<AppserviceState>,
-    max_body_bytes: usize,
+    limits: crate::listener::ListenerLimits,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>)> {
     let listener = tokio::net::TcpListener::bind(address).await?;
     let bound = listener.local_addr()?;
-    let app = router(state, max_body_bytes);
-    let task = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
-    });
+    let app = router(state);
+    let task = tokio::spawn(crate::listener::serve(listener, app, limits, shutdown));
     Ok((bound, task))
 }

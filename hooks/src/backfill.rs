@@ -159,7 +159,9 @@ async fn backfill_visits(
     Ok(published)
 }
 
-/// Accounts created in the window.
+/// Accounts created in the window, and accounts deactivated in it: dated with the user's last
+/// trace in the database, as the tap dates them (`SynapseDb::last_trace_ms`), so that a
+/// deactivation both report is stored once.
 async fn backfill_accounts(
     db: &SynapseDb,
     anonymizer: &Anonymizer,
@@ -168,11 +170,17 @@ async fn backfill_accounts(
     until_ms: i64,
 ) -> Result<usize, TapError> {
     let users = db.users_created_since(from_ms.div_euclid(1000)).await?;
-    let records: Vec<_> = users
+    let mut records: Vec<_> = users
         .iter()
         .filter(|user| user.creation_ts_s.saturating_mul(1000) < until_ms)
         .map(|user| anonymizer.account_created(user))
         .collect();
+    for user in db.deactivated_users().await? {
+        let at = db.last_trace_ms(&user.name, user.creation_ts_s).await?;
+        if (from_ms..until_ms).contains(&at) {
+            records.push(anonymizer.account_deactivated(&user, at));
+        }
+    }
     for chunk in records.chunks(PAGE as usize) {
         producer.publish(chunk).await?;
     }

@@ -70,6 +70,10 @@ impl Watermark {
 pub struct DeactivatedAccount {
     pub domain: Option<String>,
     pub user_type: UserType,
+    /// The deactivation's date as published (`SynapseDb::last_trace_ms`); `None` for an
+    /// account already deactivated when the tap first ran (the backfill reports those).
+    #[serde(default)]
+    pub since_ms: Option<i64>,
 }
 
 /// The persisted cursor of one homeserver's tap.
@@ -195,48 +199,64 @@ impl DbTap {
             }
         }
 
-        // Deactivations and reactivations, dated when seen (Synapse keeps no date).
-        let deactivated_now: BTreeMap<String, DeactivatedAccount> = db
-            .deactivated_users()
-            .await?
-            .iter()
-            .map(|user| {
-                (
-                    self.anonymizer.pseudonymizer().user(&user.name).to_string(),
-                    DeactivatedAccount {
-                        domain: self.anonymizer.domain_of(&user.name),
-                        user_type: user.user_type(),
-                    },
-                )
-            })
-            .collect();
-        if let Some(before) = &state.deactivated {
-            for (user, account) in &deactivated_now {
-                if !before.contains_key(user) {
-                    state.pending_accounts.push(self.change(
-                        user,
-                        account,
-                        AccountChange::Deactivated,
-                        now_ms,
-                    ));
-                }
+        // Deactivations and reactivations. Synapse keeps no date of either: a deactivation is
+        // dated with the user's last trace in the database, a reactivation just after the
+        // deactivation it ends. Neither date depends on when the tap looked, so a record seen
+        // again (a state file restored from a backup, a backfill over the same days) has the
+        // same identity, and the ingest drops it as a repeat.
+        let mut deactivated_now: BTreeMap<String, DeactivatedAccount> = BTreeMap::new();
+        for user in db.deactivated_users().await? {
+            let pseudonym = self.anonymizer.pseudonymizer().user(&user.name).to_string();
+            let known = state
+                .deactivated
+                .as_ref()
+                .map(|before| before.get(&pseudonym));
+            let since_ms = match known {
+                // Deactivated before the tap's first run: the backfill reports it.
+                None => None,
+                Some(Some(before)) => before.since_ms,
+                Some(None) => Some(db.last_trace_ms(&user.name, user.creation_ts_s).await?),
+            };
+            let account = DeactivatedAccount {
+                domain: self.anonymizer.domain_of(&user.name),
+                user_type: user.user_type(),
+                since_ms,
+            };
+            if let (Some(None), Some(at)) = (known, since_ms) {
+                state.pending_accounts.push(self.change(
+                    &pseudonym,
+                    &account,
+                    AccountChange::Deactivated,
+                    at,
+                ));
             }
+            deactivated_now.insert(pseudonym, account);
+        }
+        if let Some(before) = &state.deactivated {
             for (user, account) in before {
                 if !deactivated_now.contains_key(user) {
+                    let at = account.since_ms.map_or(now_ms, |since| since + 1);
                     state.pending_accounts.push(self.change(
                         user,
                         account,
                         AccountChange::Reactivated,
-                        now_ms,
+                        at,
                     ));
                 }
             }
         }
         state.deactivated = Some(deactivated_now);
 
-        // Synapse adds rows to today and yesterday only; older days are closed.
-        state.visits.advance(newest_day - DAY_MS);
-        state.accounts.advance(newest_s - ACCOUNT_OVERLAP_S);
+        // Synapse adds rows to today and yesterday only; older days are closed. A row dated
+        // ahead of the database's own clock (a wrong clock, a bad row) moves nothing: the
+        // rows still to come would be skipped.
+        let db_now_ms = db.now_ms().await?;
+        state
+            .visits
+            .advance(newest_day.min(db_now_ms.div_euclid(DAY_MS) * DAY_MS) - DAY_MS);
+        state
+            .accounts
+            .advance(newest_s.min(db_now_ms.div_euclid(1000)) - ACCOUNT_OVERLAP_S);
         state.save(&self.state_path)?;
         self.flush_pending(&mut state, producer).await
     }

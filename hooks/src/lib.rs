@@ -16,6 +16,7 @@ pub mod backfill;
 pub mod db_tap;
 pub mod email_domain;
 pub mod event_mapping;
+pub mod listener;
 pub mod metrics;
 pub mod producer;
 pub mod pseudonymizer;

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU64, Ordering};
 use std::time::Duration;
 
 use mxpulse_schemas::Record;
@@ -50,6 +50,29 @@ pub struct FeedHealth {
     /// The last refusal or failure: its status and kind, never content.
     pub last_problem: Option<String>,
     pub last_accepted_ms: Option<i64>,
+    /// Since when its transactions brought events of other servers' users only (none of its
+    /// own), and how many: a `server_name` that does not match Synapse's looks like this.
+    pub remote_only_since_ms: Option<i64>,
+    pub remote_only_events: u64,
+    remote_only_reported: bool,
+}
+
+/// What is known of the broker: nothing yet (no publish, no probe), reachable, or not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BrokerState {
+    Unknown,
+    Up,
+    Down,
+}
+
+impl BrokerState {
+    pub fn label(self) -> &'static str {
+        match self {
+            BrokerState::Unknown => "unknown",
+            BrokerState::Up => "up",
+            BrokerState::Down => "down",
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -68,7 +91,10 @@ pub struct HooksMetrics {
     pub broker_errors: AtomicU64,
     produce_micros: AtomicU64,
     produce_calls: AtomicU64,
-    broker_healthy: AtomicBool,
+    /// `BrokerState` as a number: 0 unknown, 1 up, 2 down.
+    broker: AtomicU8,
+    /// When a publish or a probe last reached the broker (milliseconds since the epoch).
+    broker_seen_ms: AtomicI64,
     /// Polls of the Synapse databases, by server.
     pub tap_polls: LabeledCounter,
     pub tap_errors: LabeledCounter,
@@ -87,7 +113,8 @@ impl Default for HooksMetrics {
             broker_errors: AtomicU64::new(0),
             produce_micros: AtomicU64::new(0),
             produce_calls: AtomicU64::new(0),
-            broker_healthy: AtomicBool::new(true),
+            broker: AtomicU8::new(0),
+            broker_seen_ms: AtomicI64::new(0),
             tap_polls: LabeledCounter::default(),
             tap_errors: LabeledCounter::default(),
             taps: Mutex::new(BTreeMap::new()),
@@ -130,18 +157,74 @@ impl HooksMetrics {
         self.records.add(R::TABLE, n as u64);
     }
 
+    /// The broker acknowledged a publish, or answered a probe.
     pub fn broker_ok(&self) {
-        self.broker_healthy.store(true, Ordering::Relaxed);
+        self.broker.store(1, Ordering::Relaxed);
+        self.broker_seen_ms
+            .store(chrono::Utc::now().timestamp_millis(), Ordering::Relaxed);
+    }
+
+    /// A probe found no broker.
+    pub fn broker_unreachable(&self) {
+        self.broker.store(2, Ordering::Relaxed);
+    }
+
+    /// When the broker was last reached (milliseconds since the epoch; 0: never).
+    pub fn broker_seen_ms(&self) -> i64 {
+        self.broker_seen_ms.load(Ordering::Relaxed)
+    }
+
+    pub fn broker_state(&self) -> BrokerState {
+        match self.broker.load(Ordering::Relaxed) {
+            1 => BrokerState::Up,
+            2 => BrokerState::Down,
+            _ => BrokerState::Unknown,
+        }
+    }
+
+    /// A transaction of `server` brought `local` records of its own users and `remote`
+    /// events of other servers' users.
+    /// Returns true when this makes the homeserver suspect (only remote events for `after`,
+    /// at least `events` of them): the moment to say so in the log, once.
+    pub fn feed_senders(
+        &self,
+        server: &str,
+        local: usize,
+        remote: usize,
+        after: Duration,
+        events: u64,
+    ) -> bool {
+        if local == 0 && remote == 0 {
+            return false;
+        }
+        let Ok(mut feeds) = self.feeds.lock() else {
+            return false;
+        };
+        let feed = feeds.entry(server.to_owned()).or_default();
+        if local > 0 {
+            feed.remote_only_since_ms = None;
+            feed.remote_only_events = 0;
+            feed.remote_only_reported = false;
+            return false;
+        }
+        let now = chrono::Utc::now().timestamp_millis();
+        let since = *feed.remote_only_since_ms.get_or_insert(now);
+        feed.remote_only_events += remote as u64;
+        let suspect = feed.remote_only_events >= events
+            && now - since >= i64::try_from(after.as_millis()).unwrap_or(i64::MAX);
+        let first = suspect && !feed.remote_only_reported;
+        feed.remote_only_reported |= suspect;
+        first
     }
 
     pub fn broker_failed(&self, records: usize) {
         self.broker_errors
             .fetch_add(records as u64, Ordering::Relaxed);
-        self.broker_healthy.store(false, Ordering::Relaxed);
+        self.broker.store(2, Ordering::Relaxed);
     }
 
     pub fn broker_healthy(&self) -> bool {
-        self.broker_healthy.load(Ordering::Relaxed)
+        self.broker_state() == BrokerState::Up
     }
 
     pub fn tap_ok(&self, server: &str) {

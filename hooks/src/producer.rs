@@ -136,6 +136,28 @@ impl RecordProducer {
 }
 
 impl RecordProducer {
+    /// Asks the brokers for the events topic's metadata, within `timeout`: reachable or not,
+    /// recorded for `/health` (a probe failure counts no record as lost).
+    pub async fn probe(&self, timeout: Duration) -> Result<(), KafkaError> {
+        let producer = match self.producer.read() {
+            Ok(producer) => producer.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        let answered = tokio::task::spawn_blocking(move || {
+            producer
+                .client()
+                .fetch_metadata(Some(mxpulse_schemas::topics::EVENTS), timeout)
+                .map(|_| ())
+        })
+        .await
+        .unwrap_or(Err(KafkaError::Canceled));
+        match &answered {
+            Ok(()) => self.metrics.broker_ok(),
+            Err(_) => self.metrics.broker_unreachable(),
+        }
+        answered
+    }
+
     /// Replaces the producer after the brokers refused it (not after a mere timeout: a
     /// broker that is away gets the same producer back when it returns). The next publish
     /// starts a new idempotent session; what the old one may have stored is dropped as

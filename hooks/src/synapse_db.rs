@@ -26,6 +26,8 @@ pub enum SynapseDbError {
 #[derive(Clone, Debug)]
 pub struct SynapseDb {
     pool: AnyPool,
+    /// PostgreSQL (else SQLite): the few statements whose SQL differs.
+    postgres: bool,
 }
 
 /// One event as the backfill reads it: its place in the stream and the client-format JSON
@@ -40,7 +42,7 @@ pub struct StoredEvent {
 /// A `sqlite:` URL opened read-only; a bare path is a SQLite file.
 fn read_only_url(url: &str) -> String {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        return url.to_owned();
+        return without_unsupported_secrets(url);
     }
     let url = if url.starts_with("sqlite:") {
         url.to_owned()
@@ -56,14 +58,76 @@ fn read_only_url(url: &str) -> String {
     }
 }
 
-/// Redacts the password of a URL for messages.
-fn display_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            format!("{}://***@{}", &url[..scheme], &url[at + 1..])
-        }
-        _ => url.to_owned(),
+/// The URL without the secret parameters sqlx does not support: it would ignore them, and log
+/// their value while saying so.
+fn without_unsupported_secrets(url: &str) -> String {
+    const UNSUPPORTED: [&str; 2] = ["sslpassword", "passfile"];
+    let Some((base, query)) = url.split_once('?') else {
+        return url.to_owned();
+    };
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|pair| {
+            let name = pair.split_once('=').map_or(*pair, |(name, _)| name);
+            let unsupported = UNSUPPORTED.contains(&name);
+            if unsupported {
+                tracing::warn!(
+                    parameter = name,
+                    "a database URL parameter is not supported: ignored"
+                );
+            }
+            !unsupported
+        })
+        .collect();
+    if kept.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{}", kept.join("&"))
     }
+}
+
+/// A database URL as it may be shown (`/health`, logs, `mxpulse config`): the user and
+/// password of its authority and every parameter that may hold a secret (`password`,
+/// `sslpassword`, `passfile`...) replaced by `***`.
+pub fn display_url(url: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let mut shown = match (base.find("://"), base.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://***@{}", &base[..scheme], &base[at + 1..])
+        }
+        _ => base.to_owned(),
+    };
+    if let Some(query) = query {
+        let params: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((name, _)) if is_secret_name(name) => format!("{name}=***"),
+                _ => pair.to_owned(),
+            })
+            .collect();
+        shown.push('?');
+        shown.push_str(&params.join("&"));
+    }
+    shown
+}
+
+/// Whether a setting's name says it holds a secret (a password, a key, a token).
+pub fn is_secret_name(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    [
+        "pass",
+        "secret",
+        "token",
+        "key",
+        "jaas",
+        "credential",
+        "oauthbearer.config",
+    ]
+    .iter()
+    .any(|word| name.contains(word))
 }
 
 fn query_error(what: &'static str) -> impl FnOnce(sqlx::Error) -> SynapseDbError {
@@ -92,7 +156,56 @@ impl SynapseDb {
                 url: display_url(url),
                 source,
             })?;
-        Ok(Self { pool })
+        let postgres = url.starts_with("postgres://") || url.starts_with("postgresql://");
+        Ok(Self { pool, postgres })
+    }
+
+    /// The database's own clock (milliseconds since the epoch): Synapse dates its rows with
+    /// it, so it bounds how far the tap's watermark may move, whatever a row's date says.
+    pub async fn now_ms(&self) -> Result<i64, SynapseDbError> {
+        let sql = if self.postgres {
+            "SELECT CAST(EXTRACT(EPOCH FROM now()) * 1000 AS BIGINT)"
+        } else {
+            "SELECT CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)"
+        };
+        let row = sqlx::query(sql)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(query_error("clock"))?;
+        row.try_get(0).map_err(query_error("clock"))
+    }
+
+    /// The last time Synapse recorded `user` doing anything: its last membership event (a
+    /// deactivation makes the user leave every room, so for a deactivated user this is usually
+    /// the deactivation itself), its last visit day, or its creation. What a deactivation is
+    /// dated with: Synapse keeps no date of it, and this one is the same whoever asks, when.
+    pub async fn last_trace_ms(&self, user: &str, created_s: i64) -> Result<i64, SynapseDbError> {
+        let visit: Option<i64> =
+            sqlx::query("SELECT MAX(timestamp) FROM user_daily_visits WHERE user_id = $1")
+                .bind(user)
+                .fetch_one(&self.pool)
+                .await
+                .and_then(|row| row.try_get(0))
+                .map_err(query_error("user_daily_visits"))?;
+        // Not every database has the membership tables (a database of visits and accounts
+        // only): then the visits and the creation say it.
+        let membership: Option<i64> = sqlx::query(
+            "SELECT MAX(e.origin_server_ts) FROM room_memberships AS m \
+             JOIN events AS e ON e.event_id = m.event_id WHERE m.user_id = $1",
+        )
+        .bind(user)
+        .fetch_one(&self.pool)
+        .await
+        .and_then(|row| row.try_get(0))
+        .unwrap_or_else(|error| {
+            tracing::debug!(%error, "no membership events to date a deactivation with");
+            None
+        });
+        Ok([visit, membership, Some(created_s.saturating_mul(1000))]
+            .into_iter()
+            .flatten()
+            .max()
+            .unwrap_or(0))
     }
 
     /// Visits of the days from `from_day_ms` (a UTC midnight) on.
@@ -290,9 +403,30 @@ mod tests {
         );
         assert_eq!(read_only_url("postgres://u:p@h/db"), "postgres://u:p@h/db");
         assert_eq!(
+            read_only_url("postgres://h/db?sslpassword=s&sslmode=require"),
+            "postgres://h/db?sslmode=require"
+        );
+        assert_eq!(
             display_url("postgres://u:secret@h/db"),
             "postgres://***@h/db"
         );
+        assert_eq!(
+            display_url("postgresql://h/db?user=ro&password=s1&sslpassword=s2&sslmode=require"),
+            "postgresql://h/db?user=ro&password=***&sslpassword=***&sslmode=require"
+        );
+        assert_eq!(
+            display_url("/var/synapse/homeserver.db"),
+            "/var/synapse/homeserver.db"
+        );
+        for secret in [
+            "sasl.password",
+            "ssl.key.pem",
+            "ssl.keystore.password",
+            "sasl.oauthbearer.client.secret",
+        ] {
+            assert!(is_secret_name(secret), "{secret}");
+        }
+        assert!(!is_secret_name("ssl.ca.location") && !is_secret_name("client.id"));
         assert_eq!(sender_pattern("a_b.fr"), "%:a\\_b.fr");
     }
 }

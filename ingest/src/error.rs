@@ -28,6 +28,12 @@ pub enum IngestError {
         offsets: String,
         source: Box<DeltaTableError>,
     },
+    /// Another writer committed records of the same days while we wrote ours: our commit is
+    /// refused (its identities were not checked against theirs) and its batch read again.
+    #[error(
+        "{table}: another writer committed records of the same days at the same time; the batch is read again"
+    )]
+    CommitRace { table: &'static str },
     #[error("building the Arrow batch for {table}: {source}")]
     Batch {
         table: &'static str,

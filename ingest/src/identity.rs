@@ -2,11 +2,13 @@
 //! transaction Synapse delivered twice, an event both the appservice and the database tap
 //! reported) are dropped at commit, so the lake holds each identity once.
 //!
-//! Why per day and why it may be partial: a record's identity fixes its day (the event's
-//! timestamp, the visit's day), so a repeat always lands in the partition of the original.
-//! And a record's Kafka key is its identity, so every repeat of an identity arrives on the
-//! same Kafka partition, which one ingest instance owns at a time: identities written by other
-//! instances can never be ours, and the index is reloaded from the lake after each rebalance.
+//! Why per day: a record's identity fixes its day (the event's timestamp, the visit's day), so
+//! a repeat always lands in the partition of the original. The index is only what this
+//! instance knows: its own commits since it loaded a day. Copies of an identity may arrive on
+//! several Kafka partitions (another producer's partitioner, partitions added), owned by other
+//! instances; so the sink (`sink.rs`) drops the index whenever the table moved by a commit not
+//! its own, and names the days it writes in its commit, so that two writers committing the
+//! same days at once cannot both pass Delta's conflict check.
 
 use std::collections::{HashMap, HashSet};
 

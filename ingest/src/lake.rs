@@ -96,11 +96,7 @@ pub async fn open_or_create_at(url: Url, spec: &TableSpec<'_>) -> Result<DeltaTa
             reason: e.to_string(),
         })?;
     }
-    if let Ok(table) = DeltaTableBuilder::from_url(url.clone())
-        .map_err(open_err)?
-        .load()
-        .await
-    {
+    if let Ok(table) = builder(&url).map_err(open_err)?.load().await {
         return Ok(table);
     }
     let columns: StructType = spec
@@ -108,8 +104,8 @@ pub async fn open_or_create_at(url: Url, spec: &TableSpec<'_>) -> Result<DeltaTa
         .as_ref()
         .try_into_kernel()
         .map_err(|e| open_err(e.into()))?;
-    let created = DeltaTable::try_from_url(url.clone())
-        .await
+    let created = builder(&url)
+        .and_then(DeltaTableBuilder::build)
         .map_err(open_err)?
         .create()
         .with_table_name(spec.name)
@@ -125,12 +121,26 @@ pub async fn open_or_create_at(url: Url, spec: &TableSpec<'_>) -> Result<DeltaTa
     match created {
         Ok(table) => Ok(table),
         // Another instance created it between our load and our create: use theirs.
-        Err(_) => DeltaTableBuilder::from_url(url)
+        Err(_) => builder(&url)
             .map_err(open_err)?
             .load()
             .await
             .map_err(open_err),
     }
+}
+
+/// How every writer opens a table: a local one through `SyncedLocalStore`, so that what it
+/// writes is on disk before the write returns (`durable.rs`).
+fn builder(url: &Url) -> Result<DeltaTableBuilder, deltalake::DeltaTableError> {
+    let builder = DeltaTableBuilder::from_url(url.clone())?;
+    Ok(if url.scheme() == "file" {
+        builder.with_storage_backend(
+            std::sync::Arc::new(crate::durable::SyncedLocalStore::new()),
+            url.clone(),
+        )
+    } else {
+        builder
+    })
 }
 
 /// The URL of a table at `path` (`rollups/figure_cells`) under the root.

@@ -10,6 +10,7 @@
 
 mod buffer;
 pub mod dead_letter;
+mod durable;
 mod error;
 pub mod http;
 mod identity;

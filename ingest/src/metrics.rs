@@ -38,6 +38,8 @@ pub struct IngestMetrics {
     /// Partitions stopped because messages were missing or offsets went backwards, and why.
     pub stopped: Mutex<BTreeMap<(String, i32), String>>,
     pub position_problems: AtomicU64,
+    /// Commits refused because another writer committed records of the same days meanwhile.
+    pub commit_races: AtomicU64,
     pub rollup_runs: AtomicU64,
     pub rollup_failures: AtomicU64,
     pub rollup_last_micros: AtomicU64,
@@ -88,6 +90,11 @@ impl IngestMetrics {
             "mxpulse_ingest_position_problems_total",
             "Partitions stopped: messages missing (retention, re-created topic) or offsets going backwards.",
             load(&self.position_problems),
+        );
+        counter(
+            "mxpulse_ingest_commit_races_total",
+            "Commits refused because another writer committed records of the same days at the same time (their batch is read again).",
+            load(&self.commit_races),
         );
         counter(
             "mxpulse_ingest_rollup_runs_total",

@@ -414,7 +414,12 @@ async fn flush(
             }
             Ok(None) => {}
             Err(failure) => {
-                tracing::error!(error = %failure.error, topic, "commit failed; reading the batch again from the lake's offsets");
+                if matches!(failure.error, IngestError::CommitRace { .. }) {
+                    tracing::info!(error = %failure.error, topic, "commit raced another writer");
+                    metrics.commit_races.fetch_add(1, Relaxed);
+                } else {
+                    tracing::error!(error = %failure.error, topic, "commit failed; reading the batch again from the lake's offsets");
+                }
                 for partition in failure.partitions {
                     let to = with_sink!(sinks, topic, |sink| sink.committed(partition).await.ok().flatten(), else None);
                     seek(consumer, topic, partition, to.map(|c| c.offset));

@@ -78,6 +78,9 @@ pub struct TableSink<R: Record> {
     committed: HashMap<i32, Option<Committed>>,
     /// Where each partition's reading stands since its assignment.
     positions: HashMap<i32, Position>,
+    /// The table version the identity index holds every commit of: a newer version that is
+    /// not our own commit (another instance's, or maintenance) makes the index reload.
+    identities_as_of: Option<i64>,
     writer_properties: WriterProperties,
 }
 
@@ -91,6 +94,7 @@ impl<R: Record> TableSink<R> {
             identities: IdentityIndex::new(identity_days),
             committed: HashMap::new(),
             positions: HashMap::new(),
+            identities_as_of: None,
             writer_properties,
         }
     }
@@ -276,6 +280,17 @@ impl<R: Record> TableSink<R> {
             self.positions.remove(partition);
         }
 
+        // Identities another writer committed since the index was loaded are not in it: a
+        // record repeated on another partition (another instance's), or written by another
+        // producer, would be written twice. So a table that moved by anything but our own
+        // commits is read afresh, day by day as needed; and the commit below names the days it
+        // writes, so that a commit of the same days by another writer in the meantime makes
+        // ours fail (a conflict) and its batch read again, rather than doubled.
+        let read_version = self.table.version().map(|v| v as i64);
+        if read_version != self.identities_as_of {
+            self.identities.clear();
+            self.identities_as_of = read_version;
+        }
         // Day by day, so that a batch spanning more days than the index keeps is still checked
         // against each day right after that day is loaded.
         let mut by_day: BTreeMap<i32, Vec<R>> = BTreeMap::new();
@@ -311,6 +326,8 @@ impl<R: Record> TableSink<R> {
             });
         }
         kept.sort_by_key(Record::time_micros);
+        let kept_days: std::collections::BTreeSet<i32> =
+            kept.iter().map(Record::partition_day).collect();
 
         // Per partition: the last offset, and the fingerprint of the message at it.
         let txns = offsets
@@ -351,7 +368,7 @@ impl<R: Record> TableSink<R> {
         let operation = DeltaOperation::Write {
             mode: SaveMode::Append,
             partition_by: Some(vec![R::PARTITION_COLUMN.to_owned()]),
-            predicate: None,
+            predicate: days_predicate(R::PARTITION_COLUMN, &kept_days),
         };
         let snapshot = self.table.snapshot().map_err(commit_err)?;
         let finalized =
@@ -359,8 +376,18 @@ impl<R: Record> TableSink<R> {
                 .with_actions(adds.into_iter().map(Action::Add).collect())
                 .build(Some(snapshot), self.table.log_store(), operation)
                 .await
-                .map_err(commit_err)?;
+                .map_err(|source| match source {
+                    deltalake::DeltaTableError::Transaction {
+                        source: deltalake::kernel::transaction::TransactionError::CommitConflict(_),
+                    } => IngestError::CommitRace { table: R::TABLE },
+                    other => commit_err(other),
+                })?;
         let version = finalized.version();
+        // Our commit right after the version we read: the index holds every commit. Another
+        // writer's commit in between (of other days) leaves it behind: the next commit reloads.
+        if read_version.map(|v| v + 1) == Some(version as i64) {
+            self.identities_as_of = Some(version as i64);
+        }
         // The next commit re-reads the table first anyway; this keeps readers of `table()` current.
         if let Err(error) = self.table.update_state().await {
             tracing::warn!(table = R::TABLE, %error, "refreshing the table after a commit failed");
@@ -389,4 +416,17 @@ impl<R: Record> TableSink<R> {
             fenced,
         })
     }
+}
+
+/// The predicate a commit of `days` reads: `date IN (DATE '2024-07-15', ...)`; the Delta
+/// conflict check fails our commit when another writer added files to one of these days after
+/// the version we read. `None` for a commit of offsets only.
+fn days_predicate(column: &str, days: &std::collections::BTreeSet<i32>) -> Option<String> {
+    let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1)?;
+    let dates: Vec<String> = days
+        .iter()
+        .filter_map(|d| epoch.checked_add_signed(chrono::Duration::days(i64::from(*d))))
+        .map(|d| format!("DATE '{d}'"))
+        .collect();
+    (!dates.is_empty()).then(|| format!("{column} IN ({})", dates.join(", ")))
 }

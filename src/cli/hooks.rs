@@ -136,17 +136,30 @@ fn serve(config: &Config) -> anyhow::Result<()> {
             producer,
             metrics,
             stall_after: Duration::from_millis(hooks.feed_stall_ms),
+            remote_only_after: Duration::from_millis(hooks.remote_only_ms),
+            max_body_bytes: usize::try_from(hooks.max_body_bytes).unwrap_or(usize::MAX),
+            read_timeout: Duration::from_millis(hooks.read_timeout_ms),
         });
+        let probe = tokio::spawn(probe_broker(
+            state.producer.clone(),
+            state.metrics.clone(),
+            Duration::from_millis(hooks.broker_probe_ms),
+        ));
+        let limits = mxpulse_hooks::listener::ListenerLimits {
+            max_connections: usize::try_from(hooks.max_connections).unwrap_or(usize::MAX),
+            read_timeout: Duration::from_millis(hooks.read_timeout_ms),
+        };
         let (bound, server) = appservice::serve(
             hooks.listen,
             state,
-            hooks.max_body_bytes as usize,
+            limits,
             super::shutdown_signal(),
         )
         .await
         .with_context(|| format!("cannot listen on {}", hooks.listen))?;
         tracing::info!(%bound, homeservers = hooks.homeservers.len(), taps = taps.len(), "hooks listening");
         server.await??;
+        probe.abort();
         let _ = stop_taps.send(true);
         for tap in taps {
             let _ = tap.await;
@@ -154,4 +167,25 @@ fn serve(config: &Config) -> anyhow::Result<()> {
         tracing::info!("hooks stopped");
         anyhow::Ok(())
     })
+}
+
+/// Asks the broker for its metadata at once, then whenever nothing reached it for `every`:
+/// `/health` knows whether it is reachable before any transaction, and while there is none.
+async fn probe_broker(producer: RecordProducer, metrics: Arc<HooksMetrics>, every: Duration) {
+    let every_ms = i64::try_from(every.as_millis()).unwrap_or(i64::MAX);
+    loop {
+        let quiet_for = chrono::Utc::now().timestamp_millis() - metrics.broker_seen_ms();
+        if quiet_for >= every_ms {
+            // Within the interval, so that a dead broker shows within one.
+            if let Err(error) = producer.probe(every.min(Duration::from_secs(10))).await {
+                tracing::warn!(%error, "the Kafka broker does not answer");
+            }
+        }
+        tokio::time::sleep(
+            every
+                .min(Duration::from_secs(1))
+                .max(Duration::from_millis(100)),
+        )
+        .await;
+    }
 }

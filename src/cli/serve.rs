@@ -127,6 +127,28 @@ pub fn report_settings(
     })
 }
 
+/// A lake with no table is most often not the ingest's: a relative `lake.root` is taken from
+/// each process's working directory. Said at the start, where the operator looks.
+fn warn_of_an_empty_lake(config: &Config) {
+    let Ok(root) = LakeRoot::parse(&config.lake.root) else {
+        return;
+    };
+    let Ok(path) = root.url().to_file_path() else {
+        return;
+    };
+    let tables = ["events", "visits", "accounts"]
+        .iter()
+        .filter(|t| path.join(t).join("_delta_log").is_dir())
+        .count();
+    if tables == 0 {
+        tracing::warn!(
+            lake = %path.display(),
+            given = %config.lake.root,
+            "the lake holds no table yet: every figure is empty until the ingest writes here. If the ingest runs, give both the same absolute path (lake.root)"
+        );
+    }
+}
+
 /// Makes the newest closed month's reports every `interval`, from a minute after the start
 /// (the rollups are loaded by then, and the first pages are not slowed).
 async fn prepare_reports(
@@ -148,6 +170,7 @@ pub fn run(_args: &ServeArgs, config: &Config) -> anyhow::Result<()> {
     if config.query.principals.is_empty() {
         tracing::warn!("no [[query.principals]] configured: every request will be refused");
     }
+    warn_of_an_empty_lake(config);
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         let service = Arc::new(query_service(config)?);

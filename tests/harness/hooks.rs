@@ -148,3 +148,16 @@ pub fn topic_records<R: mxpulse_schemas::Record>(bootstrap: &str) -> Vec<R> {
         .map(|(_, payload)| serde_json::from_slice(payload).expect("a record"))
         .collect()
 }
+
+/// Runs SQL on a SQLite database standing for Synapse's (with Python's sqlite3: the test
+/// writes while the tap reads).
+pub fn synapse_sql(db: &Path, sql: &str) {
+    let status = Command::new(super::python())
+        .arg("-c")
+        .arg("import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.executescript(sys.argv[2]); c.commit()")
+        .arg(db)
+        .arg(sql)
+        .status()
+        .expect("python");
+    assert!(status.success(), "{sql}");
+}
