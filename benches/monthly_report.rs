@@ -278,9 +278,17 @@ fn main() {
 }
 
 fn ms(value: &Value) -> String {
-    value
-        .as_f64()
-        .map_or_else(|| "—".into(), |s| format!("{:.0} ms", s * 1000.0))
+    value.as_f64().map_or_else(
+        || "—".into(),
+        |s| {
+            let ms = s * 1000.0;
+            if ms < 10.0 {
+                format!("{ms:.2} ms")
+            } else {
+                format!("{ms:.0} ms")
+            }
+        },
+    )
 }
 
 fn markdown(r: &Value) -> String {
@@ -301,6 +309,8 @@ fn markdown(r: &Value) -> String {
                 "first request of a closed month: counted, every format written (PDF {} KB, XLSX, CSV, PNG, HTML), frozen; the count and writing alone: {} ms",
                 r["first"]["pdf_bytes"].as_u64().unwrap_or(0) / 1024,
                 r["first"]["count_and_write_ms"]
+                    .as_f64()
+                    .map_or_else(|| "?".into(), |ms| format!("{ms:.0}"))
             ),
             ms(&r["first"]["all_formats_s"]),
             "< 2 s",

@@ -1050,7 +1050,7 @@ async fn the_tap_repeats_no_account_change_skips_no_visit_and_the_backfill_dates
 
     // @a is deactivated: one record, dated with @a's last trace in the database (its creation,
     // ten minutes ago, is later than its visit day's start).
-    let a_trace_ms = (now_s - 600) * 1000;
+    let a_trace_ms = (now_s - 600) * 1000 / 3_600_000 * 3_600_000; // published to the hour
     synapse_sql(
         &db,
         &format!("UPDATE users SET deactivated = 1 WHERE name = '@a:{server}';"),

@@ -159,12 +159,19 @@ pub fn svg(data: &ChartData, shape: Shape, lang: Lang, id: &str) -> String {
             left + slot * band.first as f64,
             left + slot * (band.last as f64 + 1.0),
         );
+        // A label that would run past the chart's right edge ends at the band's end instead
+        // (about 6 px a character at 10 px).
+        let label_w = 6.0 * band.label.chars().count() as f64;
+        let (label_x, anchor) = if x0 + 2.0 + label_w > WIDTH {
+            (x1.min(WIDTH - 2.0), "end")
+        } else {
+            (x0 + 2.0, "start")
+        };
         let _ = write!(
             out,
-            "<g class=\"band\"><rect x=\"{x0:.1}\" y=\"{TOP}\" width=\"{:.1}\" height=\"{plot_h:.1}\" fill=\"#E69F00\" fill-opacity=\"0.15\"><title>{}</title></rect><text x=\"{:.1}\" y=\"{:.1}\" fill=\"currentColor\" font-size=\"10\">{}</text></g>",
+            "<g class=\"band\"><rect x=\"{x0:.1}\" y=\"{TOP}\" width=\"{:.1}\" height=\"{plot_h:.1}\" fill=\"#E69F00\" fill-opacity=\"0.15\"><title>{}</title></rect><text x=\"{label_x:.1}\" y=\"{:.1}\" text-anchor=\"{anchor}\" fill=\"currentColor\" font-size=\"10\">{}</text></g>",
             (x1 - x0).max(2.0),
             escape(&band.label),
-            x0 + 2.0,
             TOP - 4.0 - 11.0 * (b % 2) as f64,
             escape(&band.label)
         );

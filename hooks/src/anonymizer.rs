@@ -10,6 +10,19 @@ use mxpulse_schemas::{AccountRecord, SchemaVersion, UnixMillis, VisitRecord};
 use crate::user_agent;
 use crate::{DomainReader, Pseudonymizer};
 
+/// An event's time as published: to the minute. Millisecond times with year-long pseudonyms
+/// would let anyone in a room match their own client's timestamps to pseudonyms, and follow a
+/// named person across every room; the figures need days (docs/design.md §3).
+pub const EVENT_TIME_MS: i64 = 60_000;
+
+/// An account change's time as published: to the hour (the figures need local days).
+pub const ACCOUNT_TIME_MS: i64 = 3_600_000;
+
+/// `ms` truncated to a multiple of `unit`.
+pub fn coarsened(ms: i64, unit: i64) -> UnixMillis {
+    UnixMillis(ms.div_euclid(unit) * unit)
+}
+
 /// Turns one homeserver's identifiers into record fields.
 #[derive(Clone, Debug)]
 pub struct Anonymizer {
@@ -78,9 +91,17 @@ impl Anonymizer {
         &self.pseudonymizer
     }
 
-    /// The e-mail domain hidden in a user ID, where the server encodes one.
+    /// The e-mail domain hidden in a user ID, where the server encodes one: a known or learned
+    /// domain, or `other` (`email_domain.rs`: never part of a name, never a domain of fewer
+    /// users than the figures' threshold).
     pub fn domain_of(&self, user_id: &str) -> Option<String> {
-        self.domains.domain_of(user_id)
+        self.domains
+            .domain_of(user_id, self.pseudonymizer.user(user_id).0)
+    }
+
+    /// The server's domain reader (what it learned, to persist it).
+    pub fn domains(&self) -> &DomainReader {
+        &self.domains
     }
 
     /// True when `user_id` (`@local:server`) belongs to this homeserver. Only local senders
@@ -120,7 +141,7 @@ impl Anonymizer {
         AccountRecord {
             v: SchemaVersion::CURRENT,
             key_id: self.pseudonymizer.key_id(),
-            ts,
+            ts: coarsened(ts.0, ACCOUNT_TIME_MS),
             server: self.server.clone(),
             user: self.pseudonymizer.user(user_id),
             domain: self.domain_of(user_id),

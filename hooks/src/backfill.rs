@@ -110,7 +110,7 @@ async fn backfill_events(
                 Ok(Mapped::Record(record)) => records.push(*record),
                 Ok(Mapped::Remote) => {}
                 Err(reason) => {
-                    tracing::debug!(%reason, "event skipped");
+                    tracing::debug!(reason = reason.label(), "event skipped");
                     skipped += 1;
                 }
             }

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use mxpulse_schemas::vocabulary::{AccountChange, UserType};
 use mxpulse_schemas::{
-    AccountRecord, Record, SchemaVersion, UnixMillis, UserPseudonym, VisitRecord,
+    AccountRecord, Record, SchemaVersion, UserPseudonym, VisitRecord,
 };
 use serde::{Deserialize, Serialize};
 
@@ -271,7 +271,7 @@ impl DbTap {
         AccountRecord {
             v: SchemaVersion::CURRENT,
             key_id: self.anonymizer.pseudonymizer().key_id(),
-            ts: UnixMillis(now_ms),
+            ts: crate::anonymizer::coarsened(now_ms, crate::anonymizer::ACCOUNT_TIME_MS),
             server: self.anonymizer.server().to_owned(),
             user: user.parse().unwrap_or(UserPseudonym(0)),
             domain: account.domain.clone(),

@@ -26,14 +26,106 @@ pub const TCHAP_DOMAINS: &[&str] = &[
     "social.gouv.fr",
     "ssi.gouv.fr",
     "gendarmerie.interieur.gouv.fr",
+    "interieur.gouv.fr",
+    "douane.finances.gouv.fr",
+    "dgfip.finances.gouv.fr",
+    "insee.fr",
+    "pole-emploi.fr",
+    "francetravail.fr",
+    "ars.sante.fr",
+    "ofb.gouv.fr",
+    "onf.fr",
+    "beta.gouv.fr",
+    "developpement-durable.gouv.fr",
+    "ecologie.gouv.fr",
+    "travail.gouv.fr",
+    "armees.gouv.fr",
+    "def.gouv.fr",
+    "outre-mer.gouv.fr",
+    "enseignementsup.gouv.fr",
+    "recherche.gouv.fr",
+    "jeunesse-sports.gouv.fr",
+    "cnil.fr",
+    "conseil-etat.fr",
+    "cour-des-comptes.fr",
+    "assemblee-nationale.fr",
+    "senat.fr",
+    // The académies (rectorats): their domains hold hyphens, as do many names.
+    "ac-aix-marseille.fr",
+    "ac-amiens.fr",
+    "ac-besancon.fr",
+    "ac-bordeaux.fr",
+    "ac-clermont.fr",
+    "ac-corse.fr",
+    "ac-creteil.fr",
+    "ac-dijon.fr",
+    "ac-grenoble.fr",
+    "ac-guadeloupe.fr",
+    "ac-guyane.fr",
+    "ac-lille.fr",
+    "ac-limoges.fr",
+    "ac-lyon.fr",
+    "ac-martinique.fr",
+    "ac-mayotte.fr",
+    "ac-montpellier.fr",
+    "ac-nancy-metz.fr",
+    "ac-nantes.fr",
+    "ac-nice.fr",
+    "ac-normandie.fr",
+    "ac-orleans-tours.fr",
     "ac-paris.fr",
+    "ac-poitiers.fr",
+    "ac-reims.fr",
+    "ac-rennes.fr",
+    "ac-reunion.fr",
+    "ac-strasbourg.fr",
+    "ac-toulouse.fr",
+    "ac-versailles.fr",
+    "ac-noumea.nc",
+    "ac-polynesie.pf",
+    "ac-wf.wf",
+    "ac-spm.fr",
 ];
 
-/// Reads e-mail domains out of localparts.
-#[derive(Clone, Debug, Default)]
+/// What is published for an address whose domain is neither known nor shared by enough users.
+pub const OTHER: &str = "other";
+
+/// Candidate domains kept at most, waiting for enough users: bounds the memory a flood of
+/// unique names could take (the oldest are not evicted; new ones are no longer learned).
+const MAX_CANDIDATES: usize = 100_000;
+
+/// Reads e-mail domains out of localparts, and publishes only domains it can trust: a known
+/// one (the built-in list, the configured one), or one it learned from at least `min_users`
+/// distinct users of the server. Any other domain is `other`: a localpart such as
+/// `marie.dupont-durand-ac-lyon.fr` must never publish `durand-ac-lyon.fr` (part of a name), and
+/// a domain of one user would single them out.
+#[derive(Debug, Default)]
 pub struct DomainReader {
     /// Lowercase, longest first, so the most specific known domain wins.
     known: Vec<String>,
+    /// 0: nothing is learned (every unknown domain is `other`).
+    min_users: usize,
+    learned: std::sync::Mutex<Learned>,
+}
+
+/// Domains learned from the server's users, and the candidates still short of users.
+#[derive(Debug, Default, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Learned {
+    pub domains: std::collections::BTreeSet<String>,
+    /// Candidate domain -> the (pseudonymous) users seen with it, fewer than `min_users`.
+    pub candidates: std::collections::BTreeMap<String, std::collections::BTreeSet<u64>>,
+    #[serde(skip)]
+    pub changed: bool,
+}
+
+/// What a localpart says of a domain.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Reading {
+    /// No address in it (`@alice:server`).
+    Nothing,
+    Known(String),
+    /// The domains it could end with, most specific first.
+    Unlisted(Vec<String>),
 }
 
 impl DomainReader {
@@ -45,37 +137,100 @@ impl DomainReader {
             .collect();
         known.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
         known.dedup();
-        Self { known }
+        Self {
+            known,
+            ..Self::default()
+        }
     }
 
-    /// The domain encoded in a user ID (`@local:server`) or bare localpart, if it holds one.
-    pub fn domain_of(&self, user: &str) -> Option<String> {
+    /// Learns a domain once `min_users` distinct users of the server have it (the privacy
+    /// threshold of the figures), starting from what was learned before.
+    pub fn learning(mut self, min_users: usize, learned: Learned) -> Self {
+        self.min_users = min_users;
+        self.learned = std::sync::Mutex::new(learned);
+        self
+    }
+
+    /// What was learned, and whether it changed since the last call (to persist it).
+    pub fn take_learned(&self) -> Option<Learned> {
+        let mut learned = self.learned.lock().ok()?;
+        let changed = std::mem::take(&mut learned.changed);
+        changed.then(|| learned.clone())
+    }
+
+    fn read(&self, user: &str) -> Reading {
         let localpart = user.strip_prefix('@').unwrap_or(user);
         let localpart = localpart
             .split_once(':')
             .map_or(localpart, |(local, _server)| local);
-        let address = strip_collision_suffix(&unescape(localpart)?);
-
+        let Some(address) = unescape(localpart).map(|a| strip_collision_suffix(&a)) else {
+            return Reading::Nothing;
+        };
         if let Some(known) = self.known.iter().find(|d| {
             address.len() > d.len() + 1
                 && address.ends_with(d.as_str())
                 && address.as_bytes()[address.len() - d.len() - 1] == b'-'
         }) {
-            return Some(known.clone());
+            return Reading::Known(known.clone());
         }
-        // An address's local part is `first.last` in the State's directories, so the `-` that
-        // stood for `@` is the first one with a dot before it; failing that, the last `-`.
-        let splits: Vec<usize> = address
+        let candidates: Vec<String> = address
             .match_indices('-')
             .map(|(i, _)| i)
             .filter(|&i| i > 0 && is_domain(&address[i + 1..]))
+            .map(|i| address[i + 1..].to_owned())
             .collect();
-        let at = splits
+        if candidates.is_empty() {
+            Reading::Nothing
+        } else {
+            Reading::Unlisted(candidates)
+        }
+    }
+
+    /// The domain published for `user` (pseudonymized as `who`): a known domain, a learned
+    /// one, `other` for an address whose domain is neither, `None` without an address. Each
+    /// call counts `who` toward the candidates it could be.
+    pub fn domain_of(&self, user: &str, who: u64) -> Option<String> {
+        match self.read(user) {
+            Reading::Nothing => None,
+            Reading::Known(domain) => Some(domain),
+            Reading::Unlisted(candidates) => Some(
+                self.observe(&candidates, who)
+                    .unwrap_or_else(|| OTHER.to_owned()),
+            ),
+        }
+    }
+
+    /// Counts `who` toward each candidate; the most specific learned one, if any.
+    fn observe(&self, candidates: &[String], who: u64) -> Option<String> {
+        let Ok(mut learned) = self.learned.lock() else {
+            return None;
+        };
+        if self.min_users > 0 {
+            for candidate in candidates {
+                if learned.domains.contains(candidate) {
+                    continue;
+                }
+                if !learned.candidates.contains_key(candidate)
+                    && learned.candidates.len() >= MAX_CANDIDATES
+                {
+                    continue;
+                }
+                let users = learned.candidates.entry(candidate.clone()).or_default();
+                let (added, enough) = (users.insert(who), users.len() >= self.min_users);
+                learned.changed |= added;
+                if enough {
+                    learned.candidates.remove(candidate);
+                    learned.domains.insert(candidate.clone());
+                    learned.changed = true;
+                }
+            }
+        }
+        // The most specific domain that enough users share: `ac-lyon.fr` before `lyon.fr`,
+        // never `durand-ac-lyon.fr` unless that many Durands write from there.
+        candidates
             .iter()
-            .copied()
-            .find(|&i| address[..i].contains('.'))
-            .or(splits.last().copied())?;
-        Some(address[at + 1..].to_owned())
+            .find(|c| learned.domains.contains(*c))
+            .cloned()
     }
 }
 
@@ -147,60 +302,58 @@ mod tests {
 
     fn check(known: &[&str], user: &str, expected: Option<&str>) {
         let reader = DomainReader::new(known.iter().copied());
-        assert_eq!(reader.domain_of(user).as_deref(), expected, "{user}");
+        assert_eq!(reader.domain_of(user, 1).as_deref(), expected, "{user}");
     }
 
     #[test]
     fn plain_tchap_localparts() {
         check(
-            &[],
+            TCHAP_DOMAINS,
             "@jean.dupont-interieur.gouv.fr:agent.interieur.tchap.gouv.fr",
             Some("interieur.gouv.fr"),
         );
         check(
-            &[],
+            TCHAP_DOMAINS,
             "jean.dupont-interieur.gouv.fr",
             Some("interieur.gouv.fr"),
         );
         check(
-            &[],
+            &["gmail.com"],
             "@marie.curie-gmail.com:agent.externe.tchap.gouv.fr",
             Some("gmail.com"),
         );
         check(
-            &[],
+            TCHAP_DOMAINS,
             "@a.b-elysee.fr:agent.elysee.tchap.gouv.fr",
             Some("elysee.fr"),
         );
+        // An unlisted domain, not learned: `other`, whatever it is.
+        check(&[], "@marie.curie-gmail.com:s", Some(OTHER));
     }
 
     #[test]
     fn hyphens_in_names_and_domains() {
         check(
-            &[],
+            TCHAP_DOMAINS,
             "@jean-marc.durand-interieur.gouv.fr:s",
             Some("interieur.gouv.fr"),
         );
         check(
-            &[],
-            "@jean.dupont-dev-durable.gouv.fr:s",
-            Some("dev-durable.gouv.fr"),
-        );
-        check(
-            &[],
+            TCHAP_DOMAINS,
             "@jean-marc.durand-developpement-durable.gouv.fr:s",
             Some("developpement-durable.gouv.fr"),
         );
-        // A hyphenated last name would fool the rule; the known list sets it right.
-        check(
-            &[],
-            "@anne.martin-leroy-interieur.gouv.fr:s",
-            Some("leroy-interieur.gouv.fr"),
-        );
+        // A hyphenated last name never becomes a domain: the known list, or `other`.
         check(
             TCHAP_DOMAINS,
             "@anne.martin-leroy-interieur.gouv.fr:s",
             Some("interieur.gouv.fr"),
+        );
+        check(&[], "@anne.martin-leroy-interieur.gouv.fr:s", Some(OTHER));
+        check(
+            TCHAP_DOMAINS,
+            "@marie.dupont-durand-ac-lyon.fr:s",
+            Some("ac-lyon.fr"),
         );
         // The longest known domain wins over a shorter one it ends with.
         check(
@@ -211,32 +364,50 @@ mod tests {
     }
 
     #[test]
+    fn a_domain_is_learned_from_enough_users_and_a_surname_never_is() {
+        let reader = DomainReader::new(TCHAP_DOMAINS).learning(3, Learned::default());
+        // Two users of an unlisted domain: not enough, `other`; the third makes it.
+        assert_eq!(reader.domain_of("@a.b-mairie-x.fr:s", 1).as_deref(), Some(OTHER));
+        assert_eq!(reader.domain_of("@c.d-mairie-x.fr:s", 2).as_deref(), Some(OTHER));
+        // The same user again counts once.
+        assert_eq!(reader.domain_of("@c.d-mairie-x.fr:s", 2).as_deref(), Some(OTHER));
+        assert_eq!(
+            reader.domain_of("@e.f-mairie-x.fr:s", 3).as_deref(),
+            Some("mairie-x.fr")
+        );
+        assert_eq!(
+            reader.domain_of("@g.h-mairie-x.fr:s", 4).as_deref(),
+            Some("mairie-x.fr")
+        );
+        // A double surname at that domain: its other candidates (`durand-mairie-x.fr`,
+        // `x.fr`) lose to the learned domain.
+        assert_eq!(
+            reader.domain_of("@marie.dupont-durand-mairie-x.fr:s", 5).as_deref(),
+            Some("mairie-x.fr")
+        );
+        let learned = reader.take_learned().unwrap();
+        assert!(learned.domains.contains("mairie-x.fr"));
+        assert!(!learned.domains.contains("durand-mairie-x.fr"));
+        assert!(reader.take_learned().is_none(), "nothing changed since");
+        // Learned, persisted, and learned again: the same.
+        let again = DomainReader::new(TCHAP_DOMAINS).learning(3, learned);
+        assert_eq!(
+            again.domain_of("@z.z-mairie-x.fr:s", 9).as_deref(),
+            Some("mairie-x.fr")
+        );
+    }
+
+    #[test]
     fn collision_suffixes_and_escapes() {
-        check(
-            &[],
+        for user in [
             "@jean.dupont-interieur.gouv.fr2:s",
-            Some("interieur.gouv.fr"),
-        );
-        check(
-            &[],
             "@jean.dupont-interieur.gouv.fr17:s",
-            Some("interieur.gouv.fr"),
-        );
-        check(
-            &[],
             "@_jean.dupont-_interieur.gouv.fr:s",
-            Some("interieur.gouv.fr"),
-        );
-        check(
-            &[],
             "@jean=2edupont-interieur.gouv.fr:s",
-            Some("interieur.gouv.fr"),
-        );
-        check(
-            &[],
             "@JEAN.DUPONT-INTERIEUR.GOUV.FR:s",
-            Some("interieur.gouv.fr"),
-        );
+        ] {
+            check(TCHAP_DOMAINS, user, Some("interieur.gouv.fr"));
+        }
     }
 
     #[test]

@@ -160,6 +160,18 @@ impl SynapseDb {
         Ok(Self { pool, postgres })
     }
 
+    /// Every account's Matrix ID (for learning the server's e-mail domains; never published).
+    pub async fn user_names(&self) -> Result<Vec<String>, SynapseDbError> {
+        let rows = sqlx::query("SELECT name FROM users")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(query_error("users"))?;
+        rows.iter()
+            .map(|row| row.try_get::<String, _>(0))
+            .collect::<Result<_, _>>()
+            .map_err(query_error("users"))
+    }
+
     /// The database's own clock (milliseconds since the epoch): Synapse dates its rows with
     /// it, so it bounds how far the tap's watermark may move, whatever a row's date says.
     pub async fn now_ms(&self) -> Result<i64, SynapseDbError> {

@@ -72,7 +72,8 @@ fn expected_record(a: &Anonymizer, words: &[String], event: &Value, rooms: &Valu
     let mut record = EventRecord::new(
         p.key_id(),
         p.event(event["event_id"].as_str().unwrap()),
-        UnixMillis(event["origin_server_ts"].as_i64().unwrap()),
+        // Published to the minute.
+        UnixMillis(event["origin_server_ts"].as_i64().unwrap() / 60_000 * 60_000),
         SERVER,
         p.user(&user(&words[1])),
         p.room(room_id),

@@ -129,6 +129,11 @@ pub async fn open_or_create_at(url: Url, spec: &TableSpec<'_>) -> Result<DeltaTa
     }
 }
 
+/// An existing table, opened as every writer opens one.
+pub async fn open_existing(url: &Url) -> Result<DeltaTable, deltalake::DeltaTableError> {
+    builder(url)?.load().await
+}
+
 /// How every writer opens a table: a local one through `SyncedLocalStore`, so that what it
 /// writes is on disk before the write returns (`durable.rs`).
 fn builder(url: &Url) -> Result<DeltaTableBuilder, deltalake::DeltaTableError> {

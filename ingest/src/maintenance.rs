@@ -308,6 +308,117 @@ pub async fn purge(
     })
 }
 
+/// What a rewrite changed.
+#[derive(Debug, Default)]
+pub struct RewriteReport {
+    /// Rows rewritten, by table.
+    pub rows: Vec<(&'static str, u64)>,
+    pub rollup: Option<RollupReport>,
+    /// Files deleted (the old ones, which held the value), table by table.
+    pub files_deleted: u64,
+    /// Commit files deleted (their file statistics could hold the value too).
+    pub logs_deleted: usize,
+}
+
+async fn rewrite_table<R: Record>(
+    root: &LakeRoot,
+    column: &str,
+    from: &str,
+    to: &str,
+) -> Result<u64, IngestError> {
+    use deltalake::datafusion::prelude::{col, lit};
+    let table = open_or_create::<R>(root).await?;
+    let has_column = table
+        .snapshot()
+        .map_err(write_error::<R>)?
+        .schema()
+        .fields()
+        .any(|f| f.name() == column);
+    if !has_column {
+        return Ok(0);
+    }
+    let (_, metrics) = table
+        .update()
+        .with_predicate(col(column).eq(lit(from)))
+        .with_update(column, lit(to))
+        .await
+        .map_err(write_error::<R>)?;
+    Ok(metrics.num_updated_rows as u64)
+}
+
+/// Forgets a published value everywhere the lake kept it: every raw row whose `column` is
+/// `from` gets `to` (a new Delta version), the rollups are recounted from the raw tables, then
+/// the files that held `from` and the commit files whose statistics could name it are deleted
+/// (a checkpoint keeps each table readable, offsets included). For a value that should never
+/// have been published: a domain of fewer than k users, a field to coarsen. Time travel to
+/// versions before the rewrite is gone with it, on purpose. Months whose raw records were
+/// purged keep their rollup cells as they were.
+pub async fn rewrite(
+    root: &LakeRoot,
+    rollup: &RollupConfig,
+    column: &str,
+    from: &str,
+    to: &str,
+) -> Result<RewriteReport, IngestError> {
+    let mut report = RewriteReport {
+        rows: vec![
+            (EventRecord::TABLE, rewrite_table::<EventRecord>(root, column, from, to).await?),
+            (VisitRecord::TABLE, rewrite_table::<VisitRecord>(root, column, from, to).await?),
+            (AccountRecord::TABLE, rewrite_table::<AccountRecord>(root, column, from, to).await?),
+        ],
+        ..Default::default()
+    };
+    report.rollup = Some(crate::rollup::run(root, rollup, RollupMode::Rebuild).await?);
+    let mut urls: Vec<url::Url> = [EventRecord::TABLE, VisitRecord::TABLE, AccountRecord::TABLE]
+        .iter()
+        .map(|t| crate::lake::table_url_at(root, t))
+        .collect();
+    urls.extend(
+        [
+            mxpulse_query::figures::rollup::CELLS_TABLE,
+            mxpulse_query::figures::rollup::ROOMS_TABLE,
+            mxpulse_query::figures::rollup::FORUM_MEMBERS_TABLE,
+        ]
+        .iter()
+        .map(|t| crate::lake::table_url_at(root, t)),
+    );
+    for url in urls {
+        // A table that does not exist yet holds nothing to forget.
+        let Ok(table) = crate::lake::open_existing(&url).await else {
+            continue;
+        };
+        let (table, metrics) = table
+            .vacuum()
+            .with_retention_period(chrono::Duration::zero())
+            .with_enforce_retention_duration(false)
+            .await
+            .map_err(|source| IngestError::WriteTable {
+                table: "rewrite",
+                source: Box::new(source),
+            })?;
+        report.files_deleted += metrics.files_deleted.len() as u64;
+        let version = table.version().unwrap_or_default();
+        deltalake::checkpoints::create_checkpoint(&table, None)
+            .await
+            .map_err(|source| IngestError::WriteTable {
+                table: "rewrite",
+                source: Box::new(source),
+            })?;
+        report.logs_deleted += deltalake::checkpoints::cleanup_expired_logs_for(
+            version,
+            table.log_store().as_ref(),
+            chrono::Utc::now().timestamp_millis() + 1,
+            None,
+        )
+        .await
+        .map_err(|source| IngestError::WriteTable {
+            table: "rewrite",
+            source: Box::new(source),
+        })?;
+    }
+    Ok(report)
+}
+
 /// What the background maintenance does, and how often.
 #[derive(Clone, Debug)]
 pub struct MaintenancePlan {

@@ -12,12 +12,31 @@ use std::str::FromStr;
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// A spelling that is not part of a vocabulary.
+/// A spelling that is not part of a vocabulary. The spelling is kept only when it looks like
+/// one (a short word of lowercase letters, digits, `.`, `_` and `-`): anything else may be
+/// free text from outside (an address, a message), and this error reaches logs and
+/// dead-letter headers.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{value:?} is not a known {vocabulary}")]
+#[error("{value} is not a known {vocabulary}")]
 pub struct UnknownValue {
     pub vocabulary: &'static str,
+    /// `"m.room.name"` (quoted), or `a value of N characters`.
     pub value: String,
+}
+
+impl UnknownValue {
+    pub fn new(vocabulary: &'static str, text: &str) -> Self {
+        let word = text.len() <= 64
+            && text.bytes().all(|b| {
+                b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-')
+            });
+        let value = if word {
+            format!("{text:?}")
+        } else {
+            format!("a value of {} characters", text.chars().count())
+        };
+        Self { vocabulary, value }
+    }
 }
 
 macro_rules! vocabulary {
@@ -50,7 +69,7 @@ macro_rules! vocabulary {
             fn from_str(text: &str) -> Result<Self, Self::Err> {
                 match text {
                     $($wire => Ok($name::$variant),)+
-                    _ => Err(UnknownValue { vocabulary: stringify!($name), value: text.chars().take(80).collect() }),
+                    _ => Err(UnknownValue::new(stringify!($name), text)),
                 }
             }
         }
@@ -272,5 +291,8 @@ mod tests {
         assert_eq!(err.to_string(), "\"m.room.name\" is not a known EventType");
         let err = serde_json::from_str::<Platform>("\"windows-phone\"").unwrap_err();
         assert!(err.to_string().contains("windows-phone"), "{err}");
+        // Free text is never repeated: it may be an address or a message.
+        let err = "anne.martin@interieur.gouv.fr budget".parse::<EventType>().unwrap_err();
+        assert_eq!(err.to_string(), "a value of 36 characters is not a known EventType");
     }
 }

@@ -67,6 +67,10 @@ pub fn run(args: &BackfillArgs, config: &Config) -> anyhow::Result<()> {
         let metrics = Arc::new(HooksMetrics::default());
         let producer = super::hooks::producer(config, metrics)?;
         let db = SynapseDb::connect(&args.synapse_db).await?;
+        // Every account first: the domains are learned before any record is published.
+        for name in db.user_names().await? {
+            anonymizer.domain_of(&name);
+        }
         let until = args.until.map_or(i64::MAX, day_ms);
         let report = backfill(
             &db,
@@ -83,6 +87,7 @@ pub fn run(args: &BackfillArgs, config: &Config) -> anyhow::Result<()> {
             "backfill of {}: {} events ({} skipped), {} visits, {} accounts published",
             args.server, report.events, report.events_skipped, report.visits, report.accounts
         );
+        super::hooks::save_domains(config, &anonymizer)?;
         anyhow::Ok(())
     })
 }

@@ -12,6 +12,7 @@ use mxpulse_hooks::db_tap::DbTap;
 use mxpulse_hooks::metrics::HooksMetrics;
 use mxpulse_hooks::producer::{ProducerConfig, RecordProducer};
 use mxpulse_hooks::registration::Registration;
+use mxpulse_hooks::email_domain::Learned;
 use mxpulse_hooks::{Anonymizer, DomainReader, PseudonymKey, Pseudonymizer, TCHAP_DOMAINS};
 use zeroize::Zeroizing;
 
@@ -69,15 +70,70 @@ pub fn pseudonym_key(config: &Config) -> anyhow::Result<PseudonymKey> {
     }
 }
 
-/// One anonymizer per homeserver, all under the one key.
+/// One anonymizer per homeserver, all under the one key; its domain reader starts from what
+/// was learned of the server's domains before (`{state_dir}/{server}.domains.json`).
 pub fn anonymizer(config: &Config, key: &PseudonymKey, server: &str) -> Anonymizer {
+    let learned = std::fs::read(domains_file(config, server))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<Learned>(&bytes).ok())
+        .unwrap_or_default();
     let domains = DomainReader::new(
         TCHAP_DOMAINS
             .iter()
             .copied()
             .chain(config.hooks.known_domains.iter().map(String::as_str)),
-    );
+    )
+    .learning(config.privacy.min_users as usize, learned);
     Anonymizer::new(server, Arc::new(Pseudonymizer::new(key)), Arc::new(domains))
+}
+
+fn domains_file(config: &Config, server: &str) -> std::path::PathBuf {
+    config.hooks.state_dir.join(format!("{server}.domains.json"))
+}
+
+/// Writes what `anonymizer` learned of its server's domains, merged with the file (another
+/// process of the same server, a backfill, may have learned others), atomically.
+pub fn save_domains(config: &Config, anonymizer: &Anonymizer) -> anyhow::Result<()> {
+    let Some(mut learned) = anonymizer.domains().take_learned() else {
+        return Ok(());
+    };
+    let path = domains_file(config, anonymizer.server());
+    if let Some(before) = std::fs::read(&path)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<Learned>(&bytes).ok())
+    {
+        learned.domains.extend(before.domains);
+        for (domain, users) in before.candidates {
+            if !learned.domains.contains(&domain) {
+                learned.candidates.entry(domain).or_default().extend(users);
+            }
+        }
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec(&learned)?)?;
+    std::fs::rename(&tmp, &path)?;
+    Ok(())
+}
+
+/// Learns the server's domains from every account in its database before anything is
+/// published: the first users of a domain are not published as `other` for want of the others.
+async fn learn_domains(anonymizer: &Anonymizer, database_url: &str) {
+    let learned = async {
+        let db = mxpulse_hooks::synapse_db::SynapseDb::connect(database_url).await?;
+        let names = db.user_names().await?;
+        for name in &names {
+            anonymizer.domain_of(name);
+        }
+        Ok::<usize, mxpulse_hooks::synapse_db::SynapseDbError>(names.len())
+    }
+    .await;
+    match learned {
+        Ok(users) => tracing::info!(server = anonymizer.server(), users, "domains learned from the accounts"),
+        Err(error) => tracing::warn!(server = anonymizer.server(), %error, "cannot learn domains from the database; learning from traffic"),
+    }
 }
 
 pub fn producer(config: &Config, metrics: Arc<HooksMetrics>) -> anyhow::Result<RecordProducer> {
@@ -109,9 +165,12 @@ fn serve(config: &Config) -> anyhow::Result<()> {
         let (stop_taps, stop) = tokio::sync::watch::channel(false);
         let mut taps = Vec::new();
         let mut homeservers = Vec::new();
+        let mut anonymizers = Vec::new();
         for homeserver in &hooks.homeservers {
             let anonymizer = anonymizer(config, &key, &homeserver.server_name);
+            anonymizers.push(anonymizer.clone());
             if !homeserver.synapse_db.is_empty() {
+                learn_domains(&anonymizer, &homeserver.synapse_db).await;
                 let tap = DbTap {
                     anonymizer: anonymizer.clone(),
                     database_url: homeserver.synapse_db.clone(),
@@ -140,6 +199,19 @@ fn serve(config: &Config) -> anyhow::Result<()> {
             max_body_bytes: usize::try_from(hooks.max_body_bytes).unwrap_or(usize::MAX),
             read_timeout: Duration::from_millis(hooks.read_timeout_ms),
         });
+        let keeper = {
+            let (config, anonymizers) = (config.clone(), anonymizers.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_secs(10)).await;
+                    for anonymizer in &anonymizers {
+                        if let Err(error) = save_domains(&config, anonymizer) {
+                            tracing::warn!(%error, "cannot save the learned domains");
+                        }
+                    }
+                }
+            })
+        };
         let probe = tokio::spawn(probe_broker(
             state.producer.clone(),
             state.metrics.clone(),
@@ -160,6 +232,12 @@ fn serve(config: &Config) -> anyhow::Result<()> {
         tracing::info!(%bound, homeservers = hooks.homeservers.len(), taps = taps.len(), "hooks listening");
         server.await??;
         probe.abort();
+        keeper.abort();
+        for anonymizer in &anonymizers {
+            if let Err(error) = save_domains(config, anonymizer) {
+                tracing::warn!(%error, "cannot save the learned domains");
+            }
+        }
         let _ = stop_taps.send(true);
         for tap in taps {
             let _ = tap.await;

@@ -51,6 +51,20 @@ pub enum LakeCommand {
         #[arg(long)]
         reason: String,
     },
+    /// Forget a published value everywhere the lake kept it: rows whose COLUMN is FROM get TO
+    /// (a domain of fewer than k users, a field to coarsen), the rollups are recounted, and
+    /// the old files and commits that held it are deleted. Stop the ingest first (its commits
+    /// would conflict with the rewrite).
+    Rewrite {
+        /// The column: `domain`.
+        #[arg(long, value_parser = ["domain"])]
+        column: String,
+        #[arg(long)]
+        from: String,
+        /// Default: `other`, what the hooks publish for a domain they cannot trust.
+        #[arg(long, default_value = "other")]
+        to: String,
+    },
     /// Remove raw records older than a period: 400d, 57w, 13m (30-day months), 2y. The
     /// rollups are brought up to date first and keep every published figure of those months.
     Purge {
@@ -223,6 +237,28 @@ pub fn run(args: &LakeArgs, config: &Config) -> anyhow::Result<()> {
                 reset.before.map_or("none".to_owned(), |o| o.to_string()),
                 reset.next,
                 reset.version
+            );
+            Ok(())
+        }
+        LakeCommand::Rewrite {
+            ref column,
+            ref from,
+            ref to,
+        } => {
+            anyhow::ensure!(from != to, "--from and --to are the same");
+            let rewritten = runtime.block_on(maintenance::rewrite(
+                &root,
+                &rollup_config(config),
+                column,
+                from,
+                to,
+            ))?;
+            for (table, rows) in &rewritten.rows {
+                println!("{table:<9} {rows} rows: {column} {from:?} is now {to:?}");
+            }
+            println!(
+                "rollups recounted; {} old files and {} old commit files deleted",
+                rewritten.files_deleted, rewritten.logs_deleted
             );
             Ok(())
         }
