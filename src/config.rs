@@ -286,10 +286,19 @@ pub struct QuerySection {
     pub max_days: u64,
     /// Memory one query may use; a query needing more fails (nothing spills to disk).
     pub query_memory_bytes: u64,
-    /// Queries running at once; with `query_memory_bytes`, the service's memory bound.
+    /// Analysts' statements running at once; with `query_memory_bytes`, the service's memory
+    /// bound.
     pub max_concurrent_queries: u64,
-    /// Threads DataFusion runs on, apart from the HTTP handlers.
+    /// Figures requests (dashboards, API) running at once, in slots apart from the
+    /// statements', so that analysts' heavy SQL never keeps a dashboard waiting.
+    pub max_concurrent_figures: u64,
+    /// Requests waiting for a slot, of each kind, beyond which a request is answered "busy"
+    /// (503) at once.
+    pub max_queued: u64,
+    /// Threads DataFusion runs analysts' SQL on, apart from the HTTP handlers.
     pub threads: u64,
+    /// Threads the figures are counted on, apart from the SQL's.
+    pub figures_threads: u64,
     /// New lake commits are visible after at most this long (milliseconds).
     pub refresh_ms: u64,
     /// Who may ask: bearer tokens with a role and an optional server scope.
@@ -313,7 +322,10 @@ impl Default for QuerySection {
             max_days: 400,
             query_memory_bytes: 512 << 20,
             max_concurrent_queries: 4,
+            max_concurrent_figures: 4,
+            max_queued: 64,
             threads: 2,
+            figures_threads: 1,
             refresh_ms: 2_000,
             principals: Vec::new(),
         }
@@ -537,7 +549,12 @@ impl Config {
                 "query.max_concurrent_queries",
                 self.query.max_concurrent_queries,
             ),
+            (
+                "query.max_concurrent_figures",
+                self.query.max_concurrent_figures,
+            ),
             ("query.threads", self.query.threads),
+            ("query.figures_threads", self.query.figures_threads),
             ("query.refresh_ms", self.query.refresh_ms),
         ] {
             if value == 0 {
@@ -560,7 +577,29 @@ impl Config {
                 message: "needs pgwire_tls_cert and pgwire_tls_key".into(),
             });
         }
-        for principal in &self.query.principals {
+        for (i, principal) in self.query.principals.iter().enumerate() {
+            // A name is who the audit log says asked; a token is who asks: either shared, one
+            // principal would act, or be logged, as another.
+            for other in &self.query.principals[..i] {
+                if other.name == principal.name {
+                    return Err(ConfigError::Invalid {
+                        key: "query.principals.name",
+                        message: format!(
+                            "{} is the name of two principals: the audit log could not tell them apart",
+                            principal.name
+                        ),
+                    });
+                }
+                if other.token == principal.token {
+                    return Err(ConfigError::Invalid {
+                        key: "query.principals.token",
+                        message: format!(
+                            "{} and {} have the same token: each principal needs its own",
+                            other.name, principal.name
+                        ),
+                    });
+                }
+            }
             if !["viewer", "analyst", "admin"].contains(&principal.role.as_str()) {
                 return Err(ConfigError::Invalid {
                     key: "query.principals.role",
@@ -781,6 +820,47 @@ mod tests {
             err,
             "environment variable MXPULSE_KAFKA_BROKRS: [kafka] has no key `brokrs`"
         );
+    }
+
+    #[test]
+    fn two_principals_never_share_a_name_or_a_token() {
+        let principal = |name: &str, token: &str| {
+            format!(
+                "[[query.principals]]\nname = \"{name}\"\nrole = \"analyst\"\ntoken = \"{token}\"\n"
+            )
+        };
+        let (_dir, path) = file(&format!(
+            "{}{}",
+            principal("dinum", "token-one-0123456789"),
+            principal("dinum", "token-two-0123456789")
+        ));
+        let err = Config::load(Some(&path), vars(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("query.principals.name") && err.contains("dinum"),
+            "{err}"
+        );
+        let (_dir, path) = file(&format!(
+            "{}{}",
+            principal("dinum", "the-same-token-0123456789"),
+            principal("finances", "the-same-token-0123456789")
+        ));
+        let err = Config::load(Some(&path), vars(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("query.principals.token")
+                && err.contains("finances")
+                && !err.contains("the-same-token"),
+            "{err}"
+        );
+        let (_dir, path) = file(&format!(
+            "{}{}",
+            principal("dinum", "token-one-0123456789"),
+            principal("finances", "token-two-0123456789")
+        ));
+        assert!(Config::load(Some(&path), vars(&[])).is_ok());
     }
 
     #[test]

@@ -122,7 +122,7 @@ async fn figures_from_rollups_equal_the_raw_tables_and_no_request_holds_the_serv
     let serve = start_with(
         dir.path(),
         &lake,
-        "max_concurrent_queries = 1\nfigures_timeout_ms = 600\nqueue_timeout_ms = 150\n",
+        "max_concurrent_figures = 1\nfigures_timeout_ms = 600\nqueue_timeout_ms = 150\n",
     );
     let (status, _, answer) =
         status_of(&serve, "/api/v1/figures/monthly?from=2014-01&to=2024-07").await;

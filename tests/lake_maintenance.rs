@@ -203,10 +203,14 @@ async fn a_domain_published_by_mistake_is_forgotten_by_the_whole_lake() {
     // Two commits each, so that several versions and files hold the value.
     for half in events.chunks(200) {
         let mut table = open_or_create::<EventRecord>(&root).await.unwrap();
-        mxpulse_ingest::lake::append(&mut table, half.to_vec()).await.unwrap();
+        mxpulse_ingest::lake::append(&mut table, half.to_vec())
+            .await
+            .unwrap();
     }
     let mut table = open_or_create::<VisitRecord>(&root).await.unwrap();
-    mxpulse_ingest::lake::append(&mut table, visits.clone()).await.unwrap();
+    mxpulse_ingest::lake::append(&mut table, visits.clone())
+        .await
+        .unwrap();
     let config = dir.path().join("mxpulse.toml");
     std::fs::write(&config, format!("[lake]\nroot = \"{}\"\n", lake.display())).unwrap();
     lake_command(&config, &["rollup"]);
@@ -221,7 +225,10 @@ async fn a_domain_published_by_mistake_is_forgotten_by_the_whole_lake() {
             .map(|f| f.display().to_string())
             .collect()
     };
-    assert!(!spelled(&lake).is_empty(), "the value is in the lake to begin with");
+    assert!(
+        !spelled(&lake).is_empty(),
+        "the value is in the lake to begin with"
+    );
 
     let out = lake_command(
         &config,

@@ -9,60 +9,14 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use chrono::NaiveDate;
 use harness::wait_for;
-use mxpulse_schemas::vocabulary::{Client, EventType, MsgType, Platform, Source};
-use mxpulse_schemas::{
-    EventPseudonym, EventRecord, KeyId, Record, RoomPseudonym, SchemaVersion, UnixMillis,
-    UserPseudonym, VisitRecord,
-};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use harness::serve::{ANALYST, B, B_ANALYST, Serve, VIEWER, cpu_over, get, sql, start, start_with};
-
-const A: &str = "agent.interieur.tchap.gouv.fr";
-
-async fn write<R: Record>(lake: &Path, records: &[R]) {
-    let root = mxpulse_ingest::LakeRoot::parse(&lake.display().to_string()).unwrap();
-    let table = mxpulse_ingest::lake::open_or_create::<R>(&root)
-        .await
-        .unwrap();
-    table
-        .write(vec![R::to_record_batch(records).unwrap()])
-        .with_partition_columns([R::PARTITION_COLUMN])
-        .await
-        .unwrap();
-}
-
-fn visit(user: u64, server: &str, day: u32) -> VisitRecord {
-    VisitRecord {
-        v: SchemaVersion::CURRENT,
-        key_id: KeyId([9, 9, 9, 9]),
-        day: NaiveDate::from_ymd_opt(2024, 5, day).unwrap(),
-        server: server.into(),
-        user: UserPseudonym(user),
-        device: None,
-        domain: None,
-        platform: Platform::Web,
-        client: Client::Tchap,
-    }
-}
-
-fn message(n: u128, sender: u64, server: &str) -> EventRecord {
-    let mut r = EventRecord::new(
-        KeyId([9, 9, 9, 9]),
-        EventPseudonym(n),
-        UnixMillis(1_715_000_000_000 + n as i64 * 1000),
-        server,
-        UserPseudonym(sender),
-        RoomPseudonym(7),
-        EventType::RoomMessage,
-        Source::Appservice,
-    );
-    r.msgtype = Some(MsgType::Text);
-    r
-}
+use harness::serve::{
+    A, ANALYST, B, B_ANALYST, Serve, VIEWER, cpu_over, get, lake_with_two_servers, message, psql,
+    sql, start, start_with, write,
+};
 
 /// The views every analyst session has, in name order.
 const VIEWS: [&str; 6] = [
@@ -98,17 +52,6 @@ async fn http_columns(serve: &Serve, view: &str) -> Vec<String> {
         .iter()
         .map(|c| c["name"].as_str().unwrap().to_owned())
         .collect()
-}
-
-async fn lake_with_two_servers(dir: &Path) -> std::path::PathBuf {
-    let lake = dir.join("lake");
-    let mut visits: Vec<_> = (1..=4).map(|u| visit(u, A, 6)).collect();
-    visits.extend((11..=13).map(|u| visit(u, B, 7)));
-    write(&lake, &visits).await;
-    let mut events: Vec<_> = (1..=6).map(|n| message(n, n as u64 % 3 + 1, A)).collect();
-    events.extend((7..=9).map(|n| message(n, n as u64 % 3 + 11, B)));
-    write(&lake, &events).await;
-    lake
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -344,6 +287,7 @@ async fn formats_and_new_commits_without_restart() {
             "/api/v1/figures/daily",
             "/api/v1/figures/forums",
             "/api/v1/figures/monthly",
+            "/api/v1/indicators/monthly",
             "/api/v1/sql"
         ]
     );
@@ -363,37 +307,6 @@ async fn formats_and_new_commits_without_restart() {
         (answer["rows"][0]["n"] == 11).then_some(())
     });
     assert!(seen.is_some(), "the new commit shows without a restart");
-}
-
-/// psql's answer to `sql` as `user` (unaligned, tuples only), or its error text.
-fn psql(serve: &Serve, user: &str, password: &str, sql: &str) -> Result<String, String> {
-    let output = Command::new("psql")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &serve.pg_port.to_string(),
-            "-U",
-            user,
-            "-d",
-            "mxpulse",
-            "-X",
-            "-A",
-            "-t",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-c",
-            sql,
-        ])
-        .env("PGPASSWORD", password)
-        .env("PGCONNECT_TIMEOUT", "10")
-        .output()
-        .expect("psql (scripts/test installs postgresql-client)");
-    if output.status.success() {
-        Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
-    } else {
-        Err(String::from_utf8_lossy(&output.stderr).into_owned())
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -15,9 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use mxpulse_schemas::vocabulary::{AccountChange, UserType};
-use mxpulse_schemas::{
-    AccountRecord, Record, SchemaVersion, UserPseudonym, VisitRecord,
-};
+use mxpulse_schemas::{AccountRecord, Record, SchemaVersion, UserPseudonym, VisitRecord};
 use serde::{Deserialize, Serialize};
 
 use crate::Anonymizer;
@@ -85,6 +83,10 @@ pub struct TapState {
     pub deactivated: Option<BTreeMap<String, DeactivatedAccount>>,
     pub pending_visits: Vec<VisitRecord>,
     pub pending_accounts: Vec<AccountRecord>,
+    /// The creation time (seconds, as Synapse wrote it) of each pending created account, by
+    /// key: the watermark counts in Synapse's times, the record carries the hour only.
+    #[serde(default)]
+    pub pending_created_s: BTreeMap<String, i64>,
 }
 
 impl TapState {
@@ -194,7 +196,8 @@ impl DbTap {
             newest_s = newest_s.max(user.creation_ts_s);
             let record = self.anonymizer.account_created(user);
             let key = record.key().0;
-            if !state.accounts.contains(user.creation_ts_s, &key) && pending.insert(key) {
+            if !state.accounts.contains(user.creation_ts_s, &key) && pending.insert(key.clone()) {
+                state.pending_created_s.insert(key, user.creation_ts_s);
                 state.pending_accounts.push(record);
             }
         }
@@ -301,10 +304,15 @@ impl DbTap {
                 state.visits.insert(day_ms, record.key().0);
             }
         }
+        let created_s = std::mem::take(&mut state.pending_created_s);
         for record in std::mem::take(&mut state.pending_accounts) {
-            let at_s = record.ts.0.div_euclid(1000);
+            let key = record.key().0;
+            let at_s = created_s
+                .get(&key)
+                .copied()
+                .unwrap_or_else(|| record.ts.0.div_euclid(1000));
             if record.change == AccountChange::Created && at_s >= state.accounts.from {
-                state.accounts.insert(at_s, record.key().0);
+                state.accounts.insert(at_s, key);
             }
         }
         state.save(&self.state_path)?;

@@ -106,13 +106,17 @@ pub struct DomainReader {
     /// 0: nothing is learned (every unknown domain is `other`).
     min_users: usize,
     learned: std::sync::Mutex<Learned>,
+    /// Blinds the candidates (`Learned::candidates`): only learned domains are kept in clear.
+    blind: Option<crate::Pseudonymizer>,
 }
 
 /// Domains learned from the server's users, and the candidates still short of users.
 #[derive(Debug, Default, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Learned {
     pub domains: std::collections::BTreeSet<String>,
-    /// Candidate domain -> the (pseudonymous) users seen with it, fewer than `min_users`.
+    /// Candidate domain, blinded under the pseudonymization key (16 hex digits: a candidate
+    /// seen for one user may be part of a name, such as `leroy-ac-lyon.fr`) -> the
+    /// (pseudonymous) users seen with it, fewer than `min_users`.
     pub candidates: std::collections::BTreeMap<String, std::collections::BTreeSet<u64>>,
     #[serde(skip)]
     pub changed: bool,
@@ -145,9 +149,22 @@ impl DomainReader {
 
     /// Learns a domain once `min_users` distinct users of the server have it (the privacy
     /// threshold of the figures), starting from what was learned before.
-    pub fn learning(mut self, min_users: usize, learned: Learned) -> Self {
+    /// Candidates are blinded by `blind` (the server's pseudonymizer); candidates kept in
+    /// clear by an older version are dropped (and the file rewritten).
+    pub fn learning(
+        mut self,
+        min_users: usize,
+        mut learned: Learned,
+        blind: crate::Pseudonymizer,
+    ) -> Self {
+        let before = learned.candidates.len();
+        learned
+            .candidates
+            .retain(|k, _| k.len() == 16 && k.bytes().all(|b| b.is_ascii_hexdigit()));
+        learned.changed |= learned.candidates.len() != before;
         self.min_users = min_users;
         self.learned = std::sync::Mutex::new(learned);
+        self.blind = Some(blind);
         self
     }
 
@@ -205,21 +222,22 @@ impl DomainReader {
         let Ok(mut learned) = self.learned.lock() else {
             return None;
         };
-        if self.min_users > 0 {
+        if let (true, Some(blind)) = (self.min_users > 0, &self.blind) {
             for candidate in candidates {
                 if learned.domains.contains(candidate) {
                     continue;
                 }
-                if !learned.candidates.contains_key(candidate)
+                let blinded = format!("{:016x}", blind.candidate_domain(candidate));
+                if !learned.candidates.contains_key(&blinded)
                     && learned.candidates.len() >= MAX_CANDIDATES
                 {
                     continue;
                 }
-                let users = learned.candidates.entry(candidate.clone()).or_default();
+                let users = learned.candidates.entry(blinded.clone()).or_default();
                 let (added, enough) = (users.insert(who), users.len() >= self.min_users);
                 learned.changed |= added;
                 if enough {
-                    learned.candidates.remove(candidate);
+                    learned.candidates.remove(&blinded);
                     learned.domains.insert(candidate.clone());
                     learned.changed = true;
                 }
@@ -363,14 +381,29 @@ mod tests {
         );
     }
 
+    fn blind() -> crate::Pseudonymizer {
+        let key = crate::PseudonymKey::from_bytes(zeroize::Zeroizing::new(vec![7u8; 32]), "test")
+            .unwrap();
+        crate::Pseudonymizer::new(&key)
+    }
+
     #[test]
     fn a_domain_is_learned_from_enough_users_and_a_surname_never_is() {
-        let reader = DomainReader::new(TCHAP_DOMAINS).learning(3, Learned::default());
+        let reader = DomainReader::new(TCHAP_DOMAINS).learning(3, Learned::default(), blind());
         // Two users of an unlisted domain: not enough, `other`; the third makes it.
-        assert_eq!(reader.domain_of("@a.b-mairie-x.fr:s", 1).as_deref(), Some(OTHER));
-        assert_eq!(reader.domain_of("@c.d-mairie-x.fr:s", 2).as_deref(), Some(OTHER));
+        assert_eq!(
+            reader.domain_of("@a.b-mairie-x.fr:s", 1).as_deref(),
+            Some(OTHER)
+        );
+        assert_eq!(
+            reader.domain_of("@c.d-mairie-x.fr:s", 2).as_deref(),
+            Some(OTHER)
+        );
         // The same user again counts once.
-        assert_eq!(reader.domain_of("@c.d-mairie-x.fr:s", 2).as_deref(), Some(OTHER));
+        assert_eq!(
+            reader.domain_of("@c.d-mairie-x.fr:s", 2).as_deref(),
+            Some(OTHER)
+        );
         assert_eq!(
             reader.domain_of("@e.f-mairie-x.fr:s", 3).as_deref(),
             Some("mairie-x.fr")
@@ -382,15 +415,24 @@ mod tests {
         // A double surname at that domain: its other candidates (`durand-mairie-x.fr`,
         // `x.fr`) lose to the learned domain.
         assert_eq!(
-            reader.domain_of("@marie.dupont-durand-mairie-x.fr:s", 5).as_deref(),
+            reader
+                .domain_of("@marie.dupont-durand-mairie-x.fr:s", 5)
+                .as_deref(),
             Some("mairie-x.fr")
         );
         let learned = reader.take_learned().unwrap();
         assert!(learned.domains.contains("mairie-x.fr"));
         assert!(!learned.domains.contains("durand-mairie-x.fr"));
+        // The candidates short of users are kept blinded: no part of a name in the state.
+        let kept = serde_json::to_string(&learned).unwrap();
+        assert!(
+            !kept.contains("durand") && !kept.contains("dupont"),
+            "{kept}"
+        );
+        assert!(!learned.candidates.is_empty());
         assert!(reader.take_learned().is_none(), "nothing changed since");
         // Learned, persisted, and learned again: the same.
-        let again = DomainReader::new(TCHAP_DOMAINS).learning(3, learned);
+        let again = DomainReader::new(TCHAP_DOMAINS).learning(3, learned, blind());
         assert_eq!(
             again.domain_of("@z.z-mairie-x.fr:s", 9).as_deref(),
             Some("mairie-x.fr")

@@ -5,10 +5,10 @@
 //! Only facts are read; content, names and identifiers stop here. An event whose fields have
 //! an unexpected shape is skipped with a [`SkipReason`] (counted by the caller), never fatal.
 
+use mxpulse_schemas::EventRecord;
 use mxpulse_schemas::vocabulary::{
     AccessRule, CallChange, EventType, JoinRule, Membership, MsgType, RelType, RoomType, Source,
 };
-use mxpulse_schemas::EventRecord;
 use serde_json::{Map, Value};
 
 use crate::Anonymizer;

@@ -148,6 +148,13 @@ impl Pseudonymizer {
         )))
     }
 
+    /// A candidate e-mail domain, as the hooks' state keeps it until enough users share it:
+    /// a domain seen for one user may be part of their name, and must not sit in a file in
+    /// clear.
+    pub fn candidate_domain(&self, domain: &str) -> u64 {
+        u64::from_be_bytes(truncate(self.digest(b"domain", &[domain.as_bytes()])))
+    }
+
     fn digest(&self, tag: &[u8], parts: &[&[u8]]) -> [u8; 32] {
         let mut mac = self.keyed.clone();
         mac.update(tag);

@@ -362,9 +362,18 @@ pub async fn rewrite(
 ) -> Result<RewriteReport, IngestError> {
     let mut report = RewriteReport {
         rows: vec![
-            (EventRecord::TABLE, rewrite_table::<EventRecord>(root, column, from, to).await?),
-            (VisitRecord::TABLE, rewrite_table::<VisitRecord>(root, column, from, to).await?),
-            (AccountRecord::TABLE, rewrite_table::<AccountRecord>(root, column, from, to).await?),
+            (
+                EventRecord::TABLE,
+                rewrite_table::<EventRecord>(root, column, from, to).await?,
+            ),
+            (
+                VisitRecord::TABLE,
+                rewrite_table::<VisitRecord>(root, column, from, to).await?,
+            ),
+            (
+                AccountRecord::TABLE,
+                rewrite_table::<AccountRecord>(root, column, from, to).await?,
+            ),
         ],
         ..Default::default()
     };

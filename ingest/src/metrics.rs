@@ -250,6 +250,6 @@ mod tests {
             ),
             "{text}"
         );
-        assert_eq!(text.matches("# TYPE").count(), 19);
+        assert_eq!(text.matches("# TYPE").count(), 20);
     }
 }

@@ -13,6 +13,7 @@ pub enum Role {
     /// Figures only.
     Viewer,
     /// Figures and SQL (pseudonym columns included; every query is logged with its user).
+    /// SQL answers are not suppressed, by design: the role reads the pseudonymized rows.
     Analyst,
     /// Everything an analyst has, plus operations.
     Admin,

@@ -318,14 +318,17 @@ async fn sql(
     let who = principal(&service, &headers)?;
     let axum::Json(request) =
         body.map_err(|e| ApiError(StatusCode::BAD_REQUEST, "invalid", e.body_text()))?;
-    let output = service
-        .answer_sql(&who, request.sql, None, Surface::Http)
-        .await?;
     let accept = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
-        .unwrap_or("application/json");
-    encode(&output, accept).map_err(ApiError::from)
+        .unwrap_or("application/json")
+        .to_owned();
+    // Encoded while the query's slot is held.
+    Ok(service
+        .answer_sql_then(&who, request.sql, None, Surface::Http, |output| {
+            encode(&output, &accept)
+        })
+        .await?)
 }
 
 /// The rows in the format the client accepts.
@@ -441,10 +444,16 @@ async fn health(State(service): State<Arc<QueryService>>) -> impl IntoResponse {
                 axum::Json(json!({"status": "ok", "rollups": rollups})),
             )
         }
-        Err(error) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(json!({"status": "failing", "lake": error.to_string()})),
-        ),
+        Err(error) => {
+            // The error names the lake's paths: logged, not shown to whoever asks.
+            tracing::warn!(%error, "health: the lake cannot be read");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                axum::Json(
+                    json!({"status": "failing", "lake": "cannot be read (the service's log says why)"}),
+                ),
+            )
+        }
     }
 }
 

@@ -9,9 +9,11 @@
 //! monthly and daily figures.
 
 pub mod access;
+pub mod bounded_functions;
 pub mod catalog;
 pub mod error;
 pub mod executor;
+pub mod explain;
 pub mod figures;
 pub mod guard;
 pub mod http;
@@ -21,5 +23,6 @@ pub mod pgwire;
 pub mod postgres_functions;
 pub mod service;
 pub mod session;
+pub mod slots;
 
 pub use error::QueryError;

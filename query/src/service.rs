@@ -14,12 +14,13 @@ use datafusion::prelude::SessionContext;
 use crate::access::{AccessList, Principal};
 use crate::error::QueryError;
 use crate::executor::QueryExecutor;
-use crate::guard;
 use crate::lake::Lake;
 use crate::session::{self, Limits, QueryOutput};
+use crate::slots::{QuerySlots, Slot};
+use crate::{explain, guard};
 
-/// Who a figures request is for: the pages, the API and SQL share the service's query slots
-/// (`running`); the reports have slots of their own (held by their caller, `mxpulse_dashboards`'
+/// Who a figures request is for: the pages and the API take the service's figure slots
+/// (`figure_slots`, apart from the SQL's); the reports have slots of their own (held by their caller, `mxpulse_dashboards`'
 /// report desk), so that a manager's report never waits behind the dashboards, nor makes them
 /// wait, during a peak.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,14 +51,19 @@ pub struct QueryService {
     pub figures_timeout: std::time::Duration,
     pub timezone: String,
     pub min_users: u32,
-    /// Bounds the queries running at once: with the per-query memory limit, the service's.
-    pub running: tokio::sync::Semaphore,
-    /// How long a request may wait for a slot before it is answered "busy" (503).
-    pub queue_timeout: std::time::Duration,
+    /// The analysts' statements running at once and waiting: with the per-query memory
+    /// limit, the service's memory bound.
+    pub sql_slots: QuerySlots,
+    /// The figures requests (pages, API) running at once and waiting: their own, so that no
+    /// amount of analysts' SQL keeps a dashboard waiting.
+    pub figure_slots: QuerySlots,
     /// The longest period one figures request may cover.
     pub spans: crate::figures::SpanLimits,
-    /// The threads DataFusion runs on (figures and SQL).
+    /// The threads DataFusion runs analysts' SQL on.
     pub executor: QueryExecutor,
+    /// The threads the figures are counted on (pages, API, reports): apart from the SQL's, so
+    /// that heavy statements occupying theirs leave the figures a thread.
+    pub figures_executor: QueryExecutor,
     /// The rollups' cells in memory, for the figures.
     pub cells: crate::figures::rollup::index::IndexCache,
     pub metrics: QueryMetrics,
@@ -120,13 +126,40 @@ impl QueryService {
         params: Option<ParamValues>,
         surface: Surface,
     ) -> Result<QueryOutput, QueryError> {
-        tracing::info!(user = %who.name, scope = ?who.server, ?surface, sql = %sql, "sql query");
+        self.answer_sql_then(who, sql, params, surface, Ok).await
+    }
+
+    /// `answer_sql`, then `finish` (encoding the answer) while the query's slot is still held:
+    /// an answer being encoded is memory and CPU the slot stands for.
+    pub async fn answer_sql_then<T>(
+        self: &Arc<Self>,
+        who: &Principal,
+        sql: String,
+        params: Option<ParamValues>,
+        surface: Surface,
+        finish: impl FnOnce(QueryOutput) -> Result<T, QueryError>,
+    ) -> Result<T, QueryError> {
+        tracing::info!(user = %who.name, scope = ?who.server, ?surface, sql = %sql, params = %ShownParams(params.as_ref()), "sql query");
         let started = Instant::now();
         let result = async {
             may_query(who)?;
-            let _permit = self.permit().await?;
+            // Refused statements cost no slot and no session.
+            guard::check(&sql)?;
+            let explain = explain::ask_of(&sql);
+            explain::check(who, explain)?;
+            let slot = self
+                .sql_slots
+                .take()
+                .await
+                .inspect_err(|e| self.count_busy(e))?;
             let ctx = self.sql_session(who, &sql, surface).await?;
-            session::run_sql_with(&self.executor, ctx, sql, params, self.limits).await
+            let (mut output, _slot) =
+                session::run_sql_holding(&self.executor, ctx, sql, params, self.limits, slot)
+                    .await?;
+            if explain.is_some() {
+                output = explain::without_paths(output)?;
+            }
+            finish(output)
         }
         .await;
         self.metrics
@@ -166,10 +199,17 @@ impl QueryService {
     ) -> Result<PreparedShape, QueryError> {
         may_query(who)?;
         guard::check(&sql)?;
-        let _permit = self.permit().await?;
+        explain::check(who, explain::ask_of(&sql))?;
+        let slot = self
+            .sql_slots
+            .take()
+            .await
+            .inspect_err(|e| self.count_busy(e))?;
         let ctx = self.sql_session(who, &sql, surface).await?;
         self.executor
             .run(self.limits.timeout, async move {
+                // Held until the planning has stopped.
+                let _slot = slot;
                 let frame = ctx
                     .sql_with_options(&sql, guard::read_only_options())
                     .await?;
@@ -260,15 +300,17 @@ impl QueryService {
         ask: Ask,
     ) -> Result<Answer, QueryError> {
         use crate::figures::planner;
-        let permit = self.permit_in(lane).await?;
+        let slot = self.slot_in(lane).await?;
         let snapshot = self.lake.snapshot().await?;
         let publication = self.publication();
         let source = planner::choose(&snapshot, &publication, choice)?;
         let shared = self.clone();
         let scope = who.server.clone();
         let answer = self
-            .executor
+            .figures_executor
             .run(self.figures_timeout, async move {
+                // Held until the counting has stopped.
+                let _slot = slot;
                 let with = planner::Answering {
                     snapshot: &snapshot,
                     cells: &shared.cells,
@@ -287,7 +329,6 @@ impl QueryService {
                 }
             })
             .await?;
-        drop(permit);
         self.count_figures(source);
         Ok(answer)
     }
@@ -380,27 +421,23 @@ impl QueryService {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// A slot of `lane`: one of the service's (`permit`), or none for the reports, whose
-    /// caller holds one of theirs.
-    async fn permit_in(
-        &self,
-        lane: Lane,
-    ) -> Result<Option<tokio::sync::SemaphorePermit<'_>>, QueryError> {
+    /// A slot of `lane`: one of the figure slots, or none for the reports, whose caller holds
+    /// one of theirs.
+    async fn slot_in(&self, lane: Lane) -> Result<Option<Slot>, QueryError> {
         match lane {
-            Lane::Interactive => self.permit().await.map(Some),
+            Lane::Interactive => self
+                .figure_slots
+                .take()
+                .await
+                .inspect_err(|e| self.count_busy(e))
+                .map(Some),
             Lane::Reports => Ok(None),
         }
     }
 
-    /// A slot among the queries running at once, waited for at most `queue_timeout`.
-    pub async fn permit(&self) -> Result<tokio::sync::SemaphorePermit<'_>, QueryError> {
-        match tokio::time::timeout(self.queue_timeout, self.running.acquire()).await {
-            Ok(Ok(permit)) => Ok(permit),
-            Ok(Err(_)) => Err(QueryError::Internal("the service is stopping".into())),
-            Err(_) => {
-                self.metrics.busy.fetch_add(1, Ordering::Relaxed);
-                Err(QueryError::Busy(self.queue_timeout))
-            }
+    fn count_busy(&self, error: &QueryError) {
+        if matches!(error, QueryError::Busy(_)) {
+            self.metrics.busy.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -425,6 +462,30 @@ impl QueryService {
             crate::catalog::for_postgres_clients(&ctx, sql).await?;
         }
         Ok(ctx)
+    }
+}
+
+/// Bound parameters as the audit log shows them: `$1='x', $2=42`.
+struct ShownParams<'a>(Option<&'a ParamValues>);
+
+impl std::fmt::Display for ShownParams<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let values = match self.0 {
+            Some(ParamValues::List(values)) => values,
+            Some(ParamValues::Map(_)) => return f.write_str("(named)"),
+            None => return Ok(()),
+        };
+        for (i, value) in values.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            // Bounded: a parameter may be long text.
+            let shown = value.value().to_string();
+            let cut: String = shown.chars().take(200).collect();
+            let more = if cut.len() < shown.len() { "..." } else { "" };
+            write!(f, "${}={cut:?}{more}", i + 1)?;
+        }
+        Ok(())
     }
 }
 

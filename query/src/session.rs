@@ -132,6 +132,8 @@ pub async fn session(
         .with_create_default_catalog_and_schema(false)
         .with_default_catalog_and_schema("mxpulse", "public");
     let ctx = SessionContext::new_with_config_rt(config.clone(), runtime.clone());
+    // A function call may produce no more than the query may hold.
+    crate::bounded_functions::register(&ctx, limits.memory_bytes);
     ctx.register_catalog("mxpulse", Arc::new(OrderedCatalog::with_schema("public")));
     // The rooms view reads every server's events: planned in a session of its own where
     // `events` is the whole table, then filtered to the scope like the tables.
@@ -274,6 +276,21 @@ pub async fn run_sql_with(
     params: Option<ParamValues>,
     limits: Limits,
 ) -> Result<QueryOutput, QueryError> {
+    run_sql_holding(executor, ctx, sql, params, limits, ())
+        .await
+        .map(|(output, ())| output)
+}
+
+/// `run_sql_with`, holding `slot` for as long as the query's work runs (an aborted query
+/// frees it when it has stopped), and giving it back with the answer.
+pub async fn run_sql_holding<S: Send + 'static>(
+    executor: &QueryExecutor,
+    ctx: SessionContext,
+    sql: String,
+    params: Option<ParamValues>,
+    limits: Limits,
+    slot: S,
+) -> Result<(QueryOutput, S), QueryError> {
     guard::check(&sql)?;
     executor
         .run(limits.timeout, async move {
@@ -287,10 +304,18 @@ pub async fn run_sql_with(
             let mut stream = frame.execute_stream().await?;
             let mut batches = Vec::new();
             let mut rows = 0;
+            let mut bytes = 0;
             let mut truncated = false;
+            // The rows kept are bounded in number and in bytes (the query's memory limit: what
+            // the answer holds, encoded afterwards, is not in its pool).
             while let Some(batch) = stream.next().await {
                 let batch = batch?;
-                let room = limits.max_rows - rows;
+                let mut room = limits.max_rows - rows;
+                let batch_bytes = batch.get_array_memory_size();
+                if bytes + batch_bytes > limits.memory_bytes && batch.num_rows() > 0 {
+                    let per_row = batch_bytes.div_ceil(batch.num_rows()).max(1);
+                    room = room.min(limits.memory_bytes.saturating_sub(bytes) / per_row);
+                }
                 if batch.num_rows() > room {
                     batches.push(batch.slice(0, room));
                     rows += room;
@@ -298,14 +323,18 @@ pub async fn run_sql_with(
                     break;
                 }
                 rows += batch.num_rows();
+                bytes += batch_bytes;
                 batches.push(batch);
             }
-            Ok(QueryOutput {
-                schema,
-                batches,
-                rows,
-                truncated,
-            })
+            Ok((
+                QueryOutput {
+                    schema,
+                    batches,
+                    rows,
+                    truncated,
+                },
+                slot,
+            ))
         })
         .await
 }

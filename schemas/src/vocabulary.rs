@@ -292,7 +292,12 @@ mod tests {
         let err = serde_json::from_str::<Platform>("\"windows-phone\"").unwrap_err();
         assert!(err.to_string().contains("windows-phone"), "{err}");
         // Free text is never repeated: it may be an address or a message.
-        let err = "anne.martin@interieur.gouv.fr budget".parse::<EventType>().unwrap_err();
-        assert_eq!(err.to_string(), "a value of 36 characters is not a known EventType");
+        let err = "anne.martin@interieur.gouv.fr budget"
+            .parse::<EventType>()
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "a value of 36 characters is not a known EventType"
+        );
     }
 }

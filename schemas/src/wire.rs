@@ -78,7 +78,7 @@ struct VersionProbe {
 pub fn decode<R: Record>(header: Option<&[u8]>, payload: &[u8]) -> Result<R, DecodeError> {
     let probe: VersionProbe =
         serde_json::from_slice(payload).map_err(|e| DecodeError::NotJson {
-            reason: e.to_string(),
+            reason: without_values(&e),
         })?;
     let found = match probe.v {
         None => return Err(DecodeError::MissingField { field: "v".into() }),
@@ -88,7 +88,7 @@ pub fn decode<R: Record>(header: Option<&[u8]>, payload: &[u8]) -> Result<R, Dec
     let found_text = found.to_string();
     if found.as_u64() != Some(u64::from(supported.0)) {
         return Err(DecodeError::UnknownVersion {
-            found: found_text,
+            found: shown_version(&found_text),
             supported,
         });
     }
@@ -96,12 +96,47 @@ pub fn decode<R: Record>(header: Option<&[u8]>, payload: &[u8]) -> Result<R, Dec
         let header = String::from_utf8_lossy(header);
         if header.trim() != found_text {
             return Err(DecodeError::VersionMismatch {
-                header: header.into_owned(),
+                header: shown_version(&header),
                 payload: found_text,
             });
         }
     }
     serde_json::from_slice(payload).map_err(classify)
+}
+
+/// A version as an error may show it: a number as itself, anything else by its size only
+/// (a producer's bug may put anything there, names included; errors go to logs and to the
+/// dead letters' headers).
+fn shown_version(text: &str) -> String {
+    let text = text.trim();
+    if !text.is_empty() && text.len() <= 20 && text.bytes().all(|b| b.is_ascii_digit()) {
+        text.to_owned()
+    } else {
+        format!("(not a number, {} bytes)", text.len())
+    }
+}
+
+/// serde's message without the values it quotes from the payload: its kind ("invalid
+/// type", "unknown variant"), what the schema expected (our own words), and where.
+fn without_values(error: &serde_json::Error) -> String {
+    let text = error.to_string();
+    let message = text
+        .rsplit_once(" at line ")
+        .map_or(text.as_str(), |(m, _)| m);
+    let kind = message
+        .split([':', '`', '"'])
+        .next()
+        .unwrap_or_default()
+        .trim();
+    let expected = message
+        .rsplit_once(", expected ")
+        .map(|(_, e)| format!(", expected {e}"))
+        .unwrap_or_default();
+    format!(
+        "{kind}{expected} at line {} column {}",
+        error.line(),
+        error.column()
+    )
 }
 
 fn classify(error: serde_json::Error) -> DecodeError {
@@ -115,5 +150,7 @@ fn classify(error: serde_json::Error) -> DecodeError {
             field: rest[..end].to_string(),
         };
     }
-    DecodeError::Invalid { reason: text }
+    DecodeError::Invalid {
+        reason: without_values(&error),
+    }
 }

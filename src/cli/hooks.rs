@@ -9,10 +9,10 @@ use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use mxpulse_hooks::appservice::{self, AppserviceState, Homeserver};
 use mxpulse_hooks::db_tap::DbTap;
+use mxpulse_hooks::email_domain::Learned;
 use mxpulse_hooks::metrics::HooksMetrics;
 use mxpulse_hooks::producer::{ProducerConfig, RecordProducer};
 use mxpulse_hooks::registration::Registration;
-use mxpulse_hooks::email_domain::Learned;
 use mxpulse_hooks::{Anonymizer, DomainReader, PseudonymKey, Pseudonymizer, TCHAP_DOMAINS};
 use zeroize::Zeroizing;
 
@@ -83,12 +83,19 @@ pub fn anonymizer(config: &Config, key: &PseudonymKey, server: &str) -> Anonymiz
             .copied()
             .chain(config.hooks.known_domains.iter().map(String::as_str)),
     )
-    .learning(config.privacy.min_users as usize, learned);
+    .learning(
+        config.privacy.min_users as usize,
+        learned,
+        Pseudonymizer::new(key),
+    );
     Anonymizer::new(server, Arc::new(Pseudonymizer::new(key)), Arc::new(domains))
 }
 
 fn domains_file(config: &Config, server: &str) -> std::path::PathBuf {
-    config.hooks.state_dir.join(format!("{server}.domains.json"))
+    config
+        .hooks
+        .state_dir
+        .join(format!("{server}.domains.json"))
 }
 
 /// Writes what `anonymizer` learned of its server's domains, merged with the file (another
@@ -131,8 +138,14 @@ async fn learn_domains(anonymizer: &Anonymizer, database_url: &str) {
     }
     .await;
     match learned {
-        Ok(users) => tracing::info!(server = anonymizer.server(), users, "domains learned from the accounts"),
-        Err(error) => tracing::warn!(server = anonymizer.server(), %error, "cannot learn domains from the database; learning from traffic"),
+        Ok(users) => tracing::info!(
+            server = anonymizer.server(),
+            users,
+            "domains learned from the accounts"
+        ),
+        Err(error) => {
+            tracing::warn!(server = anonymizer.server(), %error, "cannot learn domains from the database; learning from traffic")
+        }
     }
 }
 

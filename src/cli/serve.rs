@@ -14,6 +14,7 @@ use mxpulse_query::lake::Lake;
 use mxpulse_query::pgwire::PgwireTls;
 use mxpulse_query::service::QueryService;
 use mxpulse_query::session::Limits;
+use mxpulse_query::slots::QuerySlots;
 
 use crate::config::Config;
 
@@ -51,13 +52,22 @@ pub fn query_service(config: &Config) -> anyhow::Result<QueryService> {
         figures_timeout: Duration::from_millis(q.figures_timeout_ms),
         timezone: q.timezone.clone(),
         min_users: config.privacy.min_users,
-        running: tokio::sync::Semaphore::new(q.max_concurrent_queries as usize),
-        queue_timeout: Duration::from_millis(q.queue_timeout_ms),
+        sql_slots: QuerySlots::new(
+            usize::try_from(q.max_concurrent_queries).unwrap_or(1),
+            usize::try_from(q.max_queued).unwrap_or(usize::MAX),
+            Duration::from_millis(q.queue_timeout_ms),
+        ),
+        figure_slots: QuerySlots::new(
+            usize::try_from(q.max_concurrent_figures).unwrap_or(1),
+            usize::try_from(q.max_queued).unwrap_or(usize::MAX),
+            Duration::from_millis(q.queue_timeout_ms),
+        ),
         spans: mxpulse_query::figures::SpanLimits {
             max_months: u32::try_from(q.max_months).unwrap_or(u32::MAX),
             max_days: u32::try_from(q.max_days).unwrap_or(u32::MAX),
         },
         executor: QueryExecutor::new(q.threads as usize)?,
+        figures_executor: QueryExecutor::new(q.figures_threads as usize)?,
         cells: Default::default(),
         metrics: Default::default(),
     })

@@ -24,6 +24,11 @@ pub struct HooksProcess {
 impl HooksProcess {
     /// Starts `mxpulse hooks` with `config` (a TOML file) on a free port.
     pub fn start(config: &Path, log_dir: &Path) -> HooksProcess {
+        Self::start_logging(config, log_dir, "info,mxpulse_hooks=debug")
+    }
+
+    /// `start`, logging as `filter` says (`MXPULSE_LOG`).
+    pub fn start_logging(config: &Path, log_dir: &Path, filter: &str) -> HooksProcess {
         let port = free_port();
         let log = log_dir.join(format!("hooks-{port}.log"));
         let child = Command::new(mxpulse_bin())
@@ -32,7 +37,7 @@ impl HooksProcess {
             .arg("hooks")
             .env("MXPULSE_HOOKS_LISTEN", format!("127.0.0.1:{port}"))
             .env("MXPULSE_PSEUDONYM_KEY", TEST_KEY)
-            .env("MXPULSE_LOG", "info,mxpulse_hooks=debug")
+            .env("MXPULSE_LOG", filter)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log file"))
             .spawn()

@@ -187,6 +187,16 @@ pub fn write_config_with(
 
 impl Ingest {
     pub fn start(config: &Path, log_dir: &Path, name: &str) -> Ingest {
+        Self::start_logging(
+            config,
+            log_dir,
+            name,
+            "info,deltalake=warn,datafusion=warn,buoyant_kernel=off",
+        )
+    }
+
+    /// `start`, logging as `filter` says (`MXPULSE_LOG`).
+    pub fn start_logging(config: &Path, log_dir: &Path, name: &str, filter: &str) -> Ingest {
         let metrics_port = free_port();
         let log = log_dir.join(format!("ingest-{name}.log"));
         let log_file = std::fs::File::create(&log).expect("log file");
@@ -195,10 +205,7 @@ impl Ingest {
             .arg(config)
             .arg("ingest")
             .env("MXPULSE_INGEST_LISTEN", format!("127.0.0.1:{metrics_port}"))
-            .env(
-                "MXPULSE_LOG",
-                "info,deltalake=warn,datafusion=warn,buoyant_kernel=off",
-            )
+            .env("MXPULSE_LOG", filter)
             .stdout(Stdio::null())
             .stderr(log_file)
             .spawn()
@@ -242,7 +249,7 @@ impl Ingest {
             .unwrap_or_default()
     }
 
-    fn get(&self, path: &str) -> String {
+    pub fn get(&self, path: &str) -> String {
         use std::io::{Read, Write};
         let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", self.metrics_port)) else {
             return String::new();

@@ -5,11 +5,18 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use chrono::NaiveDate;
+use mxpulse_schemas::vocabulary::{Client, EventType, MsgType, Platform, Source};
+use mxpulse_schemas::{
+    EventPseudonym, EventRecord, KeyId, Record, RoomPseudonym, SchemaVersion, UnixMillis,
+    UserPseudonym, VisitRecord,
+};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use super::{free_port, mxpulse_bin, stop, wait_for};
 
+pub const A: &str = "agent.interieur.tchap.gouv.fr";
 pub const B: &str = "agent.finances.tchap.gouv.fr";
 pub const VIEWER: &str = "viewer-token-0123456789";
 pub const ANALYST: &str = "analyst-token-0123456789";
@@ -120,4 +127,88 @@ pub fn cpu_over(serve: &Serve, settle: Duration, window: Duration) -> f64 {
     let before = super::cpu_seconds(serve.child.id());
     std::thread::sleep(window);
     super::cpu_seconds(serve.child.id()) - before
+}
+
+pub async fn write<R: Record>(lake: &Path, records: &[R]) {
+    let root = mxpulse_ingest::LakeRoot::parse(&lake.display().to_string()).unwrap();
+    let table = mxpulse_ingest::lake::open_or_create::<R>(&root)
+        .await
+        .unwrap();
+    table
+        .write(vec![R::to_record_batch(records).unwrap()])
+        .with_partition_columns([R::PARTITION_COLUMN])
+        .await
+        .unwrap();
+}
+
+pub fn visit(user: u64, server: &str, day: u32) -> VisitRecord {
+    VisitRecord {
+        v: SchemaVersion::CURRENT,
+        key_id: KeyId([9, 9, 9, 9]),
+        day: NaiveDate::from_ymd_opt(2024, 5, day).unwrap(),
+        server: server.into(),
+        user: UserPseudonym(user),
+        device: None,
+        domain: None,
+        platform: Platform::Web,
+        client: Client::Tchap,
+    }
+}
+
+pub fn message(n: u128, sender: u64, server: &str) -> EventRecord {
+    let mut r = EventRecord::new(
+        KeyId([9, 9, 9, 9]),
+        EventPseudonym(n),
+        UnixMillis(1_715_000_000_000 + n as i64 * 1000),
+        server,
+        UserPseudonym(sender),
+        RoomPseudonym(7),
+        EventType::RoomMessage,
+        Source::Appservice,
+    );
+    r.msgtype = Some(MsgType::Text);
+    r
+}
+
+/// A lake of May 2024: 4 users and 6 messages on `A`, 3 users and 3 messages on `B`.
+pub async fn lake_with_two_servers(dir: &Path) -> std::path::PathBuf {
+    let lake = dir.join("lake");
+    let mut visits: Vec<_> = (1..=4).map(|u| visit(u, A, 6)).collect();
+    visits.extend((11..=13).map(|u| visit(u, B, 7)));
+    write(&lake, &visits).await;
+    let mut events: Vec<_> = (1..=6).map(|n| message(n, n as u64 % 3 + 1, A)).collect();
+    events.extend((7..=9).map(|n| message(n, n as u64 % 3 + 11, B)));
+    write(&lake, &events).await;
+    lake
+}
+
+/// psql's answer to `sql` as `user` (unaligned, tuples only), or its error text.
+pub fn psql(serve: &Serve, user: &str, password: &str, sql: &str) -> Result<String, String> {
+    let output = Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &serve.pg_port.to_string(),
+            "-U",
+            user,
+            "-d",
+            "mxpulse",
+            "-X",
+            "-A",
+            "-t",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            sql,
+        ])
+        .env("PGPASSWORD", password)
+        .env("PGCONNECT_TIMEOUT", "10")
+        .output()
+        .expect("psql (scripts/test installs postgresql-client)");
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).into_owned())
+    }
 }

@@ -56,7 +56,7 @@ impl Synapse {
             d.join("homeserver.yaml"),
             format!(
                 "server_name: \"{server_name}\"\npublic_baseurl: \"{url}/\"\npid_file: \"{dir}/homeserver.pid\"\n\
-                 listeners:\n  - port: {port}\n    bind_addresses: ['127.0.0.1']\n    type: http\n    tls: false\n    x_forwarded: false\n    resources:\n      - names: [client]\n        compress: false\n\
+                 listeners:\n  - port: {port}\n    bind_addresses: ['127.0.0.1']\n    type: http\n    tls: false\n    x_forwarded: true\n    resources:\n      - names: [client]\n        compress: false\n\
                  database:\n  name: sqlite3\n  args:\n    database: \"{db}\"\n\
                  log_config: \"{dir}/log.config\"\nmedia_store_path: \"{dir}/media\"\nsigning_key_path: \"{dir}/signing.key\"\n\
                  registration_shared_secret: \"test-shared-secret\"\nmacaroon_secret_key: \"test-macaroon-secret\"\nform_secret: \"test-form-secret\"\n\
@@ -122,8 +122,27 @@ impl Synapse {
 
     /// Registers `localpart` with its own device; every later request carries `user_agent`.
     pub async fn register(&self, localpart: &str, user_agent: &str) -> MatrixUser {
+        self.register_from(localpart, user_agent, None).await
+    }
+
+    /// `register`, every request also saying it was forwarded for `address` (Synapse trusts
+    /// `X-Forwarded-For` here, as behind a reverse proxy, and records that address).
+    pub async fn register_from(
+        &self,
+        localpart: &str,
+        user_agent: &str,
+        address: Option<&str>,
+    ) -> MatrixUser {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(address) = address {
+            headers.insert(
+                "x-forwarded-for",
+                reqwest::header::HeaderValue::from_str(address).expect("an address"),
+            );
+        }
         let http = reqwest::Client::builder()
             .user_agent(user_agent)
+            .default_headers(headers)
             .build()
             .expect("http client");
         let password = format!("pw-{localpart}-0123456789");
@@ -228,6 +247,16 @@ impl MatrixUser {
 
     fn next_txn(&self) -> u64 {
         self.txn.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub async fn set_display_name(&self, name: &str) {
+        let path = format!("/profile/{}/displayname", self.user_id);
+        self.call(
+            reqwest::Method::PUT,
+            &path,
+            Some(json!({"displayname": name})),
+        )
+        .await;
     }
 
     pub async fn create_room(&self, body: Value) -> String {

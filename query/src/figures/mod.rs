@@ -15,6 +15,7 @@ pub mod forums;
 pub mod grouping;
 pub mod periods;
 pub mod planner;
+pub mod protect;
 pub mod publish;
 pub mod raw;
 pub mod request;
@@ -123,7 +124,7 @@ pub async fn compute(
         max_months: u32::MAX,
         max_days: u32::MAX,
     })?;
-    let tallies = raw::tallies(ctx, &request, timezone).await?;
+    let tallies = raw::tallies(ctx, &request.counted()?, timezone).await?;
     let cells = publish::cells(&request, tallies, i64::from(min_users)).await?;
     Ok(report(
         &request,

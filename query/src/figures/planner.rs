@@ -80,6 +80,8 @@ pub async fn figures(
         limits,
     } = *with;
     let k = i64::from(publication.min_users);
+    let shown = request;
+    let request = &shown.counted()?;
     let (tallies, as_of) = match source {
         FigureSource::Rollups => {
             let index = cache.index(snapshot, limits, &publication.timezone).await?;
@@ -98,12 +100,12 @@ pub async fn figures(
             (tallies, snapshot.newest_commit_ms())
         }
     };
-    let cells = publish::cells(request, tallies, k).await?;
+    let cells = publish::cells(shown, tallies, k).await?;
     let as_of = as_of
         .and_then(chrono::DateTime::from_timestamp_millis)
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
     Ok(report(
-        request,
+        shown,
         &publication.timezone,
         publication.min_users,
         source,

@@ -93,18 +93,17 @@ fn principal_of(service: &QueryService, client: &impl ClientInfo) -> PgWireResul
 
 /// Tells the client, as a PostgreSQL NOTICE (psql prints it), that `output` stopped at the
 /// service's row limit: over HTTP the answer says `truncated`.
-async fn notice_truncation<C>(client: &mut C, output: &QueryOutput) -> PgWireResult<()>
+async fn notice_truncation<C>(client: &mut C, cut_at: Option<usize>) -> PgWireResult<()>
 where
     C: Sink<PgWireBackendMessage> + Unpin + Send,
     PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
 {
-    if output.truncated {
+    if let Some(rows) = cut_at {
         let notice = ErrorInfo::new(
             "NOTICE".into(),
             "01000".into(),
             format!(
-                "the result was cut at {} rows (query.max_rows): narrow the query or aggregate",
-                output.rows
+                "the result was cut at {rows} rows (query.max_rows, or its size over the query's memory limit): narrow the query or aggregate"
             ),
         );
         client
@@ -128,13 +127,19 @@ where
     C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send,
     PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
 {
-    let output = service
-        .answer_sql(principal, sql, params, Surface::Pgwire)
+    let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
+    // The rows are encoded while the query's slot is held.
+    let (response, cut_at) = service
+        .answer_sql_then(principal, sql, params, Surface::Pgwire, |output| {
+            let cut_at = output.truncated.then_some(output.rows);
+            rows_response(output, format, options)
+                .map(|response| (response, cut_at))
+                .map_err(|e| QueryError::Internal(e.to_string()))
+        })
         .await
         .map_err(sql_error)?;
-    notice_truncation(client, &output).await?;
-    let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
-    rows_response(output, format, options)
+    notice_truncation(client, cut_at).await?;
+    Ok(response)
 }
 
 /// The rows of `output` as the client asked them (text or binary, per column).
