@@ -18,12 +18,12 @@ use super::tally::Cells;
 /// A cell among every figure's: (figure, period, breakdown, key).
 pub type CellId = (&'static str, String, &'static str, Option<String>);
 
-/// Cells that add up to `sum` (or, with `sum` `None`, to a total shown elsewhere, such as the
-/// month of a daily request's days).
+/// Cells (indices) that add up to `sum` (or, with `sum` `None`, to a total shown elsewhere,
+/// such as the month of a daily request's days; or absent from these cells).
 #[derive(Debug)]
 struct Group {
-    sum: Option<CellId>,
-    members: Vec<CellId>,
+    sum: Option<usize>,
+    members: Vec<usize>,
 }
 
 /// Whether a figure's days add up to its month: counts of rows do, distinct users do not.
@@ -65,77 +65,108 @@ pub fn hidden_from(
     k: i64,
     already: BTreeSet<CellId>,
 ) -> BTreeSet<CellId> {
-    let mut tallies: BTreeMap<CellId, Tally> = BTreeMap::new();
-    for (figure, cells) in figures {
-        for ((period, breakdown, key), tally) in cells.iter() {
-            tallies.insert((figure, period.clone(), breakdown, key.clone()), *tally);
-        }
-    }
-    let groups = groups(&tallies, daily);
+    // Cells by index, in `CellId` order (the tie-break below): a request's report holds tens
+    // of thousands of cells, looked up many times each pass.
+    let mut cells: Vec<(CellRef<'_>, Tally)> = figures
+        .iter()
+        .flat_map(|(figure, cells)| {
+            cells.iter().map(move |((period, breakdown, key), tally)| {
+                (
+                    (*figure, period.as_str(), *breakdown, key.as_deref()),
+                    *tally,
+                )
+            })
+        })
+        .collect();
+    cells.sort_by(|a, b| a.0.cmp(&b.0));
+    cells.dedup_by(|a, b| a.0 == b.0);
+    let index: BTreeMap<CellRef<'_>, usize> = cells
+        .iter()
+        .enumerate()
+        .map(|(i, (id, _))| (*id, i))
+        .collect();
+    let groups = groups(&cells, &index, daily);
     // The sole member of a group is its sum: hiding it hides nothing, so it is never the
     // complement chosen for another group.
-    let pinned: BTreeSet<&CellId> = groups
-        .iter()
-        .filter(|g| g.members.len() == 1)
-        .flat_map(|g| g.members.iter())
-        .collect();
-    let mut hidden = already;
-    hidden.extend(
-        tallies
-            .iter()
-            .filter(|(_, t)| t.users < k)
-            .map(|(id, _)| id.clone()),
-    );
+    let mut pinned = vec![false; cells.len()];
+    for group in groups.iter().filter(|g| g.members.len() == 1) {
+        pinned[group.members[0]] = true;
+    }
+    let mut hidden: Vec<bool> = cells.iter().map(|(_, t)| t.users < k).collect();
+    for id in &already {
+        if let Some(&i) = index.get(&(id.0, id.1.as_str(), id.2, id.3.as_deref())) {
+            hidden[i] = true;
+        }
+    }
     // Each pass hides at least one more cell, or ends: at most as many passes as cells.
     loop {
         let mut changed = false;
         for group in &groups {
-            if group.sum.as_ref().is_some_and(|s| hidden.contains(s)) {
+            if group.sum.is_some_and(|s| hidden[s]) {
                 continue;
             }
             let (users, count) = group
                 .members
                 .iter()
-                .filter(|m| hidden.contains(*m))
-                .fold((0, 0), |(u, n), m| (u + tallies[m].users, n + 1));
+                .filter(|&&m| hidden[m])
+                .fold((0, 0), |(u, n), &m| (u + cells[m].1.users, n + 1));
             if count == 0 || (count >= 2 && users >= k) {
                 continue;
             }
             let smallest = group
                 .members
                 .iter()
-                .filter(|m| !hidden.contains(*m) && !pinned.contains(m))
-                .min_by(|a, b| {
-                    let (ta, tb) = (tallies[*a], tallies[*b]);
+                .copied()
+                .filter(|&m| !hidden[m] && !pinned[m])
+                .min_by(|&a, &b| {
+                    let (ta, tb) = (cells[a].1, cells[b].1);
                     (ta.users, ta.value)
                         .partial_cmp(&(tb.users, tb.value))
                         .unwrap_or(std::cmp::Ordering::Equal)
-                        .then_with(|| a.cmp(b))
+                        .then_with(|| a.cmp(&b))
                 });
             if let Some(smallest) = smallest {
-                hidden.insert(smallest.clone());
+                hidden[smallest] = true;
                 changed = true;
             }
         }
         if !changed {
-            return hidden;
+            break;
         }
     }
+    let mut out = already;
+    out.extend(
+        cells
+            .iter()
+            .zip(&hidden)
+            .filter(|(_, h)| **h)
+            .map(|((id, _), _)| (id.0, id.1.to_owned(), id.2, id.3.map(str::to_owned))),
+    );
+    out
 }
 
-/// The groups among `tallies`: a period's keys of a breakdown under its total; a month's days
-/// under the month (daily, counts of rows); a room-kind family's kinds under all rooms.
-fn groups(tallies: &BTreeMap<CellId, Tally>, daily: bool) -> Vec<Group> {
-    let mut by_breakdown: BTreeMap<(&str, &str, &str), Vec<CellId>> = BTreeMap::new();
-    let mut by_month: BTreeMap<(&str, &str, &str, Option<String>), Vec<CellId>> = BTreeMap::new();
-    let mut by_kind: BTreeMap<(&str, &str, Option<String>), Vec<CellId>> = BTreeMap::new();
-    for id in tallies.keys() {
-        let (figure, period, breakdown, key) = id;
-        if *breakdown != "total" {
+/// A cell's coordinates, borrowed.
+type CellRef<'a> = (&'static str, &'a str, &'static str, Option<&'a str>);
+
+/// The groups among `cells` (by index): a period's keys of a breakdown under its total; a
+/// month's days under the month (daily, counts of rows); a room-kind family's kinds under all
+/// rooms.
+fn groups(
+    cells: &[(CellRef<'_>, Tally)],
+    index: &BTreeMap<CellRef<'_>, usize>,
+    daily: bool,
+) -> Vec<Group> {
+    let mut by_breakdown: BTreeMap<(&'static str, &str, &'static str), Vec<usize>> =
+        BTreeMap::new();
+    let mut by_month: BTreeMap<(&'static str, &str, &'static str, Option<&str>), Vec<usize>> =
+        BTreeMap::new();
+    let mut by_kind: BTreeMap<(&str, &'static str, Option<&str>), Vec<usize>> = BTreeMap::new();
+    for (i, &((figure, period, breakdown, key), _)) in cells.iter().enumerate() {
+        if breakdown != "total" {
             by_breakdown
-                .entry((figure, period.as_str(), breakdown))
+                .entry((figure, period, breakdown))
                 .or_default()
-                .push(id.clone());
+                .push(i);
         }
         // Days add up to their month for counts of rows, not for distinct users.
         if daily
@@ -143,21 +174,18 @@ fn groups(tallies: &BTreeMap<CellId, Tally>, daily: bool) -> Vec<Group> {
             && let Some(month) = period.get(..7)
         {
             by_month
-                .entry((figure, month, breakdown, key.clone()))
+                .entry((figure, month, breakdown, key))
                 .or_default()
-                .push(id.clone());
+                .push(i);
         }
-        if ROOM_KINDS.1.contains(figure) {
-            by_kind
-                .entry((period.as_str(), breakdown, key.clone()))
-                .or_default()
-                .push(id.clone());
+        if ROOM_KINDS.1.contains(&figure) {
+            by_kind.entry((period, breakdown, key)).or_default().push(i);
         }
     }
     let mut groups = Vec::new();
     for ((figure, period, _), members) in by_breakdown {
         groups.push(Group {
-            sum: Some((figure, period.to_owned(), "total", None)),
+            sum: index.get(&(figure, period, "total", None)).copied(),
             members,
         });
     }
@@ -166,7 +194,7 @@ fn groups(tallies: &BTreeMap<CellId, Tally>, daily: bool) -> Vec<Group> {
     }
     for ((period, breakdown, key), members) in by_kind {
         groups.push(Group {
-            sum: Some((ROOM_KINDS.0, period.to_owned(), breakdown, key)),
+            sum: index.get(&(ROOM_KINDS.0, period, breakdown, key)).copied(),
             members,
         });
     }
