@@ -479,11 +479,21 @@ impl std::fmt::Display for ShownParams<'_> {
             if i > 0 {
                 f.write_str(", ")?;
             }
-            // Bounded: a parameter may be long text.
-            let shown = value.value().to_string();
-            let cut: String = shown.chars().take(200).collect();
-            let more = if cut.len() < shown.len() { "..." } else { "" };
-            write!(f, "${}={cut:?}{more}", i + 1)?;
+            // Bounded, without copying a long value whole: a parameter may be megabytes.
+            use datafusion::common::ScalarValue as V;
+            match value.value() {
+                V::Utf8(Some(text)) | V::LargeUtf8(Some(text)) | V::Utf8View(Some(text)) => {
+                    let cut: String = text.chars().take(200).collect();
+                    let more = if cut.len() < text.len() { "..." } else { "" };
+                    write!(f, "${}={cut:?}{more}", i + 1)?;
+                }
+                V::Binary(Some(bytes))
+                | V::LargeBinary(Some(bytes))
+                | V::BinaryView(Some(bytes)) => {
+                    write!(f, "${}=({} bytes)", i + 1, bytes.len())?;
+                }
+                other => write!(f, "${}={other}", i + 1)?,
+            }
         }
         Ok(())
     }

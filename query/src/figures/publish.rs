@@ -34,6 +34,23 @@ impl Budget {
 /// (a one-person domain would name its person), only that some are hidden.
 pub const SMALL_DOMAINS: &str = "*";
 
+/// The one cell standing for `figure`'s domains hidden as small in `period`: suppressed, and
+/// keyed `SMALL_DOMAINS` instead of their names.
+fn small_domains_cell(figure: &'static str, period: String) -> FigureCell {
+    FigureCell {
+        figure,
+        period,
+        breakdown: "domain",
+        key: Some(SMALL_DOMAINS.to_owned()),
+        value: None,
+        suppressed: true,
+        mom: None,
+        yoy: None,
+        peak_day: None,
+        peak_value: None,
+    }
+}
+
 /// The cells of `request` out of `tallies`, suppressing those from fewer than `k` users and
 /// their complements (`protect`). `tallies` may hold more than the request shows (whole
 /// months of days, a room kind's family: `FigureRequest::counted`): the suppression is
@@ -128,18 +145,11 @@ pub async fn cells(
                 peak_value: peak.map(|(_, value)| *value),
             });
         }
-        out.extend(small_domains.into_iter().map(|period| FigureCell {
-            figure: figure.name,
-            period,
-            breakdown: "domain",
-            key: Some(SMALL_DOMAINS.to_owned()),
-            value: None,
-            suppressed: true,
-            mom: None,
-            yoy: None,
-            peak_day: None,
-            peak_value: None,
-        }));
+        out.extend(
+            small_domains
+                .into_iter()
+                .map(|period| small_domains_cell(figure.name, period)),
+        );
     }
     if let Some(changes) = tallies.account_changes
         && request.shows_special("total_active_accounts")
@@ -254,18 +264,11 @@ async fn total_active_accounts(
             });
         }
     }
-    cells.extend(small_domains.into_iter().map(|period| FigureCell {
-        figure: NAME,
-        period,
-        breakdown: "domain",
-        key: Some(SMALL_DOMAINS.to_owned()),
-        value: None,
-        suppressed: true,
-        mom: None,
-        yoy: None,
-        peak_day: None,
-        peak_value: None,
-    }));
+    cells.extend(
+        small_domains
+            .into_iter()
+            .map(|period| small_domains_cell(NAME, period)),
+    );
     Ok(cells)
 }
 
@@ -324,17 +327,10 @@ async fn r30_users(
             peak_value: None,
         });
     }
-    cells.extend(small_domains.into_iter().map(|period| FigureCell {
-        figure: NAME,
-        period,
-        breakdown: "domain",
-        key: Some(SMALL_DOMAINS.to_owned()),
-        value: None,
-        suppressed: true,
-        mom: None,
-        yoy: None,
-        peak_day: None,
-        peak_value: None,
-    }));
+    cells.extend(
+        small_domains
+            .into_iter()
+            .map(|period| small_domains_cell(NAME, period)),
+    );
     cells
 }
