@@ -251,7 +251,7 @@ impl Default for IngestSection {
             flush_max_rows: 100_000,
             flush_max_bytes: 64 << 20,
             flush_max_latency_ms: 5_000,
-            identity_days: 8,
+            identity_days: 16,
             dead_letter_deadline_ms: 300_000,
         }
     }

@@ -11,6 +11,11 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// mimalloc rather than glibc's malloc: the ingest allocates per record (decoded strings, keys)
+/// and glibc's malloc and its consolidation took a third of its CPU (BENCHMARKS.md, the ingest).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     cli::init_logging();

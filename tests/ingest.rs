@@ -59,6 +59,62 @@ async fn sigkill_at_random_moments_leaves_every_record_exactly_once() {
     produced.assert_in_lake(&lake).await;
 }
 
+/// A backlog in all three tables and small batches: commits follow one another, each table
+/// with a batch buffered and one being written when the kill lands (after a random number of
+/// commits of this run, read from its log).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_while_batches_are_in_flight_loses_and_repeats_nothing() {
+    let seed = seed();
+    eprintln!("seed {seed}");
+    let mut rng = Rng(seed);
+    let group = "ingest-in-flight";
+    let Setup {
+        broker,
+        dir,
+        lake,
+        config,
+        producer,
+    } = Setup::mock(group, 300);
+    let mut produced = Produced::default();
+    for _ in 0..4 {
+        produced.round(&mut rng, &producer, (3_000, 800, 150)).await;
+    }
+
+    let mut killed_after = Vec::new();
+    for round in 0..6 {
+        produced.round(&mut rng, &producer, (500, 100, 20)).await;
+        let ingest = Ingest::start(&config, dir.path(), &format!("in-flight-{round}"));
+        let commits = 1 + rng.below(6) as usize;
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while committed_lines(&ingest.log) < commits && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        killed_after.push(committed_lines(&ingest.log));
+        ingest.kill();
+    }
+    eprintln!("killed after commits {killed_after:?}");
+    assert!(
+        killed_after.iter().any(|&c| c >= 2),
+        "commits were flowing when the kills landed: {killed_after:?}"
+    );
+
+    let survivor = Ingest::start(&config, dir.path(), "in-flight-final");
+    wait_caught_up(&broker.bootstrap, &lake, group, Duration::from_secs(300)).await;
+    assert!(
+        survivor.stop(),
+        "the ingest did not exit cleanly on SIGTERM"
+    );
+    produced.assert_in_lake(&lake).await;
+}
+
+fn committed_lines(log: &std::path::Path) -> usize {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(" committed "))
+        .count()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_delivered_twice_are_stored_once() {
     let mut rng = Rng(seed());

@@ -2,11 +2,12 @@
 //! Kafka partition (dead letters and repeats included: their offsets must be committed too,
 //! or they would be read again after a restart).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use mxpulse_schemas::{Record, RecordKey};
+use mxpulse_schemas::Record;
 
+use crate::identity::KeySet;
 use crate::offsets::Offset;
 
 /// When a table's buffer is written: whichever limit is reached first.
@@ -38,7 +39,7 @@ pub struct Buffered<R> {
 #[derive(Debug)]
 pub struct TableBuffer<R> {
     records: Vec<Buffered<R>>,
-    keys: HashSet<RecordKey>,
+    keys: KeySet,
     bytes: usize,
     /// Dead letters since the last commit: they count toward the limits like records.
     dead_letters: usize,
@@ -55,7 +56,7 @@ impl<R> Default for TableBuffer<R> {
     fn default() -> Self {
         Self {
             records: Vec::new(),
-            keys: HashSet::new(),
+            keys: KeySet::default(),
             bytes: 0,
             dead_letters: 0,
             opened: None,
@@ -82,7 +83,7 @@ impl<R: Record> TableBuffer<R> {
         size: usize,
     ) -> Pushed {
         self.consumed(partition, offset, print);
-        if !self.keys.insert(record.key()) {
+        if !self.keys.insert(record.key_print()) {
             return Pushed::Repeat;
         }
         self.bytes += size;
@@ -123,7 +124,7 @@ impl<R: Record> TableBuffer<R> {
     /// read again from the offsets in the lake.
     pub fn forget(&mut self, partitions: &[i32]) {
         self.records.retain(|b| !partitions.contains(&b.partition));
-        self.keys = self.records.iter().map(|b| b.record.key()).collect();
+        self.keys = self.records.iter().map(|b| b.record.key_print()).collect();
         for partition in partitions {
             self.consumed.remove(partition);
         }

@@ -2,7 +2,7 @@
 //! first use from the record's Arrow schema. Also the reads the ingest itself needs (the
 //! offsets a table holds, the identities of a day) and that tests and `lake status` use.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -11,7 +11,7 @@ use deltalake::datafusion::scalar::ScalarValue;
 use deltalake::kernel::StructType;
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel as _;
 use deltalake::{DeltaTable, DeltaTableBuilder};
-use mxpulse_schemas::{Record, RecordKey};
+use mxpulse_schemas::Record;
 use url::Url;
 
 use crate::error::IngestError;
@@ -235,7 +235,7 @@ pub async fn read_all<R: Record>(table: &DeltaTable) -> Result<Vec<R>, IngestErr
 pub async fn identities_of_day<R: Record>(
     table: &DeltaTable,
     day: i32,
-) -> Result<HashSet<RecordKey>, IngestError> {
+) -> Result<crate::identity::KeySet, IngestError> {
     let batches = frame::<R>(table)
         .await?
         .filter(col(R::PARTITION_COLUMN).eq(lit(ScalarValue::Date32(Some(day)))))
@@ -244,9 +244,9 @@ pub async fn identities_of_day<R: Record>(
         .collect()
         .await
         .map_err(read_error::<R>)?;
-    let mut keys = HashSet::new();
+    let mut keys = crate::identity::KeySet::default();
     for batch in &batches {
-        keys.extend(R::keys_from_batch(batch).map_err(read_error::<R>)?);
+        keys.extend(R::key_prints_from_batch(batch).map_err(read_error::<R>)?);
     }
     Ok(keys)
 }

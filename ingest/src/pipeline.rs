@@ -7,6 +7,8 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
+
 use mxpulse_schemas::{
     AccountRecord, EventRecord, Record, SCHEMA_VERSION_HEADER, VisitRecord, topics,
 };
@@ -135,6 +137,10 @@ pub async fn run(
 
     let mut client = ClientConfig::new();
     client.set("bootstrap.servers", &config.brokers);
+    // librdkafka stops fetching a partition whose local queue is full for this long (1 s by
+    // default): the queue fills while a commit runs, then the loop drained it and waited for the
+    // next fetch, half of its time (BENCHMARKS.md, the ingest). A short pause keeps it fed.
+    client.set("fetch.queue.backoff.ms", "20");
     for (key, value) in &config.kafka_properties {
         client.set(key, value);
     }
@@ -162,11 +168,13 @@ pub async fn run(
     let mut ticker = tokio::time::interval(Duration::from_millis(100));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
+    // One stream for the whole run: `recv()` would register and drop a waker slot per message.
+    let mut messages = consumer.stream();
     loop {
         tokio::select! {
             biased;
             () = &mut shutdown => break,
-            message = consumer.recv() => {
+            Some(message) = messages.next() => {
                 apply_rebalances(&rebalances, &mut sinks, &metrics);
                 match message {
                     Ok(message) => {
@@ -399,7 +407,7 @@ async fn flush(
     for (topic, outcome) in outcomes {
         match outcome {
             Ok(Some(report)) => {
-                tracing::info!(table = report.table, version = report.version, rows = report.rows, files = report.files, repeats = report.repeats, offsets = ?report.offsets, "committed");
+                tracing::info!(table = report.table, version = report.version, rows = report.rows, files = report.files, repeats = report.repeats, check_ms = report.timings.check.as_millis(), write_ms = report.timings.write.as_millis(), commit_ms = report.timings.commit.as_millis(), offsets = ?report.offsets, "committed");
                 for (&partition, offset) in &report.offsets {
                     let _ = kafka_offsets.add_partition_offset(
                         topic,

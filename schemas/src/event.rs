@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::arrow_form::{ArrowFormError, CellAt, Columns, field, parsed, required, timestamp_type};
 use crate::pseudonym::{EventPseudonym, KeyId, RoomPseudonym, UserPseudonym};
-use crate::record::{Record, RecordKey, SchemaVersion};
+use crate::record::{KeyPrint, Record, RecordKey, SchemaVersion};
 use crate::time::UnixMillis;
 use crate::topics;
 use crate::vocabulary::{
@@ -145,6 +145,25 @@ static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
     ]))
 });
 
+/// The `event` column of a batch, checked whole before any row is used.
+fn event_pseudonyms(
+    batch: &RecordBatch,
+) -> Result<impl Iterator<Item = EventPseudonym>, ArrowFormError> {
+    let event = Columns(batch).binaries("event")?;
+    let events = (0..batch.num_rows())
+        .map(|row| {
+            let bytes = required("event", row, event.at(row))?;
+            let bytes: [u8; 16] = bytes.try_into().map_err(|_| ArrowFormError::Value {
+                column: "event",
+                row,
+                reason: format!("{} bytes, expected 16", bytes.len()),
+            })?;
+            Ok(EventPseudonym::from_bytes(bytes))
+        })
+        .collect::<Result<Vec<_>, ArrowFormError>>()?;
+    Ok(events.into_iter())
+}
+
 impl Record for EventRecord {
     const TOPIC: &'static str = topics::EVENTS;
     const TABLE: &'static str = "events";
@@ -157,18 +176,20 @@ impl Record for EventRecord {
     }
 
     fn keys_from_batch(batch: &RecordBatch) -> Result<Vec<RecordKey>, ArrowFormError> {
-        let event = Columns(batch).binaries("event")?;
-        (0..batch.num_rows())
-            .map(|row| {
-                let bytes = required("event", row, event.at(row))?;
-                let bytes: [u8; 16] = bytes.try_into().map_err(|_| ArrowFormError::Value {
-                    column: "event",
-                    row,
-                    reason: format!("{} bytes, expected 16", bytes.len()),
-                })?;
-                Ok(RecordKey(EventPseudonym::from_bytes(bytes).to_string()))
-            })
-            .collect()
+        Ok(event_pseudonyms(batch)?
+            .map(|event| RecordKey(event.to_string()))
+            .collect())
+    }
+
+    /// The event pseudonym itself: already 128 bits, unique per event.
+    fn key_print(&self) -> KeyPrint {
+        KeyPrint(self.event.0)
+    }
+
+    fn key_prints_from_batch(batch: &RecordBatch) -> Result<Vec<KeyPrint>, ArrowFormError> {
+        Ok(event_pseudonyms(batch)?
+            .map(|event| KeyPrint(event.0))
+            .collect())
     }
 
     fn partition_day(&self) -> i32 {

@@ -22,7 +22,7 @@ pub use event::EventRecord;
 pub use pseudonym::{
     DevicePseudonym, EventPseudonym, KeyId, PseudonymFormatError, RoomPseudonym, UserPseudonym,
 };
-pub use record::{Record, RecordKey, SchemaVersion};
+pub use record::{KeyPrint, Record, RecordKey, SchemaVersion};
 pub use time::UnixMillis;
 pub use visit::VisitRecord;
 pub use wire::{DecodeError, Envelope, SCHEMA_VERSION_HEADER, decode, encode};

@@ -36,6 +36,15 @@ fn parse_hex<const N: usize>(text: &str) -> Result<[u8; N], PseudonymFormatError
     Ok(out)
 }
 
+/// Lowercase hex of `bytes` in `out` (twice its length), without going through `fmt`'s integer
+/// formatting: the ingest formats an identity per record (BENCHMARKS.md, the ingest).
+fn hex_of<'a>(out: &'a mut [u8], bytes: &[u8]) -> &'a str {
+    match hex::encode_to_slice(bytes, out) {
+        Ok(()) => std::str::from_utf8(out).unwrap_or_default(),
+        Err(_) => "",
+    }
+}
+
 macro_rules! pseudonym64 {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
@@ -56,7 +65,7 @@ macro_rules! pseudonym64 {
 
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(f, "{:016x}", self.0)
+                f.write_str(hex_of(&mut [0; 16], &self.0.to_be_bytes()))
             }
         }
 
@@ -132,7 +141,7 @@ impl EventPseudonym {
 
 impl fmt::Display for EventPseudonym {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:032x}", self.0)
+        f.write_str(hex_of(&mut [0; 32], &self.0.to_be_bytes()))
     }
 }
 

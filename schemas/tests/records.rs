@@ -126,6 +126,16 @@ fn check_round_trips<R: Record>(records: Vec<R>) {
         R::keys_from_batch(&batch.project(&indices).unwrap()).unwrap(),
         keys
     );
+    // The ingest's identities: the same from a record and from the lake's identity columns,
+    // and as distinct as the keys.
+    let prints: Vec<KeyPrint> = records.iter().map(Record::key_print).collect();
+    assert_eq!(
+        R::key_prints_from_batch(&batch.project(&indices).unwrap()).unwrap(),
+        prints
+    );
+    let distinct_keys: std::collections::HashSet<&RecordKey> = keys.iter().collect();
+    let distinct_prints: std::collections::HashSet<&KeyPrint> = prints.iter().collect();
+    assert_eq!(distinct_prints.len(), distinct_keys.len());
 }
 
 #[test]
