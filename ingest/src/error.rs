@@ -34,6 +34,9 @@ pub enum IngestError {
         "{table}: another writer committed records of the same days at the same time; the batch is read again"
     )]
     CommitRace { table: &'static str },
+    /// The task running a commit died (a bug): the table's handle went with it.
+    #[error("the commit task of table {table} failed: {reason}; restart the ingest")]
+    CommitTask { table: &'static str, reason: String },
     #[error("building the Arrow batch for {table}: {source}")]
     Batch {
         table: &'static str,

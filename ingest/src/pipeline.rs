@@ -88,6 +88,30 @@ struct Sinks {
     accounts: TableSink<AccountRecord>,
 }
 
+/// What became of a commit: its report, or the failure that dropped its batch.
+type FlushOutcome = Result<CommitReport, FlushFailure>;
+
+impl Sinks {
+    /// The next commit to finish, of any table, with its topic; pending while none runs.
+    fn next_joined(
+        &mut self,
+    ) -> impl Future<Output = (&'static str, Result<FlushOutcome, IngestError>)> + '_ {
+        std::future::poll_fn(move |cx| {
+            use std::task::Poll;
+            if let Poll::Ready(outcome) = self.events.poll_join(cx) {
+                return Poll::Ready((EventRecord::TOPIC, outcome));
+            }
+            if let Poll::Ready(outcome) = self.visits.poll_join(cx) {
+                return Poll::Ready((VisitRecord::TOPIC, outcome));
+            }
+            if let Poll::Ready(outcome) = self.accounts.poll_join(cx) {
+                return Poll::Ready((AccountRecord::TOPIC, outcome));
+            }
+            Poll::Pending
+        })
+    }
+}
+
 /// Calls `$body` with `$sink` bound to the sink of `$topic` (a macro because the three sinks
 /// are of different types).
 macro_rules! with_sink {
@@ -174,6 +198,12 @@ pub async fn run(
         tokio::select! {
             biased;
             () = &mut shutdown => break,
+            (topic, outcome) = sinks.next_joined() => {
+                apply_rebalances(&rebalances, &mut sinks, &metrics);
+                settle(&consumer, &mut sinks, &metrics, topic, outcome?).await;
+                // The table may be due again: its next commit starts now.
+                flush(&consumer, &mut sinks, &mut dead_letters, &metrics, &config, false).await?;
+            }
             Some(message) = messages.next() => {
                 apply_rebalances(&rebalances, &mut sinks, &metrics);
                 match message {
@@ -345,6 +375,9 @@ fn seek(consumer: &StreamConsumer<IngestContext>, topic: &str, partition: i32, t
     }
 }
 
+/// Starts the commit of each table that is due and has none running (dead letters settled
+/// first: their offsets are in the commits). With `force` (shutdown), waits for the commits
+/// in flight, commits everything buffered and waits for that too.
 async fn flush(
     consumer: &StreamConsumer<IngestContext>,
     sinks: &mut Sinks,
@@ -354,12 +387,16 @@ async fn flush(
     force: bool,
 ) -> Result<(), IngestError> {
     use std::sync::atomic::Ordering::Relaxed;
+    if force {
+        join_all(consumer, sinks, metrics).await?;
+    }
     let now = Instant::now();
-    let due = |due: bool| force || due;
-    let mut outcomes: Vec<(&'static str, Result<Option<CommitReport>, FlushFailure>)> = Vec::new();
-    let events_due = due(sinks.events.is_due(&config.flush, now));
-    let visits_due = due(sinks.visits.is_due(&config.flush, now));
-    let accounts_due = due(sinks.accounts.is_due(&config.flush, now));
+    let events_due =
+        !sinks.events.in_flight() && (force || sinks.events.is_due(&config.flush, now));
+    let visits_due =
+        !sinks.visits.in_flight() && (force || sinks.visits.is_due(&config.flush, now));
+    let accounts_due =
+        !sinks.accounts.in_flight() && (force || sinks.accounts.is_due(&config.flush, now));
     if (events_due || visits_due || accounts_due) && dead_letters.pending() > 0 {
         // Dead letters first: their offsets are in the commits below. A table whose topic
         // still has letters pending does not commit this time.
@@ -386,52 +423,91 @@ async fn flush(
             .store(dead_letters.pending() as u64, Relaxed);
     }
     if events_due && !dead_letters.holds(EventRecord::TOPIC) {
-        outcomes.push((
-            EventRecord::TOPIC,
-            timed(metrics, EventRecord::TABLE, sinks.events.flush()).await,
-        ));
+        sinks.events.start_flush();
     }
     if visits_due && !dead_letters.holds(VisitRecord::TOPIC) {
-        outcomes.push((
-            VisitRecord::TOPIC,
-            timed(metrics, VisitRecord::TABLE, sinks.visits.flush()).await,
-        ));
+        sinks.visits.start_flush();
     }
     if accounts_due && !dead_letters.holds(AccountRecord::TOPIC) {
-        outcomes.push((
-            AccountRecord::TOPIC,
-            timed(metrics, AccountRecord::TABLE, sinks.accounts.flush()).await,
-        ));
+        sinks.accounts.start_flush();
     }
+    if force {
+        join_all(consumer, sinks, metrics).await?;
+    }
+    Ok(())
+}
+
+/// Waits for every commit in flight and settles its outcome.
+async fn join_all(
+    consumer: &StreamConsumer<IngestContext>,
+    sinks: &mut Sinks,
+    metrics: &IngestMetrics,
+) -> Result<(), IngestError> {
+    for topic in topics::RECORD_TOPICS {
+        while let Some(outcome) = with_sink!(sinks, topic, |sink| sink.join().await?, else None) {
+            settle(consumer, sinks, metrics, topic, outcome).await;
+        }
+    }
+    Ok(())
+}
+
+/// What follows a commit: the log, the metrics, Kafka's offsets (for information), and the
+/// partitions whose batch was dropped (fenced, or a failed commit) sent back to the lake's
+/// offsets.
+async fn settle(
+    consumer: &StreamConsumer<IngestContext>,
+    sinks: &mut Sinks,
+    metrics: &IngestMetrics,
+    topic: &'static str,
+    outcome: FlushOutcome,
+) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let counters = metrics.table(table_of(topic));
     let mut kafka_offsets = TopicPartitionList::new();
-    for (topic, outcome) in outcomes {
-        match outcome {
-            Ok(Some(report)) => {
-                tracing::info!(table = report.table, version = report.version, rows = report.rows, files = report.files, repeats = report.repeats, check_ms = report.timings.check.as_millis(), write_ms = report.timings.write.as_millis(), commit_ms = report.timings.commit.as_millis(), offsets = ?report.offsets, "committed");
-                for (&partition, offset) in &report.offsets {
-                    let _ = kafka_offsets.add_partition_offset(
-                        topic,
-                        partition,
-                        rdkafka::Offset::Offset(offset.next().0),
-                    );
-                }
-                for &partition in &report.fenced {
-                    let to = with_sink!(sinks, topic, |sink| sink.committed(partition).await.ok().flatten(), else None);
-                    seek(consumer, topic, partition, to.map(|c| c.offset));
-                }
+    match outcome {
+        Ok(report) => {
+            tracing::info!(table = report.table, version = report.version, rows = report.rows, files = report.files, repeats = report.repeats, check_ms = report.timings.check.as_millis(), write_ms = report.timings.write.as_millis(), commit_ms = report.timings.commit.as_millis(), offsets = ?report.offsets, "committed");
+            counters.commits.fetch_add(1, Relaxed);
+            counters.rows_written.fetch_add(report.rows as u64, Relaxed);
+            counters
+                .files_written
+                .fetch_add(report.files as u64, Relaxed);
+            counters
+                .repeats_dropped
+                .fetch_add(report.repeats as u64, Relaxed);
+            let timings = report.timings;
+            counters.commit_micros.fetch_add(
+                (timings.check + timings.write + timings.commit).as_micros() as u64,
+                Relaxed,
+            );
+            counters
+                .last_commit_unix_ms
+                .store(chrono::Utc::now().timestamp_millis(), Relaxed);
+            metrics.consecutive_failures.store(0, Relaxed);
+            for (&partition, offset) in &report.offsets {
+                let _ = kafka_offsets.add_partition_offset(
+                    topic,
+                    partition,
+                    rdkafka::Offset::Offset(offset.next().0),
+                );
             }
-            Ok(None) => {}
-            Err(failure) => {
-                if matches!(failure.error, IngestError::CommitRace { .. }) {
-                    tracing::info!(error = %failure.error, topic, "commit raced another writer");
-                    metrics.commit_races.fetch_add(1, Relaxed);
-                } else {
-                    tracing::error!(error = %failure.error, topic, "commit failed; reading the batch again from the lake's offsets");
-                }
-                for partition in failure.partitions {
-                    let to = with_sink!(sinks, topic, |sink| sink.committed(partition).await.ok().flatten(), else None);
-                    seek(consumer, topic, partition, to.map(|c| c.offset));
-                }
+            for &partition in &report.fenced {
+                let to = with_sink!(sinks, topic, |sink| sink.committed(partition).await.ok().flatten(), else None);
+                seek(consumer, topic, partition, to.map(|c| c.offset));
+            }
+        }
+        Err(failure) => {
+            counters.commit_failures.fetch_add(1, Relaxed);
+            metrics.consecutive_failures.fetch_add(1, Relaxed);
+            if matches!(failure.error, IngestError::CommitRace { .. }) {
+                tracing::info!(error = %failure.error, topic, "commit raced another writer");
+                metrics.commit_races.fetch_add(1, Relaxed);
+            } else {
+                tracing::error!(error = %failure.error, topic, "commit failed; reading the batch again from the lake's offsets");
+            }
+            for partition in failure.partitions {
+                let to = with_sink!(sinks, topic, |sink| sink.committed(partition).await.ok().flatten(), else None);
+                seek(consumer, topic, partition, to.map(|c| c.offset));
             }
         }
     }
@@ -441,42 +517,4 @@ async fn flush(
         // Informational only: the lake's offsets are the truth.
         tracing::debug!(%error, "Kafka offset commit refused");
     }
-    Ok(())
-}
-
-/// Runs one flush, counting it in the table's metrics.
-async fn timed(
-    metrics: &IngestMetrics,
-    table: &'static str,
-    flush: impl Future<Output = Result<Option<CommitReport>, FlushFailure>>,
-) -> Result<Option<CommitReport>, FlushFailure> {
-    use std::sync::atomic::Ordering::Relaxed;
-    let started = Instant::now();
-    let outcome = flush.await;
-    let counters = metrics.table(table);
-    match &outcome {
-        Ok(Some(report)) => {
-            counters.commits.fetch_add(1, Relaxed);
-            counters.rows_written.fetch_add(report.rows as u64, Relaxed);
-            counters
-                .files_written
-                .fetch_add(report.files as u64, Relaxed);
-            counters
-                .repeats_dropped
-                .fetch_add(report.repeats as u64, Relaxed);
-            counters
-                .commit_micros
-                .fetch_add(started.elapsed().as_micros() as u64, Relaxed);
-            counters
-                .last_commit_unix_ms
-                .store(chrono::Utc::now().timestamp_millis(), Relaxed);
-            metrics.consecutive_failures.store(0, Relaxed);
-        }
-        Ok(None) => {}
-        Err(_) => {
-            counters.commit_failures.fetch_add(1, Relaxed);
-            metrics.consecutive_failures.fetch_add(1, Relaxed);
-        }
-    }
-    outcome
 }

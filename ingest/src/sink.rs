@@ -11,6 +11,7 @@
 //! transactions make delta-rs refuse a concurrent one.
 
 use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
 use std::time::Instant;
 
 use deltalake::DeltaTable;
@@ -81,89 +82,106 @@ pub struct FlushFailure {
 }
 
 pub struct TableSink<R: Record> {
-    table: DeltaTable,
-    group: String,
     buffer: TableBuffer<R>,
-    identities: IdentityIndex,
     /// What the lake holds per partition, loaded on the first message after an assignment.
     committed: HashMap<i32, Option<Committed>>,
     /// Where each partition's reading stands since its assignment.
     positions: HashMap<i32, Position>,
+    /// The table and what commits need, here between commits; with the commit while one runs.
+    committer: Option<Committer<R>>,
+    /// The commit running on a task of its own, while the loop reads the next batch.
+    in_flight: Option<tokio::task::JoinHandle<(Committer<R>, CommitOutcome)>>,
+    /// The outcome of a commit that finished while the sink waited for its committer (to read
+    /// a new partition's offsets), for `join` to give.
+    finished: Option<Result<CommitReport, FlushFailure>>,
+    /// A rebalance happened while a commit was in flight: the identity index is dropped when
+    /// the committer is back.
+    identities_stale: bool,
+}
+
+/// What a commit hands back to its sink.
+pub struct CommitOutcome {
+    result: Result<CommitReport, IngestError>,
+    /// The batch's partitions.
+    partitions: Vec<i32>,
+    /// What the lake now holds for the batch's partitions that were committed.
+    now_held: Vec<(i32, Committed)>,
+    /// Partitions outside the batch that another writer advanced: read again from the lake.
+    moved: Vec<i32>,
+}
+
+/// The table and the state of commits: owned by the commit while it runs, so that it can run on
+/// another core while the loop decodes the next batch.
+struct Committer<R: Record> {
+    table: DeltaTable,
+    group: String,
+    identities: IdentityIndex,
     /// The table version the identity index holds every commit of: a newer version that is
     /// not our own commit (another instance's, or maintenance) makes the index reload.
     identities_as_of: Option<i64>,
-    /// The table version as of which `committed` holds what the lake holds for every partition
-    /// in it: our own last commit. While the table is still at it, nobody else advanced our
-    /// partitions and the check before a commit needs no reading (each reading replays the
-    /// Delta log, twice per partition: it took a third of the ingest's time at 64 partitions).
+    /// The table version as of which the sink's `committed` holds what the lake holds for every
+    /// partition in it: our own last commit. While the table is still at it, nobody else
+    /// advanced our partitions and the check before a commit needs no reading (each reading
+    /// replays the Delta log, twice per partition: it took a third of the ingest's time at 64
+    /// partitions).
     offsets_as_of: Option<i64>,
     writer_properties: WriterProperties,
+    _records: std::marker::PhantomData<fn() -> R>,
+}
+
+/// A batch on its way to a commit, with what the sink believed the lake held for every
+/// partition it knows (the fencing check compares against it).
+struct Batch<R> {
+    records: Vec<crate::buffer::Buffered<R>>,
+    offsets: crate::buffer::Consumed,
+    known: HashMap<i32, Option<Committed>>,
 }
 
 impl<R: Record> TableSink<R> {
     pub fn new(table: DeltaTable, group: &str, identity_days: usize) -> Self {
-        let writer_properties = crate::lake::writer_properties();
         Self {
-            table,
-            group: group.to_owned(),
             buffer: TableBuffer::default(),
-            identities: IdentityIndex::new(identity_days),
             committed: HashMap::new(),
             positions: HashMap::new(),
-            identities_as_of: None,
-            offsets_as_of: None,
-            writer_properties,
+            committer: Some(Committer {
+                table,
+                group: group.to_owned(),
+                identities: IdentityIndex::new(identity_days),
+                identities_as_of: None,
+                offsets_as_of: None,
+                writer_properties: crate::lake::writer_properties(),
+                _records: std::marker::PhantomData,
+            }),
+            in_flight: None,
+            finished: None,
+            identities_stale: false,
         }
     }
 
-    pub fn table(&self) -> &DeltaTable {
-        &self.table
-    }
-
-    fn app_id(&self, partition: i32) -> String {
-        app_id(&self.group, R::TOPIC, partition)
-    }
-
-    /// What the lake holds for `partition` (loaded once per assignment).
+    /// What the lake holds for `partition` (loaded once per assignment; waits for a commit in
+    /// flight, whose outcome `join` then gives).
     pub async fn committed(&mut self, partition: i32) -> Result<Option<Committed>, IngestError> {
         if let Some(known) = self.committed.get(&partition) {
             return Ok(*known);
         }
-        self.refresh().await?;
-        let committed = self.read_committed(partition).await?;
+        let committer = self.committer_home().await?;
+        committer.refresh().await?;
+        let committed = committer.read_committed(partition).await?;
         self.committed.insert(partition, committed);
         Ok(committed)
     }
 
-    async fn read_committed(&self, partition: i32) -> Result<Option<Committed>, IngestError> {
-        let app_id = self.app_id(partition);
-        // A negative offset is a reset to before the first message: read from the beginning.
-        let Some(offset) = committed_offset(&self.table, &app_id)
-            .await?
-            .filter(|o| o.0 >= 0)
-        else {
-            return Ok(None);
-        };
-        let fingerprint = committed_offset(&self.table, &fingerprint_app_id(&app_id))
-            .await?
-            .map(|f| f.0)
-            .filter(|f| *f != 0);
-        Ok(Some(Committed {
-            offset,
-            fingerprint,
-        }))
-    }
-
-    async fn refresh(&mut self) -> Result<(), IngestError> {
-        self.table
-            .update_state()
-            .await
-            .map_err(
-                |source: deltalake::DeltaTableError| IngestError::OpenTable {
-                    table: R::TABLE,
-                    source: Box::new(source),
-                },
-            )
+    /// The committer, after the commit in flight (if any) finished; its outcome is kept for
+    /// `join`.
+    async fn committer_home(&mut self) -> Result<&mut Committer<R>, IngestError> {
+        if self.in_flight.is_some() {
+            let outcome = self.wait_in_flight().await?;
+            self.finished = Some(outcome);
+        }
+        self.committer.as_mut().ok_or(IngestError::CommitTask {
+            table: R::TABLE,
+            reason: "the table was lost with a failed commit task".into(),
+        })
     }
 
     /// Decodes a message into the buffer, or says why not.
@@ -218,8 +236,15 @@ impl<R: Record> TableSink<R> {
         self.buffer.len()
     }
 
+    /// Whether a commit is running (the next one starts once it is over).
+    pub fn in_flight(&self) -> bool {
+        self.in_flight.is_some()
+    }
+
     /// Partitions were revoked: their buffered data is dropped (the next owner reads it again
-    /// from the lake's offsets) and what was known of them forgotten.
+    /// from the lake's offsets) and what was known of them forgotten. A commit in flight goes
+    /// on: if another instance read the lake before it landed, Delta refuses that instance's
+    /// commit of the same partitions (their application transactions), and it reads again.
     pub fn revoke(&mut self, partitions: &[i32]) {
         tracing::debug!(
             table = R::TABLE,
@@ -227,12 +252,8 @@ impl<R: Record> TableSink<R> {
             buffered = self.buffer.len(),
             "revoke"
         );
-        self.buffer.forget(partitions);
-        for partition in partitions {
-            self.committed.remove(partition);
-            self.positions.remove(partition);
-        }
-        self.identities.clear();
+        self.forget(partitions);
+        self.drop_identities();
     }
 
     /// Partitions were assigned: their offsets and the identity index are read afresh.
@@ -247,36 +268,225 @@ impl<R: Record> TableSink<R> {
             self.committed.remove(partition);
             self.positions.remove(partition);
         }
-        self.identities.clear();
+        self.drop_identities();
     }
 
-    /// Writes the buffer as one Delta commit carrying the offsets it covers.
+    fn forget(&mut self, partitions: &[i32]) {
+        self.buffer.forget(partitions);
+        for partition in partitions {
+            self.committed.remove(partition);
+            self.positions.remove(partition);
+        }
+    }
+
+    fn drop_identities(&mut self) {
+        match &mut self.committer {
+            Some(committer) => committer.identities.clear(),
+            None => self.identities_stale = true,
+        }
+    }
+
+    /// Hands the buffer to a commit on a task of its own, and returns at once: the loop reads
+    /// the next batch meanwhile. Nothing happens if the buffer is empty or a commit is already
+    /// running (one at a time per table: commits land in offset order).
+    pub fn start_flush(&mut self) {
+        if self.buffer.is_empty() || self.in_flight.is_some() {
+            return;
+        }
+        let Some(mut committer) = self.committer.take() else {
+            return;
+        };
+        if std::mem::take(&mut self.identities_stale) {
+            committer.identities.clear();
+        }
+        let (records, offsets) = self.buffer.take();
+        let batch = Batch {
+            records,
+            offsets,
+            known: self.committed.clone(),
+        };
+        self.in_flight = Some(tokio::spawn(async move {
+            let outcome = committer.commit(batch).await;
+            (committer, outcome)
+        }));
+    }
+
+    /// The outcome of the commit in flight once it is over (`None` if none runs), its effects
+    /// on this sink applied: the lake's new offsets known; partitions fenced, moved by another
+    /// writer or in a failed batch forgotten, with what was buffered of them since (they are
+    /// read again from the lake's offsets: the caller seeks them). `Err` only if the commit's
+    /// task itself died (a bug): the table went with it, and the ingest must restart.
+    pub async fn join(
+        &mut self,
+    ) -> Result<Option<Result<CommitReport, FlushFailure>>, IngestError> {
+        if let Some(finished) = self.finished.take() {
+            return Ok(Some(finished));
+        }
+        match self.in_flight.as_mut() {
+            Some(handle) => {
+                let joined = handle.await;
+                self.in_flight = None;
+                self.finish(joined).map(Some)
+            }
+            None => Ok(None),
+        }
+    }
+
+    async fn wait_in_flight(&mut self) -> Result<Result<CommitReport, FlushFailure>, IngestError> {
+        match self.in_flight.as_mut() {
+            Some(handle) => {
+                let joined = handle.await;
+                self.in_flight = None;
+                self.finish(joined)
+            }
+            None => Err(IngestError::CommitTask {
+                table: R::TABLE,
+                reason: "no commit in flight".into(),
+            }),
+        }
+    }
+
+    fn finish(
+        &mut self,
+        joined: Result<(Committer<R>, CommitOutcome), tokio::task::JoinError>,
+    ) -> Result<Result<CommitReport, FlushFailure>, IngestError> {
+        let (mut committer, outcome) = joined.map_err(|error| IngestError::CommitTask {
+            table: R::TABLE,
+            reason: error.to_string(),
+        })?;
+        if std::mem::take(&mut self.identities_stale) {
+            committer.identities.clear();
+        }
+        self.committer = Some(committer);
+        self.forget(&outcome.moved);
+        match outcome.result {
+            Ok(report) => {
+                self.forget(&report.fenced);
+                for (partition, held) in outcome.now_held {
+                    // Still ours (not revoked, fenced or moved while the commit ran).
+                    if let Some(known) = self.committed.get_mut(&partition) {
+                        *known = Some(held);
+                    }
+                }
+                Ok(Ok(report))
+            }
+            Err(error) => {
+                // Start again from the truth: what the lake holds.
+                self.forget(&outcome.partitions);
+                Ok(Err(FlushFailure {
+                    error,
+                    partitions: outcome.partitions,
+                }))
+            }
+        }
+    }
+
+    /// `join` as a poll, for the loop's `select!`: pending while nothing is in flight.
+    pub fn poll_join(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<Result<CommitReport, FlushFailure>, IngestError>> {
+        use std::task::Poll;
+        if let Some(finished) = self.finished.take() {
+            return Poll::Ready(Ok(finished));
+        }
+        let Some(handle) = self.in_flight.as_mut() else {
+            return Poll::Pending;
+        };
+        match std::pin::Pin::new(handle).poll(cx) {
+            Poll::Ready(joined) => {
+                self.in_flight = None;
+                Poll::Ready(self.finish(joined))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// Commits the buffer and waits for it (after the commit in flight, if any, whose outcome
+    /// is then dropped: the loop uses `start_flush` and `join`).
     pub async fn flush(&mut self) -> Result<Option<CommitReport>, FlushFailure> {
+        let lost = |error| FlushFailure {
+            error,
+            partitions: Vec::new(),
+        };
+        self.join().await.map_err(lost)?;
         if self.buffer.is_empty() {
             return Ok(None);
         }
-        let (records, offsets) = self.buffer.take();
-        let partitions: Vec<i32> = offsets.keys().copied().collect();
-        let result = self.commit(records, offsets).await;
-        if result.is_err() {
-            // Start again from the truth: what the lake holds.
-            self.offsets_as_of = None;
-            for partition in &partitions {
-                self.committed.remove(partition);
-                self.positions.remove(partition);
-            }
-            self.identities.clear();
+        self.start_flush();
+        match self.join().await.map_err(lost)? {
+            Some(outcome) => outcome.map(Some),
+            None => Ok(None),
         }
-        result
-            .map(Some)
-            .map_err(|error| FlushFailure { error, partitions })
+    }
+}
+
+impl<R: Record> Committer<R> {
+    fn app_id(&self, partition: i32) -> String {
+        app_id(&self.group, R::TOPIC, partition)
     }
 
-    async fn commit(
+    async fn read_committed(&self, partition: i32) -> Result<Option<Committed>, IngestError> {
+        let app_id = self.app_id(partition);
+        // A negative offset is a reset to before the first message: read from the beginning.
+        let Some(offset) = committed_offset(&self.table, &app_id)
+            .await?
+            .filter(|o| o.0 >= 0)
+        else {
+            return Ok(None);
+        };
+        let fingerprint = committed_offset(&self.table, &fingerprint_app_id(&app_id))
+            .await?
+            .map(|f| f.0)
+            .filter(|f| *f != 0);
+        Ok(Some(Committed {
+            offset,
+            fingerprint,
+        }))
+    }
+
+    async fn refresh(&mut self) -> Result<(), IngestError> {
+        self.table
+            .update_state()
+            .await
+            .map_err(
+                |source: deltalake::DeltaTableError| IngestError::OpenTable {
+                    table: R::TABLE,
+                    source: Box::new(source),
+                },
+            )
+    }
+
+    async fn commit(&mut self, batch: Batch<R>) -> CommitOutcome {
+        let partitions: Vec<i32> = batch.offsets.keys().copied().collect();
+        let mut moved = Vec::new();
+        let mut now_held = Vec::new();
+        let result = self
+            .write_and_commit(batch, &mut moved, &mut now_held)
+            .await;
+        if result.is_err() {
+            self.offsets_as_of = None;
+            self.identities.clear();
+        }
+        CommitOutcome {
+            result,
+            partitions,
+            now_held,
+            moved,
+        }
+    }
+
+    async fn write_and_commit(
         &mut self,
-        records: Vec<crate::buffer::Buffered<R>>,
-        mut offsets: crate::buffer::Consumed,
+        batch: Batch<R>,
+        moved: &mut Vec<i32>,
+        now_held: &mut Vec<(i32, Committed)>,
     ) -> Result<CommitReport, IngestError> {
+        let Batch {
+            records,
+            mut offsets,
+            known,
+        } = batch;
         let started = Instant::now();
         self.refresh().await?;
         let read_version = self.table.version().map(|v| v as i64);
@@ -286,36 +496,24 @@ impl<R: Record> TableSink<R> {
             // Every partition we know, not only this batch's: `offsets_as_of` below vouches for
             // all of them. One another writer advanced is fenced if in this batch, else
             // forgotten (its next message reads the lake again and seeks).
-            let known: std::collections::BTreeSet<i32> = self
-                .committed
-                .keys()
-                .chain(offsets.keys())
-                .copied()
-                .collect();
-            for partition in known {
+            let partitions: std::collections::BTreeSet<i32> =
+                known.keys().chain(offsets.keys()).copied().collect();
+            for partition in partitions {
                 let now = self.read_committed(partition).await?.map(|c| c.offset);
-                let ours = self
-                    .committed
-                    .get(&partition)
-                    .copied()
-                    .flatten()
-                    .map(|c| c.offset);
+                let ours = known.get(&partition).copied().flatten().map(|c| c.offset);
                 if ours == now {
                     continue;
                 }
                 if offsets.contains_key(&partition) {
-                    tracing::warn!(table = R::TABLE, partition, lake = ?now, ours = ?self.committed.get(&partition), "another writer advanced this partition; dropping our batch for it");
+                    tracing::warn!(table = R::TABLE, partition, lake = ?now, ?ours, "another writer advanced this partition; dropping our batch for it");
                     fenced.push(partition);
                 } else {
-                    self.committed.remove(&partition);
-                    self.positions.remove(&partition);
+                    moved.push(partition);
                 }
             }
         }
         for partition in &fenced {
             offsets.remove(partition);
-            self.committed.remove(partition);
-            self.positions.remove(partition);
         }
 
         // Identities another writer committed since the index was loaded are not in it: a
@@ -434,13 +632,13 @@ impl<R: Record> TableSink<R> {
         }
 
         for (&partition, &(offset, print)) in &offsets {
-            self.committed.insert(
+            now_held.push((
                 partition,
-                Some(Committed {
+                Committed {
                     offset,
                     fingerprint: Some(print),
-                }),
-            );
+                },
+            ));
         }
         for record in &kept {
             self.identities
