@@ -292,9 +292,12 @@ pub struct QuerySection {
     /// Figures requests (dashboards, API) running at once, in slots apart from the
     /// statements', so that analysts' heavy SQL never keeps a dashboard waiting.
     pub max_concurrent_figures: u64,
-    /// Requests waiting for a slot, of each kind, beyond which a request is answered "busy"
-    /// (503) at once.
+    /// Analysts' statements waiting for a slot, beyond which one is answered "busy" (503) at
+    /// once.
     pub max_queued: u64,
+    /// Figures requests waiting for a slot, likewise. Many more than statements: each takes
+    /// milliseconds from the rollups, and 100 people on the dashboards at once queue ~100.
+    pub max_queued_figures: u64,
     /// Threads DataFusion runs analysts' SQL on, apart from the HTTP handlers.
     pub threads: u64,
     /// Threads the figures are counted on, apart from the SQL's.
@@ -324,6 +327,7 @@ impl Default for QuerySection {
             max_concurrent_queries: 4,
             max_concurrent_figures: 4,
             max_queued: 64,
+            max_queued_figures: 1024,
             threads: 2,
             figures_threads: 1,
             refresh_ms: 2_000,

@@ -59,7 +59,7 @@ pub fn query_service(config: &Config) -> anyhow::Result<QueryService> {
         ),
         figure_slots: QuerySlots::new(
             usize::try_from(q.max_concurrent_figures).unwrap_or(1),
-            usize::try_from(q.max_queued).unwrap_or(usize::MAX),
+            usize::try_from(q.max_queued_figures).unwrap_or(usize::MAX),
             Duration::from_millis(q.queue_timeout_ms),
         ),
         spans: mxpulse_query::figures::SpanLimits {
