@@ -1,6 +1,7 @@
 //! The consumer loop: one consumer group over the three record topics, each topic feeding its
-//! table's sink; flushes when a buffer is due; follows rebalances; on shutdown, flushes and
-//! commits before leaving the group.
+//! table's sink; starts a table's commit when its buffer is due (on a task of its own: the loop
+//! reads on meanwhile) and settles it when it is over; follows rebalances; on shutdown, waits
+//! for the commits in flight, commits what is buffered and leaves the group.
 
 use std::collections::BTreeMap;
 use std::future::Future;
