@@ -113,11 +113,21 @@ impl<R: Record> TableBuffer<R> {
     }
 
     pub fn is_due(&self, policy: &FlushPolicy, now: Instant) -> bool {
-        self.records.len() + self.dead_letters >= policy.max_rows
-            || self.bytes >= policy.max_bytes
+        self.is_full(policy)
             || self
                 .opened
                 .is_some_and(|opened| now.duration_since(opened) >= policy.max_latency)
+    }
+
+    /// At the row or byte limit (the age aside).
+    pub fn is_full(&self, policy: &FlushPolicy) -> bool {
+        self.holds_batches(policy, 1)
+    }
+
+    /// At `batches` times the row or byte limit.
+    pub fn holds_batches(&self, policy: &FlushPolicy, batches: usize) -> bool {
+        self.records.len() + self.dead_letters >= policy.max_rows.saturating_mul(batches)
+            || self.bytes >= policy.max_bytes.saturating_mul(batches)
     }
 
     /// Drops what came from `partitions` (revoked, or fenced by another writer): it will be
@@ -205,8 +215,11 @@ mod tests {
         buffer.push(0, Offset(0), 1, account(1), 10);
         assert!(!buffer.is_due(&policy, now));
         assert!(buffer.is_due(&policy, now + Duration::from_secs(61)));
+        assert!(!buffer.is_full(&policy), "old, not full");
         buffer.push(0, Offset(1), 1, account(2), 10);
         assert!(buffer.is_due(&policy, now));
+        assert!(buffer.is_full(&policy));
+        assert!(!buffer.holds_batches(&policy, 2), "one batch, not two");
         let mut heavy = TableBuffer::default();
         heavy.push(0, Offset(0), 1, account(3), 100);
         assert!(heavy.is_due(&policy, now));

@@ -391,6 +391,15 @@ async fn flush(
     if force {
         join_all(consumer, sinks, metrics).await?;
     }
+    // A backlogged buffer waits for its table's commit in flight: a slow store (a full disk,
+    // a distant object store) holds the loop back instead of filling memory.
+    for topic in topics::RECORD_TOPICS {
+        if with_sink!(sinks, topic, |sink| sink.in_flight() && sink.is_backlogged(&config.flush), else false)
+            && let Some(outcome) = with_sink!(sinks, topic, |sink| sink.join().await?, else None)
+        {
+            settle(consumer, sinks, metrics, topic, outcome).await;
+        }
+    }
     let now = Instant::now();
     let events_due =
         !sinks.events.in_flight() && (force || sinks.events.is_due(&config.flush, now));

@@ -100,7 +100,7 @@ pub struct TableSink<R: Record> {
 }
 
 /// What a commit hands back to its sink.
-pub struct CommitOutcome {
+struct CommitOutcome {
     result: Result<CommitReport, IngestError>,
     /// The batch's partitions.
     partitions: Vec<i32>,
@@ -174,8 +174,7 @@ impl<R: Record> TableSink<R> {
     /// The committer, after the commit in flight (if any) finished; its outcome is kept for
     /// `join`.
     async fn committer_home(&mut self) -> Result<&mut Committer<R>, IngestError> {
-        if self.in_flight.is_some() {
-            let outcome = self.wait_in_flight().await?;
+        if let Some(outcome) = self.wait_in_flight().await? {
             self.finished = Some(outcome);
         }
         self.committer.as_mut().ok_or(IngestError::CommitTask {
@@ -230,6 +229,13 @@ impl<R: Record> TableSink<R> {
 
     pub fn is_due(&self, policy: &FlushPolicy, now: Instant) -> bool {
         self.buffer.is_due(policy, now)
+    }
+
+    /// The buffer holds twice its row or byte limit: with a commit in flight, the loop waits
+    /// for it rather than buffer more (at most three batches of a table in memory; one batch
+    /// of slack keeps the loop reading while a commit runs a little long).
+    pub fn is_backlogged(&self, policy: &FlushPolicy) -> bool {
+        self.buffer.holds_batches(policy, 2)
     }
 
     pub fn buffered(&self) -> usize {
@@ -288,9 +294,10 @@ impl<R: Record> TableSink<R> {
 
     /// Hands the buffer to a commit on a task of its own, and returns at once: the loop reads
     /// the next batch meanwhile. Nothing happens if the buffer is empty or a commit is already
-    /// running (one at a time per table: commits land in offset order).
+    /// running, or the last one's outcome is not collected by `join` yet (one at a time per
+    /// table: commits land in offset order, and no outcome is overwritten).
     pub fn start_flush(&mut self) {
-        if self.buffer.is_empty() || self.in_flight.is_some() {
+        if self.buffer.is_empty() || self.in_flight.is_some() || self.finished.is_some() {
             return;
         }
         let Some(mut committer) = self.committer.take() else {
@@ -319,31 +326,22 @@ impl<R: Record> TableSink<R> {
     pub async fn join(
         &mut self,
     ) -> Result<Option<Result<CommitReport, FlushFailure>>, IngestError> {
-        if let Some(finished) = self.finished.take() {
-            return Ok(Some(finished));
-        }
-        match self.in_flight.as_mut() {
-            Some(handle) => {
-                let joined = handle.await;
-                self.in_flight = None;
-                self.finish(joined).map(Some)
-            }
-            None => Ok(None),
+        match self.finished.take() {
+            Some(finished) => Ok(Some(finished)),
+            None => self.wait_in_flight().await,
         }
     }
 
-    async fn wait_in_flight(&mut self) -> Result<Result<CommitReport, FlushFailure>, IngestError> {
-        match self.in_flight.as_mut() {
-            Some(handle) => {
-                let joined = handle.await;
-                self.in_flight = None;
-                self.finish(joined)
-            }
-            None => Err(IngestError::CommitTask {
-                table: R::TABLE,
-                reason: "no commit in flight".into(),
-            }),
-        }
+    /// Waits for the commit in flight, if any, and applies its outcome.
+    async fn wait_in_flight(
+        &mut self,
+    ) -> Result<Option<Result<CommitReport, FlushFailure>>, IngestError> {
+        let Some(handle) = self.in_flight.as_mut() else {
+            return Ok(None);
+        };
+        let joined = handle.await;
+        self.in_flight = None;
+        self.finish(joined).map(Some)
     }
 
     fn finish(
@@ -626,7 +624,8 @@ impl<R: Record> Committer<R> {
             self.identities_as_of = Some(version as i64);
             self.offsets_as_of = Some(version as i64);
         }
-        // The next commit re-reads the table first anyway; this keeps readers of `table()` current.
+        // Read the new version now, while the loop is busy decoding: the next commit's refresh
+        // then finds nothing new to read.
         if let Err(error) = self.table.update_state().await {
             tracing::warn!(table = R::TABLE, %error, "refreshing the table after a commit failed");
         }
