@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Command;
 
-use harness::serve::{ANALYST, B, B_ANALYST, Serve, VIEWER, get, start_with};
+use harness::serve::{ANALYST, B, B_ANALYST, Serve, VIEWER, get, login_cookie, start_with};
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -396,28 +396,6 @@ async fn every_dashboard_renders_in_chromium_with_the_apis_numbers_and_scopes_ho
 }
 
 /// The session cookie a login with `token` sets.
-async fn login_cookie(serve: &Serve, token: &str) -> String {
-    let response = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
-        .post(format!("{}/login", serve.url))
-        .form(&[("token", token), ("next", "/")])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::SEE_OTHER);
-    let set = response.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    assert!(
-        set.contains("HttpOnly") && set.contains("SameSite=Strict"),
-        "{set}"
-    );
-    set.split(';').next().unwrap().to_owned()
-}
-
 #[test]
 fn a_malformed_dashboard_file_stops_the_start_naming_the_file_and_the_problem() {
     let dir = tempfile::tempdir().unwrap();

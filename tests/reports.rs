@@ -395,7 +395,7 @@ async fn a_months_report_in_every_format_holds_the_apis_numbers_frozen_then_revi
         assert_eq!(headers["content-type"], "image/png");
         let decoder = png::Decoder::new(std::io::Cursor::new(png));
         let mut reader = decoder.read_info().unwrap();
-        let mut pixels = vec![0; reader.output_buffer_size()];
+        let mut pixels = vec![0; reader.output_buffer_size().expect("a decodable size")];
         let frame = reader.next_frame(&mut pixels).unwrap();
         assert_eq!(frame.width, 1280, "{chart}");
         assert!(frame.height >= 200, "{chart}: {}", frame.height);

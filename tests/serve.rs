@@ -14,8 +14,8 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use harness::serve::{
-    A, ANALYST, B, B_ANALYST, Serve, VIEWER, cpu_over, get, lake_with_two_servers, message, psql,
-    sql, start, start_with, write,
+    A, ANALYST, B, B_ANALYST, Serve, VIEWER, cpu_over, get, lake_with_two_servers, login_cookie,
+    message, psql, sql, start, start_with, write,
 };
 
 /// The views every analyst session has, in name order.
@@ -300,6 +300,28 @@ async fn formats_and_new_commits_without_restart() {
         "bearer"
     );
 
+    // The figures and the pages are kept for the lake's version: asked again, the same answer
+    // comes from the cache; after a commit, the new one.
+    let messages =
+        "/api/v1/figures/monthly?from=2024-05&to=2024-05&figures=messages&breakdowns=none";
+    let (_, first) = get(&serve, Some(VIEWER), messages).await;
+    assert_eq!(messages_total(&first), Some(9.0), "{first}");
+    let cookie = login_cookie(&serve, VIEWER).await;
+    let page_before = page(&serve, &cookie, "/d/overview?from=2024-05&to=2024-05").await;
+    assert!(page_before.contains("<svg"), "{page_before}");
+    let cached_before = cached_figures(&serve).await;
+    let (_, again) = get(&serve, Some(VIEWER), messages).await;
+    assert_eq!(again, first);
+    assert_eq!(
+        page(&serve, &cookie, "/d/overview?from=2024-05&to=2024-05").await,
+        page_before
+    );
+    assert_eq!(
+        cached_figures(&serve).await,
+        cached_before + 1,
+        "the repeated question was answered from the cache (the page's own from its cache)"
+    );
+
     write(&lake, &[message(100, 1, A), message(101, 2, A)]).await;
     let seen = wait_for(Duration::from_secs(20), || {
         let (_, answer) =
@@ -307,6 +329,53 @@ async fn formats_and_new_commits_without_restart() {
         (answer["rows"][0]["n"] == 11).then_some(())
     });
     assert!(seen.is_some(), "the new commit shows without a restart");
+    let (_, after) = get(&serve, Some(VIEWER), messages).await;
+    assert_eq!(
+        messages_total(&after),
+        Some(11.0),
+        "no answer outlives its version: {after}"
+    );
+    let page_after = page(&serve, &cookie, "/d/overview?from=2024-05&to=2024-05").await;
+    assert_ne!(
+        page_after, page_before,
+        "the page was rendered again for the new version"
+    );
+}
+
+/// The total of the `messages` figure in a figures answer.
+fn messages_total(answer: &Value) -> Option<f64> {
+    answer["cells"]
+        .as_array()?
+        .iter()
+        .find(|c| c["figure"] == "messages" && c["breakdown"] == "total")?["value"]
+        .as_f64()
+}
+
+/// A dashboards page, as a logged-in viewer's browser gets it.
+async fn page(serve: &Serve, cookie: &str, path: &str) -> String {
+    let response = reqwest::Client::new()
+        .get(format!("{}{path}", serve.url))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    response.text().await.unwrap()
+}
+
+/// `mxpulse_query_figures_cached_total`.
+async fn cached_figures(serve: &Serve) -> u64 {
+    let metrics = reqwest::get(format!("{}/metrics", serve.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("mxpulse_query_figures_cached_total "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no cached counter: {metrics}"))
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -12,12 +12,14 @@ use std::sync::Arc;
 
 use askama::Template;
 use axum::Router;
+use axum::body::Bytes;
 use axum::extract::{Form, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use mxpulse_query::QueryError;
 use mxpulse_query::access::Principal;
+use mxpulse_query::answers::AnswerCache;
 use mxpulse_query::figures::planner::SourceChoice;
 use mxpulse_query::figures::{Dim, FigureRequest, Filters, Granularity};
 use mxpulse_query::service::{QueryService, Surface};
@@ -37,6 +39,33 @@ pub struct DashboardState {
     pub annotations: Vec<Annotation>,
     pub keys: SessionKeys,
     pub reports: Arc<crate::report::desk::ReportDesk>,
+    /// The pages already rendered for the lake's current version.
+    pub pages: RenderedPages,
+}
+
+/// A dashboard page as its viewer asked for it: the same principal, dashboard and URL give the
+/// same page while the lake stays at one version (and the day, which sets the default period
+/// of a lake without data).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct PageRequest {
+    day: chrono::NaiveDate,
+    principal: String,
+    slug: String,
+    query: PageQuery,
+}
+
+/// Pages kept for the lake's current version: ~100 KB each, so at most ~25 MB.
+pub const KEPT_PAGES: usize = 256;
+
+/// The dashboards' pages already rendered, by request, for the lake's current version
+/// (`mxpulse_query::answers`): a hundred viewers of one dashboard cost one rendering per
+/// version of the lake.
+pub struct RenderedPages(AnswerCache<PageRequest, Bytes>);
+
+impl Default for RenderedPages {
+    fn default() -> Self {
+        Self(AnswerCache::new(KEPT_PAGES))
+    }
 }
 
 pub fn router(state: Arc<DashboardState>) -> Router {
@@ -188,7 +217,7 @@ struct DashboardPage {
 }
 
 /// A page's state, all in its URL.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq, Hash)]
 pub struct PageQuery {
     from: Option<String>,
     to: Option<String>,
@@ -348,7 +377,14 @@ fn safe_next(next: Option<&str>) -> String {
 
 pub(crate) fn html(page: impl Template) -> Response {
     match page.render() {
-        Ok(body) => (
+        Ok(body) => html_body(body.into()),
+        Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, error.to_string()).into_response(),
+    }
+}
+
+/// A rendered page, with the headers every page has.
+fn html_body(body: Bytes) -> Response {
+    (
             [
                 (header::CONTENT_TYPE, "text/html; charset=utf-8"),
                 // Nothing but this service: no script, no outside resource, no framing.
@@ -360,9 +396,7 @@ pub(crate) fn html(page: impl Template) -> Response {
             ],
             body,
         )
-            .into_response(),
-        Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, error.to_string()).into_response(),
-    }
+            .into_response()
 }
 
 async fn login_page(Query(query): Query<LoginQuery>) -> Response {
@@ -766,6 +800,16 @@ async fn dashboard_page(
         return Err(PageError::Login(uri.to_string()));
     };
     let dashboard = find(&state, &slug).ok_or(PageError::NotFound)?;
+    let version = state.service.lake_version().await?;
+    let request = PageRequest {
+        day: chrono::Utc::now().date_naive(),
+        principal: who.name.clone(),
+        slug: slug.clone(),
+        query: query.clone(),
+    };
+    if let Some(body) = state.pages.0.get(&version, &request) {
+        return Ok(html_body(body));
+    }
     let lang = Lang::parse(query.lang.as_deref());
     let started = std::time::Instant::now();
     let (built, error) = match build(&state, &who, dashboard, &query, lang).await {
@@ -856,9 +900,13 @@ async fn dashboard_page(
         as_of: built.as_of,
         secret_legend,
     };
-    let response = html(page);
+    let body = Bytes::from(
+        page.render()
+            .map_err(|e| PageError::Render(e.to_string()))?,
+    );
+    state.pages.0.put(&version, request, body.clone());
     tracing::debug!(dashboard = %slug, user = %who.name, periods = built.periods.len(), elapsed = ?started.elapsed(), "dashboard page");
-    Ok(response)
+    Ok(html_body(body))
 }
 
 fn card(

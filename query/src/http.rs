@@ -404,6 +404,7 @@ async fn metrics_text(State(service): State<Arc<QueryService>>) -> impl IntoResp
          mxpulse_query_sql_total{{outcome=\"ok\"}} {}\nmxpulse_query_sql_total{{outcome=\"refused\"}} {}\nmxpulse_query_sql_total{{outcome=\"failed\"}} {}\n\
          # HELP mxpulse_query_figures_total Figures requests answered, by the tables they were counted from.\n# TYPE mxpulse_query_figures_total counter\n\
          mxpulse_query_figures_total{{source=\"rollups\"}} {}\nmxpulse_query_figures_total{{source=\"raw\"}} {}\n\
+         # HELP mxpulse_query_figures_cached_total Figures requests answered from the answers kept for the lake's current version.\n# TYPE mxpulse_query_figures_cached_total counter\nmxpulse_query_figures_cached_total {}\n\
          # HELP mxpulse_query_busy_total Requests refused because no query slot freed in time.\n# TYPE mxpulse_query_busy_total counter\nmxpulse_query_busy_total {}\n\
          # HELP mxpulse_query_unauthorized_total Requests without a valid token.\n# TYPE mxpulse_query_unauthorized_total counter\nmxpulse_query_unauthorized_total {}\n\
          # HELP mxpulse_query_sql_seconds_sum Time spent answering SQL.\n# TYPE mxpulse_query_sql_seconds_sum counter\nmxpulse_query_sql_seconds_sum {:.6}\n",
@@ -412,6 +413,7 @@ async fn metrics_text(State(service): State<Arc<QueryService>>) -> impl IntoResp
         load(&m.sql_failed),
         load(&m.figures_rollups),
         load(&m.figures_raw),
+        load(&m.figures_cached),
         load(&m.busy),
         load(&m.unauthorized),
         load(&m.micros) as f64 / 1e6,

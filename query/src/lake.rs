@@ -91,7 +91,43 @@ async fn load_rollups(root: &Url) -> Result<Option<RollupTables>, QueryError> {
     }))
 }
 
+/// The version of every table of a snapshot (events, visits, accounts, then the rollups'
+/// cells, rooms and forum members; `None`: no such table yet). Two snapshots at the same
+/// `LakeVersion` give the same figures.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct LakeVersion(Vec<Option<u64>>);
+
+impl LakeVersion {
+    pub fn of(versions: Vec<Option<u64>>) -> Self {
+        Self(versions)
+    }
+
+    /// Every table at the same or a later version than in `other`, one at least later. Delta
+    /// versions only grow, so of two snapshots of one lake the later is newer (or equal).
+    pub fn is_newer_than(&self, other: &LakeVersion) -> bool {
+        self.0.len() == other.0.len()
+            && self.0.iter().zip(&other.0).all(|(a, b)| a >= b)
+            && self != other
+    }
+}
+
 impl LakeSnapshot {
+    /// The versions of the tables this snapshot reads.
+    pub fn version(&self) -> LakeVersion {
+        let rollups = self.rollups.as_ref();
+        let versions = self
+            .tables
+            .iter()
+            .map(|t| t.delta.as_ref().and_then(DeltaTable::version))
+            .chain([
+                rollups.and_then(|r| r.cells.version()),
+                rollups.and_then(|r| r.rooms.as_ref().and_then(DeltaTable::version)),
+                rollups.and_then(|r| r.forum_members.as_ref().and_then(DeltaTable::version)),
+            ])
+            .collect();
+        LakeVersion(versions)
+    }
+
     pub async fn load(root: &Url) -> Result<Self, QueryError> {
         Ok(Self {
             tables: vec![

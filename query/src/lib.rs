@@ -9,6 +9,7 @@
 //! monthly and daily figures.
 
 pub mod access;
+pub mod answers;
 pub mod bounded_functions;
 pub mod catalog;
 pub mod error;

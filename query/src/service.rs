@@ -12,6 +12,7 @@ use datafusion::common::ParamValues;
 use datafusion::prelude::SessionContext;
 
 use crate::access::{AccessList, Principal};
+use crate::answers::AnswerCache;
 use crate::error::QueryError;
 use crate::executor::QueryExecutor;
 use crate::lake::Lake;
@@ -31,15 +32,39 @@ pub enum Lane {
 }
 
 /// A question for the figures' tables.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 enum Ask {
     Figures(crate::figures::FigureRequest),
     /// The largest forums, this many.
     Forums(usize),
 }
 
+#[derive(Clone)]
 enum Answer {
     Figures(crate::figures::FiguresReport),
     Forums(Vec<crate::figures::ForumRank>),
+}
+
+/// A question as the figures' answer cache knows it: the principal's scope, the tables asked
+/// for, the question.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct FiguresQuestion {
+    scope: Option<String>,
+    choice: crate::figures::planner::SourceChoice,
+    ask: Ask,
+}
+
+/// The figures answers kept for the lake's current version: each is a few kilobytes to a few
+/// hundred (a year by day and by server), so this bounds the cache to tens of megabytes.
+pub const KEPT_FIGURES_ANSWERS: usize = 512;
+
+/// The figures' answers by question, for the lake's current version.
+pub struct FiguresAnswers(AnswerCache<FiguresQuestion, Answer>);
+
+impl Default for FiguresAnswers {
+    fn default() -> Self {
+        Self(AnswerCache::new(KEPT_FIGURES_ANSWERS))
+    }
 }
 
 /// Everything the surfaces share.
@@ -66,6 +91,8 @@ pub struct QueryService {
     pub figures_executor: QueryExecutor,
     /// The rollups' cells in memory, for the figures.
     pub cells: crate::figures::rollup::index::IndexCache,
+    /// The figures already counted for the lake's current version (`crate::answers`).
+    pub answers: FiguresAnswers,
     pub metrics: QueryMetrics,
 }
 
@@ -78,6 +105,8 @@ pub struct QueryMetrics {
     pub figures_rollups: AtomicU64,
     /// ... and from the raw tables.
     pub figures_raw: AtomicU64,
+    /// Figures requests (of both) answered from the answers kept for the lake's version.
+    pub figures_cached: AtomicU64,
     /// Requests refused because no slot freed within `queue_timeout`.
     pub busy: AtomicU64,
     pub unauthorized: AtomicU64,
@@ -300,10 +329,21 @@ impl QueryService {
         ask: Ask,
     ) -> Result<Answer, QueryError> {
         use crate::figures::planner;
-        let slot = self.slot_in(lane).await?;
         let snapshot = self.lake.snapshot().await?;
         let publication = self.publication();
         let source = planner::choose(&snapshot, &publication, choice)?;
+        let version = snapshot.version();
+        let question = FiguresQuestion {
+            scope: who.server.clone(),
+            choice,
+            ask: ask.clone(),
+        };
+        if let Some(answer) = self.answers.0.get(&version, &question) {
+            self.metrics.figures_cached.fetch_add(1, Ordering::Relaxed);
+            self.count_figures(source);
+            return Ok(answer);
+        }
+        let slot = self.slot_in(lane).await?;
         let shared = self.clone();
         let scope = who.server.clone();
         let answer = self
@@ -329,8 +369,14 @@ impl QueryService {
                 }
             })
             .await?;
+        self.answers.0.put(&version, question, answer.clone());
         self.count_figures(source);
         Ok(answer)
+    }
+
+    /// The versions of the lake's tables now (the snapshot at most `query.refresh_ms` old).
+    pub async fn lake_version(&self) -> Result<crate::lake::LakeVersion, QueryError> {
+        Ok(self.lake.snapshot().await?.version())
     }
 
     /// When the lake's data was last written: the rollups' time, else the newest raw commit.

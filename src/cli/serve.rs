@@ -69,6 +69,7 @@ pub fn query_service(config: &Config) -> anyhow::Result<QueryService> {
         executor: QueryExecutor::new(q.threads as usize)?,
         figures_executor: QueryExecutor::new(q.figures_threads as usize)?,
         cells: Default::default(),
+        answers: Default::default(),
         metrics: Default::default(),
     })
 }
@@ -106,6 +107,7 @@ pub fn dashboard_state(
         dashboards,
         annotations,
         reports,
+        pages: Default::default(),
         keys: mxpulse_dashboards::session::SessionKeys::new(
             key,
             Duration::from_secs(d.session_hours * 3600),

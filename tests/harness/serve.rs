@@ -212,3 +212,26 @@ pub fn psql(serve: &Serve, user: &str, password: &str, sql: &str) -> Result<Stri
         Err(String::from_utf8_lossy(&output.stderr).into_owned())
     }
 }
+
+/// The session cookie (`name=value`) a dashboards login with `token` sets.
+pub async fn login_cookie(serve: &Serve, token: &str) -> String {
+    let response = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .post(format!("{}/login", serve.url))
+        .form(&[("token", token), ("next", "/")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    let set = response.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        set.contains("HttpOnly") && set.contains("SameSite=Strict"),
+        "{set}"
+    );
+    set.split(';').next().unwrap().to_owned()
+}

@@ -10,7 +10,7 @@ use crate::lake::LakeSnapshot;
 use crate::session::{self, Limits, Publication, Scope};
 
 /// Which tables a caller wants the figures from.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum SourceChoice {
     /// The rollups when they can answer, else the raw tables.
     #[default]
