@@ -141,6 +141,34 @@ pub struct LakeSection {
     /// The ingest brings the rollups up to date at most this often (milliseconds); 0 leaves
     /// them to `mxpulse lake rollup`.
     pub rollup_interval_ms: u64,
+    /// An `s3://` root's store: its endpoint (MinIO, Ceph RGW, a test server); empty: AWS, or
+    /// `AWS_ENDPOINT_URL`.
+    pub s3_endpoint: String,
+    /// Empty: `AWS_REGION` (or `us-east-1`).
+    pub s3_region: String,
+    /// Empty: `AWS_ACCESS_KEY_ID` (and the other standard AWS variables).
+    pub s3_access_key_id: String,
+    /// Empty: `AWS_SECRET_ACCESS_KEY`. Redacted by `mxpulse config`.
+    pub s3_secret_access_key: String,
+    /// Plain HTTP to `s3_endpoint` (loopback, a private network).
+    pub s3_allow_http: bool,
+    /// Exactly one process ever writes this lake: lets the writers start on a store that
+    /// ignores conditional writes (where two writers could lose a commit).
+    pub single_writer: bool,
+}
+
+impl LakeSection {
+    /// How to reach an `s3://` root's store.
+    pub fn s3_settings(&self) -> mxpulse_ingest::store::S3Settings {
+        let set = |v: &str| (!v.trim().is_empty()).then(|| v.trim().to_owned());
+        mxpulse_ingest::store::S3Settings {
+            endpoint: set(&self.s3_endpoint),
+            region: set(&self.s3_region),
+            access_key_id: set(&self.s3_access_key_id),
+            secret_access_key: set(&self.s3_secret_access_key),
+            allow_http: self.s3_allow_http,
+        }
+    }
 }
 
 impl Default for LakeSection {
@@ -149,6 +177,12 @@ impl Default for LakeSection {
             root: "./mxpulse-lake".into(),
             retention_days: 0,
             rollup_interval_ms: 60_000,
+            s3_endpoint: String::new(),
+            s3_region: String::new(),
+            s3_access_key_id: String::new(),
+            s3_secret_access_key: String::new(),
+            s3_allow_http: false,
+            single_writer: false,
         }
     }
 }
@@ -644,6 +678,9 @@ impl Config {
         }
         for principal in &mut shown.query.principals {
             principal.token = REDACTED.into();
+        }
+        if !shown.lake.s3_secret_access_key.is_empty() {
+            shown.lake.s3_secret_access_key = REDACTED.into();
         }
         if !shown.dashboards.session_key.is_empty() {
             shown.dashboards.session_key = REDACTED.into();

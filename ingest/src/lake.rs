@@ -22,7 +22,8 @@ use crate::offsets::Offset;
 pub struct LakeRoot(Url);
 
 impl LakeRoot {
-    /// A local directory (created if missing) or a `file://` URL.
+    /// A local directory (created if missing), a `file://` URL, or `s3://bucket/prefix` on an
+    /// S3-compatible store (`crate::store`).
     pub fn parse(location: &str) -> Result<LakeRoot, IngestError> {
         let err = |reason: String| IngestError::LakeLocation {
             location: location.to_owned(),
@@ -30,9 +31,15 @@ impl LakeRoot {
         };
         let url = match Url::parse(location) {
             Ok(url) if url.scheme() == "file" => url,
+            Ok(url) if url.scheme() == "s3" => {
+                if url.host_str().is_none_or(str::is_empty) {
+                    return Err(err("s3:// needs a bucket: s3://bucket/prefix".into()));
+                }
+                url
+            }
             Ok(url) if url.scheme().len() > 1 => {
                 return Err(err(format!(
-                    "{}:// lakes are not supported yet; use a local directory",
+                    "{}:// lakes are not supported; use a local directory or s3://bucket/prefix",
                     url.scheme()
                 )));
             }

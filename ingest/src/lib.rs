@@ -22,6 +22,7 @@ pub mod pipeline;
 pub mod position;
 pub mod rollup;
 mod sink;
+pub mod store;
 
 use std::collections::BTreeMap;
 

@@ -42,11 +42,7 @@ pub async fn load_table(root: &Url, path: &str) -> Result<Option<DeltaTable>, Qu
     let url = root
         .join(&format!("{path}/"))
         .map_err(|e| QueryError::Lake(e.to_string()))?;
-    let exists = url
-        .to_file_path()
-        .map(|path| path.join("_delta_log").is_dir())
-        .unwrap_or(true);
-    if !exists {
+    if !has_delta_log(&url).await? {
         return Ok(None);
     }
     let table = DeltaTableBuilder::from_url(url.clone())
@@ -55,6 +51,24 @@ pub async fn load_table(root: &Url, path: &str) -> Result<Option<DeltaTable>, Qu
         .await
         .map_err(|e| QueryError::Lake(format!("{url}: {e}")))?;
     Ok(Some(table))
+}
+
+/// Whether a Delta table lives at `url`: its `_delta_log` directory, or on object storage, at
+/// least one object under `_delta_log/`.
+pub async fn has_delta_log(url: &Url) -> Result<bool, QueryError> {
+    use deltalake::logstore::object_store::path::Path as StorePath;
+    use futures::StreamExt;
+    if let Ok(path) = url.to_file_path() {
+        return Ok(path.join("_delta_log").is_dir());
+    }
+    let store = deltalake::logstore::store_for(url, std::iter::empty::<(String, String)>())
+        .map_err(|e| QueryError::Lake(format!("{url}: {e}")))?;
+    let mut listing = store.list(Some(&StorePath::from("_delta_log")));
+    match listing.next().await {
+        None => Ok(false),
+        Some(Ok(_)) => Ok(true),
+        Some(Err(e)) => Err(QueryError::Lake(format!("{url}: {e}"))),
+    }
 }
 
 async fn load<R: Record>(root: &Url) -> Result<LakeTable, QueryError> {

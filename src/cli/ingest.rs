@@ -53,6 +53,9 @@ pub fn run(_args: &IngestArgs, config: &Config) -> anyhow::Result<()> {
     let ingest = ingest_config(config)?;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
+        mxpulse_ingest::store::check_writers(&ingest.lake, config.lake.single_writer)
+            .await
+            .context("lake.root")?;
         let metrics = Arc::new(IngestMetrics::default());
         let bound = http::serve(config.ingest.listen, metrics.clone()).await?;
         tracing::info!(%bound, "ingest /metrics and /health listening");

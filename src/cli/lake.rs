@@ -105,6 +105,15 @@ pub fn rollup_config(config: &Config) -> RollupConfig {
 pub fn run(args: &LakeArgs, config: &Config) -> anyhow::Result<()> {
     let root = LakeRoot::parse(&config.lake.root).context("lake.root")?;
     let runtime = tokio::runtime::Runtime::new()?;
+    if !matches!(args.command, LakeCommand::Status) {
+        // Every other command writes: it must not lose a commit to a concurrent writer.
+        runtime
+            .block_on(mxpulse_ingest::store::check_writers(
+                &root,
+                config.lake.single_writer,
+            ))
+            .context("lake.root")?;
+    }
     match args.command {
         LakeCommand::Status => {
             let tables = runtime.block_on(maintenance::status(&root, &config.ingest.group_id))?;

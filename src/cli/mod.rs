@@ -80,7 +80,15 @@ impl Cli {
 
 /// The configuration from `--config` and the process environment.
 pub fn load_config(global: &GlobalArgs) -> anyhow::Result<Config> {
-    Config::load(global.config.as_deref(), std::env::vars()).context("invalid configuration")
+    let config = Config::load(global.config.as_deref(), std::env::vars())
+        .context("invalid configuration")?;
+    // (Parsing a local root would create its directory: only an s3:// one is parsed here.)
+    if config.lake.root.trim().starts_with("s3://")
+        && let Ok(root) = mxpulse_ingest::LakeRoot::parse(config.lake.root.trim())
+    {
+        mxpulse_ingest::store::use_s3(&root, config.lake.s3_settings());
+    }
+    Ok(config)
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM: how every long-running job is asked to stop.

@@ -11,6 +11,7 @@ pub mod demo;
 pub mod hooks;
 pub mod lakes;
 pub mod pipeline;
+pub mod s3;
 pub mod serve;
 pub mod synapse;
 

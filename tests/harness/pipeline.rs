@@ -174,12 +174,32 @@ pub fn write_config_with(
     kafka_properties: &str,
     ingest_settings: &str,
 ) -> PathBuf {
+    write_config_on(
+        dir,
+        bootstrap,
+        &format!("[lake]\nroot = \"{}\"\n", lake.display()),
+        group,
+        max_rows,
+        kafka_properties,
+        ingest_settings,
+    )
+}
+
+/// `write_config_with` over the lake `lake_settings` describe (its whole `[lake]` section).
+pub fn write_config_on(
+    dir: &Path,
+    bootstrap: &str,
+    lake_settings: &str,
+    group: &str,
+    max_rows: usize,
+    kafka_properties: &str,
+    ingest_settings: &str,
+) -> PathBuf {
     let path = dir.join(format!("mxpulse-{group}.toml"));
     let text = format!(
         "[kafka]\nbrokers = \"{bootstrap}\"\n[kafka.properties]\n\"session.timeout.ms\" = \"2000\"\n\"heartbeat.interval.ms\" = \"500\"\n\
          \"topic.metadata.refresh.interval.ms\" = \"1000\"\n{kafka_properties}\
-         [lake]\nroot = \"{}\"\n[ingest]\ngroup_id = \"{group}\"\nflush_max_rows = {max_rows}\nflush_max_latency_ms = 100\n{ingest_settings}",
-        lake.display()
+         {lake_settings}[ingest]\ngroup_id = \"{group}\"\nflush_max_rows = {max_rows}\nflush_max_latency_ms = 100\n{ingest_settings}"
     );
     std::fs::write(&path, text).expect("write config");
     path

@@ -41,6 +41,16 @@ pub fn start(dir: &Path, lake: &Path) -> Serve {
 
 /// `start` with more `[query]` settings.
 pub fn start_with(dir: &Path, lake: &Path, query_settings: &str) -> Serve {
+    start_on(
+        dir,
+        &format!("[lake]\nroot = \"{}\"\n", lake.display()),
+        query_settings,
+    )
+}
+
+/// `start_with` over the lake `lake_settings` describe (its `[lake]` section, and any other
+/// section but `[query]`).
+pub fn start_on(dir: &Path, lake_settings: &str, query_settings: &str) -> Serve {
     let port = free_port();
     let pg_port = free_port();
     let config = dir.join("serve.toml");
@@ -62,11 +72,10 @@ pub fn start_with(dir: &Path, lake: &Path, query_settings: &str) -> Serve {
     std::fs::write(
         &config,
         format!(
-            "[lake]\nroot = \"{}\"\n[query]\nlisten = \"127.0.0.1:{port}\"\npgwire_listen = \"127.0.0.1:{pg_port}\"\n{defaults}{query_settings}\
+            "{lake_settings}[query]\nlisten = \"127.0.0.1:{port}\"\npgwire_listen = \"127.0.0.1:{pg_port}\"\n{defaults}{query_settings}\
              [[query.principals]]\nname = \"product-lead\"\nrole = \"viewer\"\ntoken = \"{VIEWER}\"\n\
              [[query.principals]]\nname = \"dinum-analyst\"\nrole = \"analyst\"\ntoken = \"{ANALYST}\"\n\
              [[query.principals]]\nname = \"finances-analyst\"\nrole = \"analyst\"\ntoken = \"{B_ANALYST}\"\nserver = \"{B}\"\n",
-            lake.display()
         ),
     )
     .unwrap();
@@ -173,13 +182,18 @@ pub fn message(n: u128, sender: u64, server: &str) -> EventRecord {
 /// A lake of May 2024: 4 users and 6 messages on `A`, 3 users and 3 messages on `B`.
 pub async fn lake_with_two_servers(dir: &Path) -> std::path::PathBuf {
     let lake = dir.join("lake");
+    lake_with_two_servers_at(&lake).await;
+    lake
+}
+
+/// `lake_with_two_servers` at `lake` (a directory, or an `s3://` URL as a path).
+pub async fn lake_with_two_servers_at(lake: &Path) {
     let mut visits: Vec<_> = (1..=4).map(|u| visit(u, A, 6)).collect();
     visits.extend((11..=13).map(|u| visit(u, B, 7)));
-    write(&lake, &visits).await;
+    write(lake, &visits).await;
     let mut events: Vec<_> = (1..=6).map(|n| message(n, n as u64 % 3 + 1, A)).collect();
     events.extend((7..=9).map(|n| message(n, n as u64 % 3 + 11, B)));
-    write(&lake, &events).await;
-    lake
+    write(lake, &events).await;
 }
 
 /// psql's answer to `sql` as `user` (unaligned, tuples only), or its error text.

@@ -142,9 +142,9 @@ async fn open_rooms(root: &LakeRoot) -> Result<(DeltaTable, DeltaTable), IngestE
 /// What the rollups of the lake hold, if it has any.
 pub async fn state(root: &LakeRoot) -> Result<Option<RollupState>, IngestError> {
     let url = table_url_at(root, CELLS_TABLE);
-    if url
-        .to_file_path()
-        .is_ok_and(|path| !path.join("_delta_log").is_dir())
+    if !mxpulse_query::lake::has_delta_log(&url)
+        .await
+        .map_err(|e| IngestError::RollupState(e.to_string()))?
     {
         return Ok(None);
     }
@@ -306,13 +306,7 @@ pub async fn run(
             )));
         }
         // Nothing frozen: start the rollups afresh in the new time zone.
-        let path = table_url_at(root, "rollups").to_file_path().map_err(|()| {
-            IngestError::RollupState("the rollups can only be recut on a local lake".into())
-        })?;
-        std::fs::remove_dir_all(&path).map_err(|e| IngestError::LakeLocation {
-            location: path.display().to_string(),
-            reason: e.to_string(),
-        })?;
+        crate::store::remove_tree(root, "rollups").await?;
         cells = open_cells(root, &config.timezone).await?;
         state = read_state(&cells).await?;
     }
