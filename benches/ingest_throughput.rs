@@ -7,7 +7,8 @@
 //! - the conversion stage alone: the same records as JSON lines into Parquet by mxpulse's writer
 //!   (decode, Arrow, Parquet with the lake's settings) and by DuckDB's
 //!   `COPY (SELECT * FROM read_json(..)) TO .. (FORMAT parquet)` (`benches/peers/convert.py`);
-//! - the bytes per record of the lake beside DuckDB's Parquet of the same rows.
+//! - the bytes per record of the lake beside DuckDB's Parquet of the same rows;
+//! - the same ingest into a lake on S3 (moto's server on loopback).
 //!
 //! Run: `cargo bench --bench ingest_throughput -- [--records 2000000] [--write]` (`--write`
 //! puts the table into BENCHMARKS.md and the figures into `docs/bench/ingest.json`). Under
@@ -51,6 +52,8 @@ fn main() {
             "bare_drain_records_per_s",
             "ingest_records_per_s",
             "ingest_sustained_records_per_s",
+            "ingest_s3_records_per_s",
+            "ingest_s3_sustained_records_per_s",
             "lake_bytes_per_record",
             "duckdb_bytes_per_record",
         ] {
@@ -118,6 +121,40 @@ async fn run(records: usize, partitions: i32, smoke: bool) -> Value {
     assert_eq!(events.rows as usize, total, "the lake holds every record");
     let sustained = sustained_rate(&log).expect("the ingest logged its commits");
 
+    // The same records by a second ingest (its own group) into a lake on S3: moto's server on
+    // loopback, so this measures the ingest's S3 path and moto (a Python server), not AWS.
+    let s3 = harness::s3::S3Server::start(dir.path(), "bench");
+    let s3_root = "s3://bench/lake";
+    s3.use_in_process(s3_root);
+    let s3_config = write_config_on(
+        dir.path(),
+        &broker.bootstrap,
+        &s3.lake_settings(s3_root),
+        "bench-s3",
+        max_rows,
+        "",
+        "",
+    );
+    let text = std::fs::read_to_string(&s3_config)
+        .expect("config")
+        .replace("flush_max_latency_ms = 100", "flush_max_latency_ms = 5000");
+    std::fs::write(&s3_config, text).expect("config");
+    let started = Instant::now();
+    let on_s3 = Ingest::start(&s3_config, dir.path(), "bench-s3");
+    wait_caught_up(
+        &broker.bootstrap,
+        Path::new(s3_root),
+        "bench-s3",
+        Duration::from_secs(3600),
+    )
+    .await;
+    let s3_s = started.elapsed().as_secs_f64();
+    let s3_log =
+        std::fs::read_to_string(dir.path().join("ingest-bench-s3.log")).unwrap_or_default();
+    assert!(on_s3.stop(), "the ingest on S3 stops cleanly");
+    let s3_sustained = sustained_rate(&s3_log).expect("the ingest on S3 logged its commits");
+    drop(s3);
+
     let wire_bytes: usize = batches
         .iter()
         .flatten()
@@ -138,6 +175,8 @@ async fn run(records: usize, partitions: i32, smoke: bool) -> Value {
         "ingest_records_per_s": total as f64 / ingest_s,
         "ingest_sustained_records_per_s": sustained.0,
         "ingest_commits": sustained.1,
+        "ingest_s3_records_per_s": total as f64 / s3_s,
+        "ingest_s3_sustained_records_per_s": s3_sustained.0,
         "ingest_cpu_s": cpu,
         "lake_files": events.files,
         "lake_bytes": events.bytes,
@@ -330,6 +369,7 @@ fn markdown(r: &Value) -> String {
          | bare rdkafka consumer draining the topic (the transport's limit) | {:.0} | |\n\
          | **mxpulse ingest, sustained** (first commit to last full one, of {}) | **{:.0}** | {:.0}% of the bare drain; target 300,000 and 50% |\n\
          | mxpulse ingest, from process start to the last offset in the lake (the last, partial batch waits for the 5 s flush latency) | {:.0} | {:.1} s, CPU {:.1} s |\n\
+         | mxpulse ingest into a lake on S3 (moto's server on loopback), sustained | {:.0} | from start to the last offset: {:.0} |\n\
          | conversion stage alone, JSON lines to Parquet: mxpulse's writer (1 thread) | {:.0} | {:.2} s: decoding {:.2} s, Arrow {:.2} s, Parquet {:.2} s |\n\
          | arrow-json's `Decoder` alone, into the wire form (strings, nothing validated) | {:.0} | {:.2} s, beside the records' decoding and Arrow {:.2} s |\n\
          | the same by DuckDB `COPY (SELECT * FROM read_json(..)) TO .. (FORMAT parquet)` ({} threads) | {:.0} | {:.2} s: mxpulse {:.2}x DuckDB; target 1.5x |\n\n\
@@ -351,6 +391,8 @@ fn markdown(r: &Value) -> String {
         f("ingest_records_per_s"),
         f("ingest_s"),
         f("ingest_cpu_s"),
+        f("ingest_s3_sustained_records_per_s"),
+        f("ingest_s3_records_per_s"),
         rows / ours,
         ours,
         c["mxpulse"]["decode_s"].as_f64().unwrap_or(f64::NAN),

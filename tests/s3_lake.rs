@@ -13,7 +13,8 @@ use std::time::Duration;
 use harness::pipeline::*;
 use harness::s3::{S3Server, SECRET_KEY};
 use harness::serve::{
-    A, ANALYST, B, VIEWER, get, lake_with_two_servers_at, message, sql, start_on, write,
+    A, ANALYST, B, VIEWER, get, lake_with_two_servers_at, login_cookie, message, sql, start_on,
+    write,
 };
 use harness::{Broker, BrokerKind, mxpulse_bin, wait_for};
 use mxpulse_schemas::EventRecord;
@@ -123,10 +124,12 @@ async fn two_query_services_over_one_s3_lake_answer_alike_and_both_see_a_new_com
     let lake = Path::new(root);
     lake_with_two_servers_at(lake).await;
     let reports = dir.path().join("reports");
+    // Behind a load balancer: one session key for every instance.
     let settings = format!(
-        "{}[reports]\ndir = \"{}\"\n",
+        "{}[reports]\ndir = \"{}\"\n[dashboards]\nsession_key = \"{}\"\n",
         s3.lake_settings(root),
-        reports.display()
+        reports.display(),
+        "5e".repeat(32)
     );
     // The rollups, counted on S3 by the maintenance command: first cut in UTC, then recut in
     // the federation's time zone (the UTC ones deleted from the bucket).
@@ -170,6 +173,20 @@ async fn two_query_services_over_one_s3_lake_answer_alike_and_both_see_a_new_com
     .await;
     assert_eq!(rows["rows"], same["rows"]);
     assert_eq!(rows["rows"][0]["server"], B, "{rows}");
+
+    // A login on one instance holds on the other.
+    let cookie = login_cookie(&first, VIEWER).await;
+    let page = reqwest::Client::new()
+        .get(format!("{}/d/overview?from=2024-05&to=2024-05", second.url))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        page.status(),
+        StatusCode::OK,
+        "the other instance knows the session"
+    );
 
     // A commit made by another process reaches both services without a restart.
     write(lake, &[message(100, 1, A), message(101, 2, A)]).await;
