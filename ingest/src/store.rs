@@ -11,7 +11,7 @@
 //! ignores it would let the second writer overwrite the first commit silently; `CommitProtocol`
 //! finds out before anything is written, and a writer refuses to start on such a store unless
 //! the operator says only one process ever writes the lake (`lake.single_writer`).
-//! docs/design.md §9 states the guarantee.
+//! docs/design.md §6 states the guarantee.
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, RwLock};

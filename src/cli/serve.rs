@@ -123,10 +123,12 @@ pub fn report_settings(
     let r = &config.reports;
     let dir = if r.dir.is_empty() {
         let root = LakeRoot::parse(&config.lake.root).context("lake.root")?;
-        let lake = root
-            .url()
-            .to_file_path()
-            .map_err(|()| anyhow::anyhow!("lake.root is not a directory: set reports.dir"))?;
+        let lake = root.url().to_file_path().map_err(|()| {
+            anyhow::anyhow!(
+                "the lake is on object storage: set reports.dir, a directory every query \
+                     instance shares (a frozen report must be the same whichever answers)"
+            )
+        })?;
         lake.join("_reports")
     } else {
         std::path::PathBuf::from(&r.dir)
