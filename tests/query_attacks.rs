@@ -302,4 +302,13 @@ async fn the_audit_log_has_bound_values_and_health_no_paths() {
         log.contains("_delta_log") || log.contains("events"),
         "{log}"
     );
+    // Meanwhile the figures still answer, from the last snapshot read (their as_of says when).
+    let (status, answer) = get(
+        &serve,
+        Some(VIEWER),
+        "/api/v1/figures/monthly?from=2024-05&to=2024-05&figures=messages&breakdowns=none",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert!(answer["as_of"].is_string(), "{answer}");
 }

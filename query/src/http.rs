@@ -430,7 +430,14 @@ async fn metrics_text(State(service): State<Arc<QueryService>>) -> impl IntoResp
 /// 200 when the lake can be read; says where the figures come from (the rollups and the time
 /// of the data they hold, or the raw tables).
 async fn health(State(service): State<Arc<QueryService>>) -> impl IntoResponse {
-    match service.lake.snapshot().await {
+    let snapshot = service.lake.snapshot().await.and_then(|snapshot| {
+        // Answers still come from the last snapshot read, but the lake as it is now is not.
+        match service.lake.load_failure() {
+            Some(failure) => Err(QueryError::Lake(failure)),
+            None => Ok(snapshot),
+        }
+    });
+    match snapshot {
         Ok(snapshot) => {
             let rollups = match &snapshot.rollups {
                 Some(rollups) => json!({
