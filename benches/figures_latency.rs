@@ -302,7 +302,9 @@ fn main() {
     let serve = harness::serve::start_with(
         work.path(),
         &lake,
-        "figures_timeout_ms = 3600000\nquery_memory_bytes = 8589934592\nrefresh_ms = 3600000\n",
+        // Every request counted (nothing kept): this measures the counting.
+        "figures_timeout_ms = 3600000\nquery_memory_bytes = 8589934592\nrefresh_ms = 3600000\n\
+         kept_answers = 0\n",
     );
     let month = plan.month().to_owned();
     let base = format!("{}/api/v1/figures", serve.url);

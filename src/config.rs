@@ -332,6 +332,9 @@ pub struct QuerySection {
     /// Figures requests waiting for a slot, likewise. Many more than statements: each takes
     /// milliseconds from the rollups, and 100 people on the dashboards at once queue ~100.
     pub max_queued_figures: u64,
+    /// Figures answers, and dashboard pages, kept for the lake's current version (each; 0:
+    /// none, every request counts and renders afresh).
+    pub kept_answers: u64,
     /// Threads DataFusion runs analysts' SQL on, apart from the HTTP handlers.
     pub threads: u64,
     /// Threads the figures are counted on, apart from the SQL's.
@@ -362,6 +365,7 @@ impl Default for QuerySection {
             max_concurrent_figures: 4,
             max_queued: 64,
             max_queued_figures: 1024,
+            kept_answers: 512,
             threads: 2,
             figures_threads: 1,
             refresh_ms: 2_000,

@@ -54,17 +54,14 @@ pub struct PageRequest {
     query: PageQuery,
 }
 
-/// Pages kept for the lake's current version: ~100 KB each, so at most ~25 MB.
-pub const KEPT_PAGES: usize = 256;
-
 /// The dashboards' pages already rendered, by request, for the lake's current version
 /// (`mxpulse_query::answers`): a hundred viewers of one dashboard cost one rendering per
-/// version of the lake.
+/// version of the lake. ~100 KB each: 512 of them (`query.kept_answers`) are ~50 MB.
 pub struct RenderedPages(AnswerCache<PageRequest, Bytes>);
 
-impl Default for RenderedPages {
-    fn default() -> Self {
-        Self(AnswerCache::new(KEPT_PAGES))
+impl RenderedPages {
+    pub fn new(capacity: usize) -> Self {
+        Self(AnswerCache::new(capacity))
     }
 }
 

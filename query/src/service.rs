@@ -54,16 +54,14 @@ pub struct FiguresQuestion {
     ask: Ask,
 }
 
-/// The figures answers kept for the lake's current version: each is a few kilobytes to a few
-/// hundred (a year by day and by server), so this bounds the cache to tens of megabytes.
-pub const KEPT_FIGURES_ANSWERS: usize = 512;
-
-/// The figures' answers by question, for the lake's current version.
+/// The figures' answers by question, for the lake's current version. Each is a few kilobytes
+/// to a few hundred (a year by day and by server): 512 of them (`query.kept_answers`) are tens
+/// of megabytes.
 pub struct FiguresAnswers(AnswerCache<FiguresQuestion, Answer>);
 
-impl Default for FiguresAnswers {
-    fn default() -> Self {
-        Self(AnswerCache::new(KEPT_FIGURES_ANSWERS))
+impl FiguresAnswers {
+    pub fn new(capacity: usize) -> Self {
+        Self(AnswerCache::new(capacity))
     }
 }
 

@@ -69,7 +69,9 @@ pub fn query_service(config: &Config) -> anyhow::Result<QueryService> {
         executor: QueryExecutor::new(q.threads as usize)?,
         figures_executor: QueryExecutor::new(q.figures_threads as usize)?,
         cells: Default::default(),
-        answers: Default::default(),
+        answers: mxpulse_query::service::FiguresAnswers::new(
+            usize::try_from(q.kept_answers).unwrap_or(usize::MAX),
+        ),
         metrics: Default::default(),
     })
 }
@@ -107,7 +109,9 @@ pub fn dashboard_state(
         dashboards,
         annotations,
         reports,
-        pages: Default::default(),
+        pages: mxpulse_dashboards::web::RenderedPages::new(
+            usize::try_from(config.query.kept_answers).unwrap_or(usize::MAX),
+        ),
         keys: mxpulse_dashboards::session::SessionKeys::new(
             key,
             Duration::from_secs(d.session_hours * 3600),
