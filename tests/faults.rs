@@ -18,14 +18,6 @@ use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Headers;
 
-fn seed() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-        | 1
-}
-
 /// A dead letter as read back: its headers and payload length.
 #[derive(Debug, Clone)]
 struct Letter {

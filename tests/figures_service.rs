@@ -175,12 +175,7 @@ async fn figures_from_rollups_equal_the_raw_tables_and_no_request_holds_the_serv
     assert_eq!(slow.await.unwrap().unwrap(), StatusCode::REQUEST_TIMEOUT);
     let (status, _, _) = status_of(&serve, QUICK).await;
     assert_eq!(status, StatusCode::OK);
-    let metrics = reqwest::get(format!("{}/metrics", serve.url))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = harness::serve::metrics(&serve).await;
     assert!(
         metrics.contains("mxpulse_query_busy_total 1\n"),
         "{metrics}"

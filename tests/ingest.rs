@@ -15,14 +15,6 @@ use rdkafka::message::Headers;
 
 const GROUP: &str = "ingest-test";
 
-fn seed() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-        | 1
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_at_random_moments_leaves_every_record_exactly_once() {
     let seed = seed();

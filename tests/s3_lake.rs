@@ -21,14 +21,6 @@ use mxpulse_schemas::EventRecord;
 use reqwest::StatusCode;
 use serde_json::Value;
 
-fn seed() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-        | 1
-}
-
 /// `mxpulse --config config args...`.
 fn mxpulse(config: &Path, args: &[&str]) -> Output {
     Command::new(mxpulse_bin())

@@ -365,12 +365,7 @@ async fn page(serve: &Serve, cookie: &str, path: &str) -> String {
 
 /// `mxpulse_query_figures_cached_total`.
 async fn cached_figures(serve: &Serve) -> u64 {
-    let metrics = reqwest::get(format!("{}/metrics", serve.url))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = harness::serve::metrics(serve).await;
     metrics
         .lines()
         .find_map(|l| l.strip_prefix("mxpulse_query_figures_cached_total "))

@@ -19,6 +19,14 @@ use super::{client_config, free_port, mxpulse_bin, stop};
 /// Deterministic pseudo-random numbers (xorshift64), so a failing run can be replayed.
 pub struct Rng(pub u64);
 
+/// A seed from the clock (odd, as `Rng` needs), for tests that print it to be replayed.
+pub fn seed() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64)
+        | 1
+}
+
 impl Rng {
     pub fn next(&mut self) -> u64 {
         self.0 ^= self.0 << 13;

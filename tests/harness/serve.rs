@@ -249,3 +249,13 @@ pub async fn login_cookie(serve: &Serve, token: &str) -> String {
     );
     set.split(';').next().unwrap().to_owned()
 }
+
+/// The service's `/metrics` text.
+pub async fn metrics(serve: &Serve) -> String {
+    reqwest::get(format!("{}/metrics", serve.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
