@@ -120,13 +120,19 @@ pub struct PseudonymSection {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PrivacySection {
-    /// k of the small-cell rule: a published figure built from fewer distinct users is suppressed.
+    /// k: a published figure built from fewer distinct users is withheld (docs/design.md §4).
     pub min_users: u32,
+    /// The largest move of a published count, in steps (docs/design.md §4: one person for
+    /// counts of people). 0 publishes exact counts, which differencing can undo.
+    pub noise: u32,
 }
 
 impl Default for PrivacySection {
     fn default() -> Self {
-        Self { min_users: 3 }
+        Self {
+            min_users: 3,
+            noise: 2,
+        }
     }
 }
 

@@ -19,6 +19,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     cli::init_logging();
+    cli::owner_only::restrict_new_files();
     match cli.run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

@@ -201,14 +201,18 @@ fn assert_xlsx_is_csv(
     assert!(numbers > 150, "the tables hold numbers ({numbers})");
 }
 
-fn label_of(figure: &str) -> &'static str {
-    match figure {
-        "active_users" => "Utilisateurs actifs",
-        "messages" => "Messages envoyés",
-        "rooms_created" => "Salons créés",
-        "accounts_created" => "Comptes créés",
-        other => panic!("{other}"),
-    }
+/// The report's headline figures.
+const HEADLINE: [&str; 6] = [
+    "active_users",
+    "messages",
+    "rooms_created",
+    "accounts_created",
+    "total_active_accounts",
+    "r30_users",
+];
+
+fn label_of(figure: &str) -> String {
+    mxpulse_dashboards::i18n::Lang::Fr.figure(figure)
 }
 
 fn xlsx_value(cell: &Data) -> Option<f64> {
@@ -333,6 +337,14 @@ async fn a_months_report_in_every_format_holds_the_apis_numbers_frozen_then_revi
         "the Games are named"
     );
     assert!(text.contains("secret"), "the suppression rule");
+    // Every headline figure is defined in the annex, the running ones (open accounts, r30)
+    // too: they were the two missing.
+    let annex = text.replace('\n', " ").split_whitespace().collect::<Vec<_>>().join(" ");
+    for figure in HEADLINE {
+        let definition = mxpulse_dashboards::i18n::Lang::Fr.definition(figure);
+        let opening: String = definition.split_whitespace().take(4).collect::<Vec<_>>().join(" ");
+        assert!(annex.contains(&opening), "{figure} defined in the PDF: {opening:?}");
+    }
     assert!(text.contains("agent.finances.tchap.gouv.fr"));
     // Asked again: the same bytes; a client that has them gets 304.
     let (again, pdf_again) = file(&serve, VIEWER, "/reports/2024-07.pdf").await;
@@ -355,6 +367,15 @@ async fn a_months_report_in_every_format_holds_the_apis_numbers_frozen_then_revi
     );
     let book = sheets(&xlsx);
     assert!(book.contains_key("Notes"), "{:?}", book.keys());
+    for figure in HEADLINE {
+        let definition = mxpulse_dashboards::i18n::Lang::Fr.definition(figure);
+        assert!(
+            book["Notes"].iter().any(|row| row.len() > 1
+                && row[0] == Data::String(label_of(figure).into())
+                && row[1] == Data::String(definition.clone())),
+            "{figure} defined in the XLSX notes"
+        );
+    }
     let (_, csv) = file(&serve, VIEWER, "/reports/2024-07.csv.zip").await;
     let csv = csv_files(&csv, ',');
     assert!(csv.contains_key("notes.csv"));

@@ -240,6 +240,33 @@ async fn hostile_sql_over_http_is_refused_and_the_service_answers_after() {
     );
 }
 
+/// The count of `events` the analyst's SQL sees.
+async fn events_seen(serve: &Serve) -> Value {
+    let (status, answer) = sql(serve, ANALYST, "SELECT count(*) AS n FROM events").await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    answer["rows"][0]["n"].clone()
+}
+
+/// The first answer after an idle spell holds every commit older than `refresh_ms`, after
+/// a short spell (the background reloads kept the snapshot fresh) and after a long one (no
+/// reloads while nobody asks: the request waits for one). Before, it came from the snapshot
+/// of the last request, and the next ones caught up.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_first_answer_after_an_idle_spell_holds_every_commit_older_than_the_refresh() {
+    const REFRESH: Duration = Duration::from_millis(200);
+    let dir = tempfile::tempdir().unwrap();
+    let lake = lake_with_two_servers(dir.path()).await;
+    let serve = start_with(dir.path(), &lake, "refresh_ms = 200");
+    assert_eq!(events_seen(&serve).await, json!(9));
+    // Idle spells are the scenario, not waits for a condition: nothing asks meanwhile.
+    for (n, idle) in [(10, REFRESH * 5), (11, REFRESH * 35)] {
+        std::thread::sleep(idle);
+        write(&lake, &[message(n, 1, A)]).await;
+        std::thread::sleep(REFRESH);
+        assert_eq!(events_seen(&serve).await, json!(n), "after {idle:?} idle");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn formats_and_new_commits_without_restart() {
     let dir = tempfile::tempdir().unwrap();

@@ -122,6 +122,7 @@ mod tests {
             to: "2024-07".into(),
             timezone: "Europe/Paris".into(),
             min_users: 3,
+            noise: 2,
             filters: Filters::default(),
             source: FigureSource::Rollups,
             as_of: None,

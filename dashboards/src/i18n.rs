@@ -2,6 +2,19 @@
 //! names of the figures, months and days, and numbers as each language writes them (French:
 //! a narrow no-break space between thousands, a decimal comma).
 
+/// What the pages and reports say of the publication rule (docs/design.md §4): withheld
+/// cells, and the perturbation of the others when there is one.
+pub fn privacy_legend(lang: Lang, min_users: u32, noise: u32) -> String {
+    let withheld = lang.t("suppressed_legend").replace("{k}", &min_users.to_string());
+    if noise == 0 {
+        return withheld;
+    }
+    format!(
+        "{withheld} {}",
+        lang.t("noise_legend").replace("{noise}", &noise.to_string())
+    )
+}
+
 /// A language of the pages.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Lang {
@@ -58,8 +71,12 @@ impl Lang {
             "data_of" => ("données au", "data as of"),
             "suppressed" => ("secret", "secret"),
             "suppressed_legend" => (
-                "« secret » : valeur calculée sur moins de {k} utilisateurs, masquée (règle du secret statistique).",
-                "\"secret\": a value built from fewer than {k} users, withheld (statistical confidentiality).",
+                "« secret » : moins de {k} utilisateurs, aucun compris, valeur masquée (règle du secret statistique).",
+                "\"secret\": fewer than {k} users, none included, value withheld (statistical confidentiality).",
+            ),
+            "noise_legend" => (
+                "Les autres valeurs sont légèrement perturbées (d'au plus {noise} personnes, ou {noise} fois la moyenne par personne pour les messages et autres actions), toujours de la même façon, pour qu'aucune combinaison de chiffres ne révèle une valeur masquée.",
+                "Other values are slightly perturbed (by at most {noise} people, or {noise} times the mean per person for messages and other actions), always the same way, so that no combination of figures reveals a withheld value.",
             ),
             "mom" => ("sur un mois", "month on month"),
             "yoy" => ("sur un an", "year on year"),

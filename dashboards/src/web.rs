@@ -586,6 +586,7 @@ async fn build(
         to: to.clone(),
         timezone: String::new(),
         min_users: 0,
+        noise: 0,
         filters: Filters::default(),
         source: mxpulse_query::figures::FigureSource::Raw,
         as_of: None,
@@ -826,9 +827,8 @@ async fn dashboard_page(
         Err(error) => return Err(error.into()),
     };
     let qs = query.encoded(&built.from, &built.to, lang);
-    let secret_legend = lang
-        .t("suppressed_legend")
-        .replace("{k}", &state.service.min_users.to_string());
+    let secret_legend =
+        crate::i18n::privacy_legend(lang, state.service.min_users, state.service.noise);
     let cards = built
         .panels
         .iter()
@@ -914,11 +914,21 @@ fn card(
     qs: &str,
     lang: Lang,
 ) -> CardView {
-    let definition = panel
-        .figures
-        .first()
-        .map(|f| lang.definition(f.get_ref()))
-        .unwrap_or_default();
+    // Every figure of the card defined (a card of room kinds showed the first kind's only).
+    let definition = match panel.figures.as_slice() {
+        [one] => lang.definition(one.get_ref()),
+        several => several
+            .iter()
+            .map(|f| {
+                format!(
+                    "{} : {}",
+                    lang.figure(f.get_ref()),
+                    lang.definition(f.get_ref())
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" "),
+    };
     let svg = content
         .chart
         .as_ref()

@@ -291,13 +291,8 @@ async fn handle(
     let key = message.key();
     let admission = with_sink!(sinks, topic, |sink| sink.admit(partition, offset, header, key, payload).await?, else return Ok(()));
     match admission {
-        Admission::Buffered | Admission::AlreadyInLake => {}
-        Admission::Repeat => {
-            metrics
-                .table(table_of(topic))
-                .repeats_dropped
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
+        // A repeat is counted with the commit that reports it (`CommitReport::repeats`).
+        Admission::Buffered | Admission::AlreadyInLake | Admission::Repeat => {}
         Admission::DeadLetter(error) => {
             // The kind and the size only: the message's content never goes to the log.
             tracing::warn!(topic, partition, %offset, kind = %error.kind(), bytes = payload.len(), "dead letter");

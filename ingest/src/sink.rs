@@ -53,7 +53,8 @@ pub struct CommitReport {
     pub table: &'static str,
     pub version: i64,
     pub rows: usize,
-    /// Records dropped because the lake already held their identity.
+    /// Records dropped as repeats since the last commit: in the buffer, or because the lake
+    /// already held their identity.
     pub repeats: usize,
     /// Parquet files the commit added.
     pub files: usize,
@@ -97,6 +98,8 @@ pub struct TableSink<R: Record> {
     /// A rebalance happened while a commit was in flight: the identity index is dropped when
     /// the committer is back.
     identities_stale: bool,
+    /// Repeats the buffer dropped since the last batch was taken.
+    repeats_buffered: usize,
 }
 
 /// What a commit hands back to its sink.
@@ -135,6 +138,9 @@ struct Batch<R> {
     records: Vec<crate::buffer::Buffered<R>>,
     offsets: crate::buffer::Consumed,
     known: HashMap<i32, Option<Committed>>,
+    /// Repeats the buffer dropped since the last batch: the commit reports them with those
+    /// the lake already held, so its log line and `/metrics` say the same.
+    repeats: usize,
 }
 
 impl<R: Record> TableSink<R> {
@@ -155,6 +161,7 @@ impl<R: Record> TableSink<R> {
             in_flight: None,
             finished: None,
             identities_stale: false,
+            repeats_buffered: 0,
         }
     }
 
@@ -216,7 +223,10 @@ impl<R: Record> TableSink<R> {
                     .push(partition, offset, print, record, payload.len())
                 {
                     Pushed::Added => Admission::Buffered,
-                    Pushed::Repeat => Admission::Repeat,
+                    Pushed::Repeat => {
+                        self.repeats_buffered += 1;
+                        Admission::Repeat
+                    }
                 },
             ),
             Err(error) => {
@@ -311,6 +321,7 @@ impl<R: Record> TableSink<R> {
             records,
             offsets,
             known: self.committed.clone(),
+            repeats: std::mem::take(&mut self.repeats_buffered),
         };
         self.in_flight = Some(tokio::spawn(async move {
             let outcome = committer.commit(batch).await;
@@ -484,6 +495,7 @@ impl<R: Record> Committer<R> {
             records,
             mut offsets,
             known,
+            repeats: repeats_buffered,
         } = batch;
         let started = Instant::now();
         self.refresh().await?;
@@ -535,7 +547,7 @@ impl<R: Record> Committer<R> {
                     .push(buffered.record);
             }
         }
-        let mut repeats = 0;
+        let mut repeats = repeats_buffered;
         let mut kept: Vec<R> = Vec::new();
         for (day, records) in by_day {
             if !self.identities.is_loaded(day) {

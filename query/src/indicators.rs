@@ -22,8 +22,10 @@ pub struct MonthlyIndicators {
     pub server: Option<String>,
     /// The month has ended in `time_zone` (its figures may still move with late data).
     pub month_over: bool,
-    /// Cells built from fewer users than this are withheld (`value: null`).
+    /// Cells built from fewer users than this, none included, are withheld (`value: null`).
     pub min_users: u32,
+    /// The largest move of a published count, in steps (docs/design.md §4).
+    pub noise: u32,
     /// When the lake data the figures hold was written (RFC 3339), if any.
     pub data_as_of: Option<String>,
     pub indicators: Vec<Indicator>,
@@ -34,9 +36,10 @@ pub struct MonthlyIndicators {
 pub struct Indicator {
     /// The figure's name (`active_users`, `messages`...), as in `/api/v1/figures/monthly`.
     pub name: &'static str,
-    /// The count, or `null` when withheld or when the month has no data for it.
+    /// The published count, or `null` when withheld.
     pub value: Option<i64>,
-    /// Withheld: built from fewer than `min_users` users.
+    /// Withheld: built from fewer than `min_users` users, none included (docs/design.md §4:
+    /// nothing tells "nobody" from "one or two people").
     pub suppressed: bool,
 }
 
@@ -65,7 +68,7 @@ pub fn from_figures(
                     .filter(|c| !c.suppressed)
                     .and_then(|c| c.value)
                     .map(|v| v.round() as i64),
-                suppressed: cell.is_some_and(|c| c.suppressed),
+                suppressed: cell.is_none_or(|c| c.suppressed || c.value.is_none()),
             }
         })
         .collect();
@@ -76,6 +79,7 @@ pub fn from_figures(
         server,
         month_over,
         min_users: figures.min_users,
+        noise: figures.noise,
         data_as_of: figures.as_of.clone(),
         indicators,
     }
@@ -132,6 +136,7 @@ mod tests {
             to: "2024-07".into(),
             timezone: "Europe/Paris".into(),
             min_users: 5,
+            noise: 2,
             filters: Filters::default(),
             source: FigureSource::Rollups,
             as_of: Some("2024-08-01T00:00:00Z".into()),
@@ -147,7 +152,8 @@ mod tests {
         let find = |name: &str| got.indicators.iter().find(|i| i.name == name).unwrap();
         assert_eq!(find("active_users").value, Some(230_561));
         assert!(find("calls_started").suppressed && find("calls_started").value.is_none());
-        assert!(!find("messages").suppressed && find("messages").value.is_none());
+        // No cell is withheld alike: zero and small are one answer.
+        assert!(find("messages").suppressed && find("messages").value.is_none());
         let csv = got.csv();
         assert!(csv.starts_with("month,name,value,suppressed\r\n"));
         assert!(csv.contains("2024-07,active_users,230561,false\r\n"));

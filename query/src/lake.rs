@@ -1,6 +1,6 @@
 //! The lake as the query service sees it: the three Delta tables and the rollups, opened
-//! read-only and reloaded when they are older than the refresh interval, so new commits show
-//! without a restart. A table that does not exist yet reads as empty (the service never
+//! read-only; an answer holds every commit older than the refresh interval, without a
+//! restart. A table that does not exist yet reads as empty (the service never
 //! creates one); a lake without rollups is answered from the raw tables.
 
 use std::sync::Arc;
@@ -29,6 +29,9 @@ pub struct RollupTables {
     pub timezone: Option<String>,
     /// When the rollups were last written (milliseconds since the epoch).
     pub as_of_ms: Option<i64>,
+    /// Whether the cells carry their cell keys (rollups written before them do not, and
+    /// cannot be published until the rollup job recounts them).
+    pub has_cell_keys: bool,
 }
 
 /// The three tables, and the rollups if the lake has them, at one moment.
@@ -96,7 +99,13 @@ async fn load_rollups(root: &Url) -> Result<Option<RollupTables>, QueryError> {
             .get(rollup::TIMEZONE_KEY)
             .cloned()
     });
+    let has_cell_keys = cells.snapshot().ok().is_some_and(|s| {
+        s.schema()
+            .fields()
+            .any(|f| f.name() == rollup::CELL_KEY_COLUMN)
+    });
     Ok(Some(RollupTables {
+        has_cell_keys,
         as_of_ms: commit_ms(&cells),
         rooms: load_table(root, rollup::ROOMS_TABLE).await?,
         forum_members: load_table(root, rollup::FORUM_MEMBERS_TABLE).await?,
@@ -169,13 +178,21 @@ pub struct Lake {
     shared: Arc<Cached>,
 }
 
+/// How long after the last request the background reloads go on, in refresh intervals (a
+/// minute at the default two seconds): a service nobody asks reads nothing.
+const KEEP_FRESH_AFTER_REQUEST: u32 = 30;
+
 #[derive(Default)]
 struct Cached {
+    /// The newest snapshot, with the moment its load started: it holds every commit made
+    /// before that moment.
     current: std::sync::Mutex<Option<(Instant, Arc<LakeSnapshot>)>>,
     /// Held by the one load running.
-    loading: Arc<tokio::sync::Mutex<()>>,
-    /// Why the last load failed, until one succeeds.
-    failure: std::sync::Mutex<Option<String>>,
+    loading: tokio::sync::Mutex<()>,
+    /// Why the last load failed and when, until one succeeds.
+    failure: std::sync::Mutex<Option<(Instant, String)>>,
+    /// When a request last asked for a snapshot.
+    asked: std::sync::Mutex<Option<Instant>>,
 }
 
 impl Cached {
@@ -186,13 +203,51 @@ impl Cached {
             .clone()
     }
 
-    fn set(&self, snapshot: Arc<LakeSnapshot>) {
-        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some((Instant::now(), snapshot));
-        self.fail(None);
+    /// The current snapshot if its load started less than `refresh` ago.
+    fn fresh(&self, refresh: Duration) -> Option<Arc<LakeSnapshot>> {
+        self.current()
+            .filter(|(started, _)| started.elapsed() < refresh)
+            .map(|(_, snapshot)| snapshot)
     }
 
-    fn fail(&self, failure: Option<String>) {
-        *self.failure.lock().unwrap_or_else(|e| e.into_inner()) = failure;
+    fn set(&self, started: Instant, snapshot: Arc<LakeSnapshot>) {
+        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some((started, snapshot));
+        *self.failure.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    fn fail(&self, failure: String) {
+        *self.failure.lock().unwrap_or_else(|e| e.into_inner()) = Some((Instant::now(), failure));
+    }
+
+    fn failed_within(&self, window: Duration) -> bool {
+        self.failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .is_some_and(|(at, _)| at.elapsed() < window)
+    }
+
+    fn asked_within(&self, window: Duration) -> bool {
+        self.asked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some_and(|at| at.elapsed() < window)
+    }
+
+    /// Loads a snapshot of `root` and keeps it; the caller holds `loading`.
+    async fn reload(&self, root: &Url) -> Result<Arc<LakeSnapshot>, QueryError> {
+        let started = Instant::now();
+        match LakeSnapshot::load(root).await {
+            Ok(snapshot) => {
+                let snapshot = Arc::new(snapshot);
+                self.set(started, snapshot.clone());
+                Ok(snapshot)
+            }
+            Err(error) => {
+                self.fail(error.to_string());
+                Err(error)
+            }
+        }
     }
 }
 
@@ -205,43 +260,72 @@ impl Lake {
         }
     }
 
-    /// The latest snapshot: at most `refresh` old, or the one before while a newer one loads.
+    /// A snapshot holding every commit made more than `refresh` ago (docs/design.md §6).
     ///
-    /// Loading reads six Delta logs (tens to hundreds of milliseconds while the ingest commits);
-    /// every request waiting for it made the dashboards' p99 at 100 clients. So once there is a
-    /// snapshot, an expired one starts one load in the background and is answered meanwhile:
-    /// no request waits for a reload. A load that fails leaves the previous snapshot in place
-    /// (the answers' `as_of` says how old their data is) and is logged; the next request tries
-    /// again.
+    /// Loading reads six Delta logs (tens to hundreds of milliseconds while the ingest
+    /// commits). While requests come, a background task reloads every half `refresh`, so
+    /// the snapshot is fresh when asked and no request waits (every request waiting for a
+    /// reload made the dashboards' p99 at 100 clients). After an idle spell (nobody asked for
+    /// a minute, and then nothing is read) the first request waits for a reload: answering it
+    /// from the old snapshot showed a product lead the morning's figures after lunch. A load
+    /// that fails leaves the previous snapshot to answer (their `as_of` says how old their
+    /// data is; `/health` fails) and is tried again after `refresh`.
     pub async fn snapshot(&self) -> Result<Arc<LakeSnapshot>, QueryError> {
-        match self.shared.current() {
-            Some((at, snapshot)) if at.elapsed() < self.refresh => Ok(snapshot),
-            Some((_, stale)) => {
-                if let Ok(loading) = self.shared.loading.clone().try_lock_owned() {
-                    let (shared, root) = (self.shared.clone(), self.root.clone());
-                    tokio::spawn(async move {
-                        let _loading = loading;
-                        match LakeSnapshot::load(&root).await {
-                            Ok(snapshot) => shared.set(Arc::new(snapshot)),
-                            Err(error) => {
-                                tracing::warn!(%error, "cannot reload the lake: answering from the previous snapshot");
-                                shared.fail(Some(error.to_string()));
-                            }
-                        }
-                    });
-                }
+        *self.shared.asked.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+        if let Some(snapshot) = self.shared.fresh(self.refresh) {
+            return Ok(snapshot);
+        }
+        let first = self.shared.current().is_none();
+        let _loading = self.shared.loading.lock().await;
+        // Another request's load, started after this one asked, will do.
+        if let Some(snapshot) = self.shared.fresh(self.refresh) {
+            return Ok(snapshot);
+        }
+        let stale = self.shared.current().map(|(_, snapshot)| snapshot);
+        if let Some(stale) = &stale
+            && self.shared.failed_within(self.refresh)
+        {
+            return Ok(stale.clone());
+        }
+        let reloaded = self.shared.reload(&self.root).await;
+        if first && reloaded.is_ok() {
+            self.keep_fresh();
+        }
+        match (reloaded, stale) {
+            (Ok(snapshot), _) => Ok(snapshot),
+            (Err(error), Some(stale)) => {
+                tracing::warn!(%error, "cannot reload the lake: answering from the previous snapshot");
                 Ok(stale)
             }
-            None => {
-                let _loading = self.shared.loading.lock().await;
-                if let Some((_, snapshot)) = self.shared.current() {
-                    return Ok(snapshot);
-                }
-                let snapshot = Arc::new(LakeSnapshot::load(&self.root).await?);
-                self.shared.set(snapshot.clone());
-                Ok(snapshot)
-            }
+            (Err(error), None) => Err(error),
         }
+    }
+
+    /// Starts the background reloads; they end with the last `Lake` holding the cache.
+    fn keep_fresh(&self) {
+        let (shared, root, refresh) = (
+            Arc::downgrade(&self.shared),
+            self.root.clone(),
+            self.refresh,
+        );
+        tokio::spawn(async move {
+            let period = (refresh / 2).max(Duration::from_millis(10));
+            loop {
+                tokio::time::sleep(period).await;
+                let Some(shared) = shared.upgrade() else {
+                    return;
+                };
+                if !shared.asked_within(refresh * KEEP_FRESH_AFTER_REQUEST) {
+                    continue;
+                }
+                let Ok(_loading) = shared.loading.try_lock() else {
+                    continue;
+                };
+                if let Err(error) = shared.reload(&root).await {
+                    tracing::warn!(%error, "cannot reload the lake: answering from the previous snapshot");
+                }
+            }
+        });
     }
 
     /// Why the lake could not be reloaded, while the answers come from an older snapshot.
@@ -250,6 +334,7 @@ impl Lake {
             .failure
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .clone()
+            .as_ref()
+            .map(|(_, why)| why.clone())
     }
 }

@@ -74,6 +74,8 @@ pub struct QueryService {
     pub figures_timeout: std::time::Duration,
     pub timezone: String,
     pub min_users: u32,
+    /// The largest move of a published count (docs/design.md §4).
+    pub noise: u32,
     /// The analysts' statements running at once and waiting: with the per-query memory
     /// limit, the service's memory bound.
     pub sql_slots: QuerySlots,
@@ -141,6 +143,7 @@ impl QueryService {
         session::Publication {
             timezone: self.timezone.clone(),
             min_users: self.min_users,
+            noise: self.noise,
         }
     }
 

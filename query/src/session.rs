@@ -69,20 +69,22 @@ fn rooms_select() -> String {
     first_value(access_rule ORDER BY ts) FILTER (WHERE type = 'im.vector.room.access_rules') AS access_rule
   FROM events GROUP BY room
 ), members AS (
-  SELECT room, count(*) AS members FROM (
+  SELECT room, count(*) AS members, sum(target & {mask}) AS members_key FROM (
     SELECT room, target, last_value(membership ORDER BY ts) AS membership
     FROM events WHERE type = 'm.room.member' GROUP BY room, target
   ) WHERE membership = 'join' GROUP BY room
 ), joined AS (
   SELECT c.room, c.server, c.domain, c.creator, c.created_at, c.room_type,
     coalesce(f.is_direct, false) AS is_direct, coalesce(f.encrypted, false) AS encrypted,
-    f.join_rule, f.access_rule, coalesce(m.members, 0) AS members
+    f.join_rule, f.access_rule, coalesce(m.members, 0) AS members,
+    coalesce(m.members_key, 0) AS members_key
   FROM created c LEFT JOIN facts f ON f.room = c.room LEFT JOIN members m ON m.room = c.room
 )
 SELECT room, server, domain, creator, created_at, {kind} AS kind, encrypted, join_rule,
-  access_rule, members
+  access_rule, members, members_key
 FROM joined",
-        kind = crate::figures::definitions::ROOM_KIND
+        kind = crate::figures::definitions::ROOM_KIND,
+        mask = crate::figures::disclosure::RECORD_KEY_MASK,
     )
 }
 
@@ -90,11 +92,18 @@ FROM joined",
 #[derive(Clone, Debug)]
 pub struct Publication {
     pub timezone: String,
-    /// Cells from fewer distinct users are suppressed (docs/design.md §4).
+    /// Cells from fewer distinct users are withheld (docs/design.md §4).
     pub min_users: u32,
+    /// The largest move of a published count, in steps (docs/design.md §4).
+    pub noise: u32,
 }
 
 impl Publication {
+    /// The rule every published count goes through.
+    pub fn rule(&self) -> crate::figures::disclosure::CellKeyRule {
+        crate::figures::disclosure::CellKeyRule::new(self.min_users, self.noise)
+    }
+
     /// The publication views are planned only for the statements that may read them (they
     /// name them, or browse the catalog): planning twelve grouped figures costs more than
     /// most queries.
@@ -186,9 +195,8 @@ pub async fn session(
         }
         ctx.register_table("rooms", Arc::new(ViewTable::new(rooms.build()?, None)))?;
         if let Some(publication) = publication {
-            for view in
-                crate::figures::publication_views(&publication.timezone, publication.min_users)
-            {
+            ctx.register_udf(crate::figures::disclosure::publish_udf(publication.rule()));
+            for view in crate::figures::publication_views(&publication.timezone) {
                 ctx.sql(&view).await?;
             }
         }

@@ -26,8 +26,8 @@ pub struct HooksArgs {
 
 #[derive(Debug, Subcommand)]
 enum HooksCommand {
-    /// Print a Synapse appservice registration for a homeserver (and the matching
-    /// [[hooks.homeservers]] table on stderr).
+    /// Write a Synapse appservice registration for a homeserver and the matching
+    /// [[hooks.homeservers]] table (to stdout and stderr without --out and --table).
     Registration {
         /// Synapse's server_name.
         #[arg(long)]
@@ -35,18 +35,53 @@ enum HooksCommand {
         /// The address Synapse reaches the hooks at.
         #[arg(long, default_value = "http://127.0.0.1:9100")]
         url: String,
+        /// Write the registration to this new file, readable by its owner only (it holds
+        /// both tokens).
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+        /// Write the [[hooks.homeservers]] table to this new file, owner only too.
+        #[arg(long)]
+        table: Option<std::path::PathBuf>,
     },
+}
+
+/// Writes `text` to the new file `path`, 0600 (an existing file is not replaced: its tokens
+/// may be in use).
+fn write_secret(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    file.write_all(text.as_bytes())
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 pub fn run(args: &HooksArgs, config: &Config) -> anyhow::Result<()> {
     match &args.command {
-        Some(HooksCommand::Registration { server, url }) => {
+        Some(HooksCommand::Registration {
+            server,
+            url,
+            out,
+            table,
+        }) => {
             let registration = Registration::generate(server, url)?;
-            print!("{}", registration.to_yaml());
-            eprintln!(
+            let table_text = format!(
                 "# Add to the mxpulse configuration file:\n{}",
                 registration.to_config_toml()
             );
+            match out {
+                Some(path) => write_secret(path, &registration.to_yaml())?,
+                None => print!("{}", registration.to_yaml()),
+            }
+            match table {
+                Some(path) => write_secret(path, &table_text)?,
+                None => eprintln!("{table_text}"),
+            }
             Ok(())
         }
         None => serve(config),

@@ -9,6 +9,7 @@ mod generate;
 mod hooks;
 mod ingest;
 mod lake;
+pub mod owner_only;
 mod report;
 mod serve;
 
@@ -82,6 +83,7 @@ impl Cli {
 pub fn load_config(global: &GlobalArgs) -> anyhow::Result<Config> {
     let config = Config::load(global.config.as_deref(), std::env::vars())
         .context("invalid configuration")?;
+    owner_only::warn_about_readable_secrets(global.config.as_deref(), &config);
     // (Parsing a local root would create its directory: only an s3:// one is parsed here.)
     if config.lake.root.trim().starts_with("s3://")
         && let Ok(root) = mxpulse_ingest::LakeRoot::parse(config.lake.root.trim())

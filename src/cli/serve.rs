@@ -52,6 +52,7 @@ pub fn query_service(config: &Config) -> anyhow::Result<QueryService> {
         figures_timeout: Duration::from_millis(q.figures_timeout_ms),
         timezone: q.timezone.clone(),
         min_users: config.privacy.min_users,
+        noise: config.privacy.noise,
         sql_slots: QuerySlots::new(
             usize::try_from(q.max_concurrent_queries).unwrap_or(1),
             usize::try_from(q.max_queued).unwrap_or(usize::MAX),

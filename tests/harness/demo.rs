@@ -32,6 +32,11 @@ impl Drop for Demo {
 
 impl Demo {
     pub fn start(dir: &Path, args: &[&str]) -> Demo {
+        Self::start_with_env(dir, args, &[])
+    }
+
+    /// `start` with more environment (`MXPULSE_*` settings reach every service it starts).
+    pub fn start_with_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Demo {
         let http = format!("127.0.0.1:{}", free_port());
         let mut child = Command::new(mxpulse_bin())
             .arg("demo")
@@ -43,6 +48,7 @@ impl Demo {
             .args(["--ingest-listen", &format!("127.0.0.1:{}", free_port())])
             .args(args)
             .env("MXPULSE_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(dir.join("demo.stderr")).expect("log file"))
             .spawn()

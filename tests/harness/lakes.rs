@@ -25,9 +25,15 @@ pub fn generated(dir: &Path, scale: &str, from: &str, to: &str) -> PathBuf {
         "{out}{}",
         String::from_utf8_lossy(&generated.stderr)
     );
+    rolled_up(&lake);
+    lake
+}
+
+/// Runs `mxpulse lake rollup` over `lake`.
+pub fn rolled_up(lake: &Path) {
     let rolled = Command::new(mxpulse_bin())
         .args(["lake", "rollup"])
-        .env("MXPULSE_LAKE_ROOT", &lake)
+        .env("MXPULSE_LAKE_ROOT", lake)
         .output()
         .expect("run mxpulse lake rollup");
     let out = String::from_utf8_lossy(&rolled.stdout);
@@ -36,5 +42,4 @@ pub fn generated(dir: &Path, scale: &str, from: &str, to: &str) -> PathBuf {
         "{out}{}",
         String::from_utf8_lossy(&rolled.stderr)
     );
-    lake
 }

@@ -21,6 +21,7 @@ pub const B: &str = "agent.finances.tchap.gouv.fr";
 pub const VIEWER: &str = "viewer-token-0123456789";
 pub const ANALYST: &str = "analyst-token-0123456789";
 pub const B_ANALYST: &str = "finances-analyst-token-0123456789";
+pub const B_VIEWER: &str = "finances-viewer-token-0123456789";
 
 pub struct Serve {
     pub child: Child,
@@ -75,7 +76,8 @@ pub fn start_on(dir: &Path, lake_settings: &str, query_settings: &str) -> Serve 
             "{lake_settings}[query]\nlisten = \"127.0.0.1:{port}\"\npgwire_listen = \"127.0.0.1:{pg_port}\"\n{defaults}{query_settings}\
              [[query.principals]]\nname = \"product-lead\"\nrole = \"viewer\"\ntoken = \"{VIEWER}\"\n\
              [[query.principals]]\nname = \"dinum-analyst\"\nrole = \"analyst\"\ntoken = \"{ANALYST}\"\n\
-             [[query.principals]]\nname = \"finances-analyst\"\nrole = \"analyst\"\ntoken = \"{B_ANALYST}\"\nserver = \"{B}\"\n",
+             [[query.principals]]\nname = \"finances-analyst\"\nrole = \"analyst\"\ntoken = \"{B_ANALYST}\"\nserver = \"{B}\"\n\
+             [[query.principals]]\nname = \"finances-lead\"\nrole = \"viewer\"\ntoken = \"{B_VIEWER}\"\nserver = \"{B}\"\n",
         ),
     )
     .unwrap();

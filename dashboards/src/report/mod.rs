@@ -646,9 +646,13 @@ pub async fn build(
             )
         })
         .collect();
+    // Every published figure: the counted ones and the two running ones (open accounts, r30),
+    // both headline figures.
     let definitions = mxpulse_query::figures::FIGURES
         .iter()
-        .map(|f| (lang.figure(f.name), lang.definition(f.name)))
+        .map(|f| f.name)
+        .chain(mxpulse_query::figures::SPECIAL_FIGURES)
+        .map(|name| (lang.figure(name), lang.definition(name)))
         .collect();
     let scope = who
         .server
@@ -677,9 +681,7 @@ pub async fn build(
         changes,
         events,
         definitions,
-        suppression: lang
-            .t("suppressed_legend")
-            .replace("{k}", &service.min_users.to_string()),
+        suppression: crate::i18n::privacy_legend(lang, service.min_users, service.noise),
         data_as_of: monthly.as_of.clone(),
         counted_from: match monthly.source {
             mxpulse_query::figures::FigureSource::Rollups => "rollups",

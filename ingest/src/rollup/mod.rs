@@ -139,6 +139,15 @@ async fn open_rooms(root: &LakeRoot) -> Result<(DeltaTable, DeltaTable), IngestE
     ))
 }
 
+/// Whether the cells table has the column of the cell keys.
+fn has_cell_keys(cells: &DeltaTable) -> bool {
+    cells.snapshot().is_ok_and(|s| {
+        s.schema()
+            .fields()
+            .any(|f| f.name() == tables::CELL_KEY_COLUMN)
+    })
+}
+
 /// What the rollups of the lake hold, if it has any.
 pub async fn state(root: &LakeRoot) -> Result<Option<RollupState>, IngestError> {
     let url = table_url_at(root, CELLS_TABLE);
@@ -289,6 +298,20 @@ pub async fn run(
     let accounts = open_or_create::<AccountRecord>(root).await?;
     let mut cells = open_cells(root, &config.timezone).await?;
     let mut state = read_state(&cells).await?;
+    if !has_cell_keys(&cells) {
+        // Rollups written before the cell keys (docs/design.md §4) cannot be published:
+        // recounted from the raw tables, unless some months can no longer be.
+        if let Some(before) = state.purged_before {
+            return Err(IngestError::RollupState(format!(
+                "the rollups predate cell keys and the raw records before {before} were \
+                 purged: those months cannot be recounted with them"
+            )));
+        }
+        tracing::warn!("the rollups predate cell keys: recounting them from the raw tables");
+        crate::store::remove_tree(root, "rollups").await?;
+        cells = open_cells(root, &config.timezone).await?;
+        state = read_state(&cells).await?;
+    }
     if state.timezone.as_deref() != Some(config.timezone.as_str()) {
         let cut_in = state.timezone.clone().unwrap_or_else(|| "(none)".into());
         if mode == RollupMode::Incremental {

@@ -155,6 +155,22 @@ impl Figure {
     pub fn value_sql(&self) -> &'static str {
         self.value.unwrap_or("COUNT(*)")
     }
+
+    /// The SQL of a cell's key (docs/design.md §4): the sum of the record keys of the
+    /// distinct users behind it; for the net change of accounts, of the accounts opened
+    /// minus those closed, so that its running sum is the key of the accounts open.
+    pub fn key_sql(&self) -> String {
+        let user = self.source.user();
+        if self.name == ACCOUNT_CHANGES.name {
+            let key = format!("({user} & {})", super::disclosure::RECORD_KEY_MASK);
+            return format!(
+                "SUM(CASE change WHEN 'created' THEN {key} WHEN 'reactivated' THEN {key} \
+                 WHEN 'deactivated' THEN -{key} ELSE 0 END) FILTER (WHERE {filter})",
+                filter = self.filter
+            );
+        }
+        super::disclosure::cell_key_sql(user, self.filter)
+    }
 }
 
 /// Every figure computed by grouping rows, in the order the API returns them.
@@ -308,11 +324,13 @@ pub const ROOM_KIND: &str = "CASE
   END";
 
 /// The views meant for publication, `monthly_figures` and `daily_figures`: every figure of
-/// `FIGURES` by period, in total and by server, domain (and platform for visits), with the
-/// cells from fewer than `min_users` distinct users suppressed (value NULL, `suppressed`
-/// true). The same definitions as the figures API, as SQL an analyst can join and filter; the
-/// API adds MoM, YoY, peak days and the total of active accounts.
-pub fn publication_views(timezone: &str, min_users: u32) -> [String; 2] {
+/// `FIGURES` by period, in total and by server, domain (and platform for visits), each value
+/// published by the cell key rule (`mx_publish`, docs/design.md §4: NULL and `suppressed`
+/// when withheld). The same definitions and values as the figures API, as SQL an analyst can
+/// join and filter; withheld domains are not named (one row of key `*` stands for them). The
+/// API adds MoM, YoY, peak days, the total of active accounts, and the cells nobody is behind
+/// (withheld), which have no row here.
+pub fn publication_views(timezone: &str) -> [String; 2] {
     [("monthly_figures", "%Y-%m"), ("daily_figures", "%Y-%m-%d")].map(|(name, format)| {
         let selects: Vec<String> = FIGURES
             .iter()
@@ -332,7 +350,8 @@ pub fn publication_views(timezone: &str, min_users: u32) -> [String; 2] {
                     .collect();
                 format!(
                     "SELECT '{name}' AS figure, period, CASE {breakdown}ELSE 'total' END AS breakdown, \
-                     CASE {key}END AS key, CAST({value} AS DOUBLE) AS value, COUNT(DISTINCT {user}) AS users \
+                     CASE {key}END AS key, CAST({value} AS DOUBLE) AS value, COUNT(DISTINCT {user}) AS users, \
+                     CAST({cell_key} AS BIGINT) AS cell_key \
                      FROM (SELECT *, to_char(t, '{format}') AS period \
                            FROM (SELECT *, {time} AS t FROM {table} WHERE {filter}) AS w) AS x \
                      GROUP BY GROUPING SETS ({sets})",
@@ -342,15 +361,20 @@ pub fn publication_views(timezone: &str, min_users: u32) -> [String; 2] {
                     time = source.time(timezone),
                     table = source.table(),
                     filter = figure.filter,
+                    cell_key = super::disclosure::cell_key_sql(source.user(), "true"),
                     sets = sets.join(", "),
                 )
             })
             .collect();
         format!(
-            "CREATE VIEW {name} AS SELECT figure, period, breakdown, key, \
-             CASE WHEN users >= {min_users} THEN value END AS value, users < {min_users} AS suppressed \
-             FROM ({}) AS cells",
-            selects.join(" UNION ALL ")
+            "CREATE VIEW {name} AS SELECT DISTINCT figure, period, breakdown, \
+             CASE WHEN breakdown = 'domain' AND value IS NULL THEN '{small}' ELSE key END AS key, \
+             value, value IS NULL AS suppressed \
+             FROM (SELECT figure, period, breakdown, key, {publish}(value, users, cell_key) AS value \
+                   FROM ({cells}) AS cells) AS published",
+            publish = super::disclosure::PUBLISH_FUNCTION,
+            small = super::publish::SMALL_DOMAINS,
+            cells = selects.join(" UNION ALL ")
         )
     })
 }

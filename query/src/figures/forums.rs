@@ -1,5 +1,7 @@
 //! The forums directory: the largest forums (public, unencrypted rooms) by members, without
-//! any identifier, forums of fewer than k members left out.
+//! any identifier. Members are people: each forum's count is published through the cell key
+//! rule (docs/design.md §4), forums whose count is withheld are left out, and the ranking is
+//! by the published counts.
 
 use datafusion::arrow::array::AsArray;
 use datafusion::arrow::datatypes::{DataType, Int64Type};
@@ -7,44 +9,103 @@ use datafusion::prelude::SessionContext;
 
 use super::ForumRank;
 use super::definitions::Source;
+use super::disclosure::CellKeyRule;
+use super::grouping::Tally;
 use crate::error::QueryError;
+
+/// A forum before publication: its server, members and their cell key, creation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ForumRow {
+    pub server: String,
+    pub members: i64,
+    pub members_key: i64,
+    /// Microseconds since the epoch.
+    pub created_at: i64,
+    /// Local month of creation.
+    pub created: String,
+}
 
 /// The `limit` forums with the most members, from the session's `rooms` view over raw events.
 pub async fn top_forums(
     ctx: &SessionContext,
     limit: usize,
     timezone: &str,
-    min_users: u32,
+    rule: &CellKeyRule,
 ) -> Result<Vec<ForumRank>, QueryError> {
     let sql = format!(
-        "SELECT server, members, to_char({time}, '%Y-%m') AS created FROM rooms \
-         WHERE kind = 'forum' AND members >= {min_users} ORDER BY members DESC, created_at LIMIT {limit}",
+        "SELECT server, members, members_key, arrow_cast(created_at, 'Int64'), \
+                to_char({time}, '%Y-%m') AS created FROM rooms WHERE kind = 'forum' AND members > 0",
         time = Source::Rooms.time(timezone),
     );
-    ranks(ctx, &sql).await
+    Ok(ranked(
+        forum_rows(ctx, &sql).await?.iter(),
+        limit,
+        rule,
+        None,
+    ))
 }
 
-/// Runs a query of `(server, members, created)` rows into ranks.
-pub(crate) async fn ranks(ctx: &SessionContext, sql: &str) -> Result<Vec<ForumRank>, QueryError> {
+/// Runs a query of `(server, members, members_key, created_at, created)` rows.
+pub(crate) async fn forum_rows(
+    ctx: &SessionContext,
+    sql: &str,
+) -> Result<Vec<ForumRow>, QueryError> {
     let batches = ctx.sql(sql).await?.collect().await?;
-    let mut ranks = Vec::new();
+    let mut rows = Vec::new();
     for batch in batches {
-        let server = datafusion::arrow::compute::cast(batch.column(0), &DataType::Utf8)?;
-        let members = datafusion::arrow::compute::cast(batch.column(1), &DataType::Int64)?;
-        let created = datafusion::arrow::compute::cast(batch.column(2), &DataType::Utf8)?;
-        let (server, members, created) = (
+        let text = |i: usize| datafusion::arrow::compute::cast(batch.column(i), &DataType::Utf8);
+        let int = |i: usize| datafusion::arrow::compute::cast(batch.column(i), &DataType::Int64);
+        let (server, members, key, created_at, created) =
+            (text(0)?, int(1)?, int(2)?, int(3)?, text(4)?);
+        let (server, members, key, created_at, created) = (
             server.as_string::<i32>(),
             members.as_primitive::<Int64Type>(),
+            key.as_primitive::<Int64Type>(),
+            created_at.as_primitive::<Int64Type>(),
             created.as_string::<i32>(),
         );
         for row in 0..batch.num_rows() {
-            ranks.push(ForumRank {
-                rank: ranks.len() + 1,
+            rows.push(ForumRow {
                 server: server.value(row).to_owned(),
                 members: members.value(row),
+                members_key: key.value(row),
+                created_at: created_at.value(row),
                 created: created.value(row).to_owned(),
             });
         }
     }
-    Ok(ranks)
+    Ok(rows)
+}
+
+/// The `limit` forums of `forums` (of `scope`'s server only, if any) with the most published
+/// members (the oldest first on a tie); withheld ones left out.
+pub fn ranked<'a>(
+    forums: impl Iterator<Item = &'a ForumRow>,
+    limit: usize,
+    rule: &CellKeyRule,
+    scope: Option<&str>,
+) -> Vec<ForumRank> {
+    let mut published: Vec<(i64, i64, &ForumRow)> = forums
+        .filter(|f| scope.is_none_or(|server| f.server == server))
+        .filter_map(|f| {
+            let tally = Tally {
+                value: f.members as f64,
+                users: f.members,
+                key: f.members_key,
+            };
+            rule.publish(&tally).map(|v| (v as i64, f.created_at, f))
+        })
+        .collect();
+    published.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    published
+        .into_iter()
+        .take(limit)
+        .enumerate()
+        .map(|(i, (members, _, f))| ForumRank {
+            rank: i + 1,
+            server: f.server.clone(),
+            members,
+            created: f.created.clone(),
+        })
+        .collect()
 }

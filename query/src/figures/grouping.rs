@@ -26,11 +26,13 @@ pub struct GroupingSet {
     pub dims: DimSet,
 }
 
-/// A value and the distinct users it was built from.
+/// A value, the distinct users it was built from, and their cell key (the sum of their
+/// record keys: `disclosure`).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Tally {
     pub value: f64,
     pub users: i64,
+    pub key: i64,
 }
 
 /// One group of a scan: its coordinates and, per figure asked, its tally (`None`: no row of
@@ -100,9 +102,11 @@ pub async fn grouped(ctx: &SessionContext, scan: &Scan<'_>) -> Result<Vec<GroupR
         .map(|(i, f)| {
             format!(
                 ", CAST({value} FILTER (WHERE {filter}) AS DOUBLE) AS value_{i}, \
-                 COUNT(DISTINCT {user}) FILTER (WHERE {filter}) AS users_{i}",
+                 COUNT(DISTINCT {user}) FILTER (WHERE {filter}) AS users_{i}, \
+                 CAST({key} AS BIGINT) AS key_{i}",
                 value = f.value_sql(),
                 filter = f.filter,
+                key = f.key_sql(),
             )
         })
         .collect();
@@ -169,15 +173,18 @@ pub async fn grouped(ctx: &SessionContext, scan: &Scan<'_>) -> Result<Vec<GroupR
             .map(|i| int64(batch.column(3 + dims.len() + i)))
             .collect::<Result<Vec<_>, _>>()?;
         let first_aggregate = 3 + 2 * dims.len();
-        // Each figure's (value, users) columns, downcast once per batch.
+        // Each figure's (value, users, key) columns, downcast once per batch.
         let aggregates: Vec<_> = (0..scan.figures.len())
             .map(|i| {
                 (
                     batch
-                        .column(first_aggregate + 2 * i)
+                        .column(first_aggregate + 3 * i)
                         .as_primitive::<Float64Type>(),
                     batch
-                        .column(first_aggregate + 2 * i + 1)
+                        .column(first_aggregate + 3 * i + 1)
+                        .as_primitive::<Int64Type>(),
+                    batch
+                        .column(first_aggregate + 3 * i + 2)
                         .as_primitive::<Int64Type>(),
                 )
             })
@@ -200,7 +207,7 @@ pub async fn grouped(ctx: &SessionContext, scan: &Scan<'_>) -> Result<Vec<GroupR
             }
             let tallies = aggregates
                 .iter()
-                .map(|(values, users)| {
+                .map(|(values, users, keys)| {
                     let users = users.value(row);
                     (users != 0).then(|| Tally {
                         value: if values.is_null(row) {
@@ -209,6 +216,11 @@ pub async fn grouped(ctx: &SessionContext, scan: &Scan<'_>) -> Result<Vec<GroupR
                             values.value(row)
                         },
                         users,
+                        key: if keys.is_null(row) {
+                            0
+                        } else {
+                            keys.value(row)
+                        },
                     })
                 })
                 .collect();
@@ -274,7 +286,7 @@ pub async fn r30(
     let ((server, server_flag), (domain, domain_flag)) = (column(Dim::Server), column(Dim::Domain));
     let sql = format!(
         "SELECT period, {server}, {domain}, {server_flag}, {domain_flag}, \
-                COUNT(DISTINCT \"user\") \
+                COUNT(DISTINCT \"user\"), CAST({key} AS BIGINT) \
          FROM (SELECT e.period, v.\"user\", v.server, v.domain, min(v.day) AS first_day, max(v.day) AS last_day \
                FROM visits AS v JOIN (VALUES {values}) AS e(period, end_day) \
                  ON v.day > e.end_day - INTERVAL '60 days' AND v.day <= e.end_day \
@@ -284,6 +296,7 @@ pub async fn r30(
          GROUP BY GROUPING SETS ({grouping})",
         values = values.join(", "),
         grouping = grouping.join(", "),
+        key = super::disclosure::cell_key_sql("\"user\"", "true"),
     );
     let batches = ctx.sql(&sql).await?.collect().await?;
     let mut rows = Vec::new();
@@ -292,6 +305,7 @@ pub async fn r30(
         let (server, domain) = (utf8(batch.column(1))?, utf8(batch.column(2))?);
         let (server_flag, domain_flag) = (int64(batch.column(3))?, int64(batch.column(4))?);
         let users = batch.column(5).as_primitive::<Int64Type>();
+        let cell_keys = batch.column(6).as_primitive::<Int64Type>();
         let period = period.as_string::<i32>();
         for row in 0..batch.num_rows() {
             let mut set = DimSet::NONE;
@@ -313,6 +327,7 @@ pub async fn r30(
                 tallies: vec![Some(Tally {
                     value: users as f64,
                     users,
+                    key: cell_keys.value(row),
                 })],
             });
         }

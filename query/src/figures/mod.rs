@@ -1,21 +1,23 @@
 //! The figures of docs/design.md §5: monthly (calendar months in the configured time zone;
 //! visits are UTC days as Synapse writes them) or daily, in total and by server, e-mail
 //! domain and (for visits) platform, with month-over-month and year-over-year change, the
-//! peak day of each month, and small-cell suppression: a cell built from fewer than k
-//! distinct users is returned without its value, marked `suppressed`.
+//! peak day of each month, every count published through the cell key rule (`disclosure`,
+//! docs/design.md §4): a cell built from fewer than k distinct users (none included) is
+//! withheld, without its value, marked `suppressed`; the others are moved by a small
+//! deterministic amount, the same in every request.
 //!
 //! A request moves through: `request` (a `FigureRequest`, checked and bounded), `planner`
 //! (rollups or raw tables), then `rollup::read` or `raw` (counted into `tally::Tallies` with
-//! the SQL of `grouping`, from the definitions in `definitions`), then `publish` (suppression,
+//! the SQL of `grouping`, from the definitions in `definitions`), then `publish` (the cell key rule,
 //! changes, peaks) into a `FiguresReport`. `rollup` also computes the rollup tables' content
 //! for the rollup job; `forums` ranks the forums.
 
 pub mod definitions;
+pub mod disclosure;
 pub mod forums;
 pub mod grouping;
 pub mod periods;
 pub mod planner;
-pub mod protect;
 pub mod publish;
 pub mod raw;
 pub mod request;
@@ -39,8 +41,10 @@ pub struct FigureCell {
     /// `total`, `server`, `domain` or `platform`.
     pub breakdown: &'static str,
     pub key: Option<String>,
-    /// `None` when suppressed.
+    /// The published value (docs/design.md §4); `None` when withheld: fewer than k people,
+    /// or none.
     pub value: Option<f64>,
+    /// Withheld: fewer than k people (none included).
     pub suppressed: bool,
     /// Change over the previous month / the same month a year before, as a fraction.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -81,6 +85,9 @@ pub struct FiguresReport {
     pub to: String,
     pub timezone: String,
     pub min_users: u32,
+    /// The largest move of a published count, in steps: one person for counts of people, the
+    /// cell's mean per person for counts of events (docs/design.md §4).
+    pub noise: u32,
     pub filters: Filters,
     /// Counted from the rollups or from the raw tables.
     pub source: FigureSource,
@@ -113,7 +120,7 @@ pub async fn compute(
     filters: &Filters,
     only: &[String],
     timezone: &str,
-    min_users: u32,
+    rule: &disclosure::CellKeyRule,
 ) -> Result<FiguresReport, QueryError> {
     let request = FigureRequest {
         filters: filters.clone(),
@@ -124,12 +131,12 @@ pub async fn compute(
         max_months: u32::MAX,
         max_days: u32::MAX,
     })?;
-    let tallies = raw::tallies(ctx, &request.counted()?, timezone).await?;
-    let cells = publish::cells(&request, tallies, i64::from(min_users)).await?;
+    let tallies = raw::tallies(ctx, &request, timezone).await?;
+    let cells = publish::cells(&request, tallies, rule).await?;
     Ok(report(
         &request,
         timezone,
-        min_users,
+        rule,
         FigureSource::Raw,
         None,
         cells,
@@ -140,7 +147,7 @@ pub async fn compute(
 pub fn report(
     request: &FigureRequest,
     timezone: &str,
-    min_users: u32,
+    rule: &disclosure::CellKeyRule,
     source: FigureSource,
     as_of: Option<String>,
     cells: Vec<FigureCell>,
@@ -150,7 +157,8 @@ pub fn report(
         from: request.from.clone(),
         to: request.to.clone(),
         timezone: timezone.to_owned(),
-        min_users,
+        min_users: u32::try_from(rule.min_users).unwrap_or(u32::MAX),
+        noise: u32::try_from(rule.spread).unwrap_or(u32::MAX),
         filters: request.filters.clone(),
         source,
         as_of,

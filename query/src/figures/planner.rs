@@ -47,6 +47,10 @@ pub fn choose(
                 publication.timezone
             ))
         }
+        Some(rollups) if !rollups.has_cell_keys => Some(
+            "the rollups predate cell keys: the rollup job recounts them (`mxpulse lake rollup`)"
+                .to_owned(),
+        ),
         Some(_) => None,
     };
     match (choice, unusable) {
@@ -79,9 +83,8 @@ pub async fn figures(
         publication,
         limits,
     } = *with;
-    let k = i64::from(publication.min_users);
+    let rule = publication.rule();
     let shown = request;
-    let request = &shown.counted()?;
     let (tallies, as_of) = match source {
         FigureSource::Rollups => {
             let index = cache.index(snapshot, limits, &publication.timezone).await?;
@@ -100,14 +103,14 @@ pub async fn figures(
             (tallies, snapshot.newest_commit_ms())
         }
     };
-    let cells = publish::cells(shown, tallies, k).await?;
+    let cells = publish::cells(shown, tallies, &rule).await?;
     let as_of = as_of
         .and_then(chrono::DateTime::from_timestamp_millis)
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
     Ok(report(
         shown,
         &publication.timezone,
-        publication.min_users,
+        &rule,
         source,
         as_of,
         cells,
@@ -133,7 +136,7 @@ pub async fn forums(
             Ok(rollup::read::top_forums(
                 &index,
                 limit,
-                publication.min_users,
+                &publication.rule(),
                 scope,
             ))
         }
@@ -143,8 +146,7 @@ pub async fn forums(
                 pseudonyms: true,
             };
             let ctx = session::session(snapshot, &scope, limits, None).await?;
-            super::forums::top_forums(&ctx, limit, &publication.timezone, publication.min_users)
-                .await
+            super::forums::top_forums(&ctx, limit, &publication.timezone, &publication.rule()).await
         }
     }
 }

@@ -1,6 +1,12 @@
-//! From tallies to the published cells: small-cell suppression (fewer than k distinct users:
-//! no value, `suppressed`), month-over-month and year-over-year changes between shown values
-//! only, the peak day of each month, and the running totals of `total_active_accounts`.
+//! From tallies to the published cells (docs/design.md §4): every count through the cell key
+//! rule (`disclosure`), so that a cell has one published value whatever request shows it;
+//! month-over-month and year-over-year changes between published values only; the peak day
+//! of each month among the published daily values; the running totals of
+//! `total_active_accounts`, whose cell key is the running sum of the accounts' keys.
+//!
+//! A cell nobody is behind is withheld like a small one, and every period and breakdown key
+//! of a request is answered, present or not: an absent cell would tell "nobody" from "one or
+//! two people".
 //!
 //! Every loop here yields to the runtime now and then: a request cut by its time limit stops
 //! at the next yield instead of finishing a long synchronous loop on the query threads.
@@ -8,8 +14,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::FigureCell;
-use super::periods::{change, months, shift};
-use super::protect;
+use super::definitions::Dim;
+use super::disclosure::CellKeyRule;
+use super::grouping::Tally;
+use super::periods::{change, months, parse_day, shift};
 use super::request::{FigureRequest, Granularity};
 use super::tally::{Cells, Tallies};
 use crate::error::QueryError;
@@ -30,307 +38,266 @@ impl Budget {
     }
 }
 
-/// The key standing for a breakdown's domains hidden as small: their names are not shown
-/// (a one-person domain would name its person), only that some are hidden.
+/// The key standing for a breakdown's withheld domains: their names are not shown (a
+/// one-person domain would name its person), only one withheld cell for all of them.
 pub const SMALL_DOMAINS: &str = "*";
 
-/// The one cell standing for `figure`'s domains hidden as small in `period`: suppressed, and
-/// keyed `SMALL_DOMAINS` instead of their names.
-fn small_domains_cell(figure: &'static str, period: String) -> FigureCell {
-    FigureCell {
-        figure,
-        period,
-        breakdown: "domain",
-        key: Some(SMALL_DOMAINS.to_owned()),
-        value: None,
-        suppressed: true,
-        mom: None,
-        yoy: None,
-        peak_day: None,
-        peak_value: None,
+/// The periods a request shows: its months, or its days.
+fn shown_periods(request: &FigureRequest) -> Result<Vec<String>, QueryError> {
+    match request.granularity {
+        Granularity::Month => months(&request.from, &request.to),
+        Granularity::Day => {
+            let (from, to) = (parse_day(&request.from)?, parse_day(&request.to)?);
+            Ok(from
+                .iter_days()
+                .take_while(|d| *d <= to)
+                .map(|d| d.format("%Y-%m-%d").to_string())
+                .collect())
+        }
     }
 }
 
-/// The cells of `request` out of `tallies`, suppressing those from fewer than `k` users and
-/// their complements (`protect`). `tallies` may hold more than the request shows (whole
-/// months of days, a room kind's family: `FigureRequest::counted`): the suppression is
-/// decided on all of it, then only what was asked is shown.
-pub async fn cells(
-    request: &FigureRequest,
-    tallies: Tallies,
-    k: i64,
-) -> Result<Vec<FigureCell>, QueryError> {
-    let (from, to) = (request.from.as_str(), request.to.as_str());
-    let first = request.first_period()?;
-    let monthly = request.granularity == Granularity::Month;
-    let mut budget = Budget::new();
-    let mut out = Vec::new();
-    let all: Vec<(&'static str, &Cells)> = tallies
-        .figures
-        .iter()
-        .map(|(figure, t)| (figure.name, &t.cells))
-        .collect();
-    let hidden = protect::hidden(&all, !monthly, k);
-    budget.step().await;
-    for (figure, tallies) in &tallies.figures {
-        if !request.wants(figure.name) {
-            continue;
-        }
-        let raw = &tallies.cells;
-        let is_hidden = |period: &str, breakdown: &'static str, key: &Option<String>| {
-            hidden.contains(&(figure.name, period.to_owned(), breakdown, key.clone()))
-        };
-        let value_of = |period: &str, breakdown: &'static str, key: &Option<String>| {
-            raw.get(&(period.to_owned(), breakdown, key.clone()))
-                .filter(|_| !is_hidden(period, breakdown, key))
-                .map(|t| t.value)
-        };
-        // Peak days of the totals, from the daily series (the first day wins a tie), among
-        // the days a daily request would show.
-        let mut peaks: BTreeMap<String, (String, f64)> = BTreeMap::new();
-        if monthly {
-            let days: Cells = tallies
-                .daily
-                .iter()
-                .map(|(day, t)| ((day.clone(), "total", None), *t))
-                .collect();
-            let hidden_days = protect::hidden(&[(figure.name, &days)], true, k);
-            for (day, tally) in &tallies.daily {
-                budget.step().await;
-                if hidden_days.contains(&(figure.name, day.clone(), "total", None)) {
-                    continue;
-                }
-                let Some(month) = day.get(..7).map(str::to_owned) else {
-                    continue;
-                };
-                let entry = peaks.entry(month).or_insert((day.clone(), tally.value));
-                if tally.value > entry.1 {
-                    *entry = (day.clone(), tally.value);
-                }
+/// The keys of each breakdown that any figure of the request has in its periods: every one of
+/// them is answered for every figure, withheld where the figure has no or few people.
+fn breakdown_keys<'a>(
+    cells: impl Iterator<Item = &'a Cells>,
+) -> BTreeMap<&'static str, BTreeSet<String>> {
+    let mut keys: BTreeMap<&'static str, BTreeSet<String>> = BTreeMap::new();
+    for cells in cells {
+        for (_, breakdown, key) in cells.keys() {
+            if let Some(key) = key {
+                keys.entry(breakdown).or_default().insert(key.clone());
             }
         }
-        let mut small_domains: BTreeSet<String> = BTreeSet::new();
-        for ((period, breakdown, key), tally) in raw {
+    }
+    keys
+}
+
+/// One figure's cells for the shown periods, in total and by each breakdown asked.
+struct Series<'a> {
+    name: &'static str,
+    cells: &'a Cells,
+    dims: Vec<Dim>,
+}
+
+/// What every series of a request is published with.
+struct Shown<'a> {
+    periods: Vec<String>,
+    monthly: bool,
+    /// The keys of each breakdown (`breakdown_keys`).
+    keys: BTreeMap<&'static str, BTreeSet<String>>,
+    rule: &'a CellKeyRule,
+}
+
+/// Writes the cells of `series` into `out`: its published values, their changes (monthly)
+/// and the peak days of `peaks`.
+async fn publish_series(
+    shown: &Shown<'_>,
+    series: &Series<'_>,
+    peaks: &BTreeMap<String, (String, f64)>,
+    budget: &mut Budget,
+    out: &mut Vec<FigureCell>,
+) {
+    let Shown {
+        periods,
+        monthly,
+        keys,
+        rule,
+    } = shown;
+    let monthly = *monthly;
+    let published = |period: &str, breakdown: &'static str, key: &Option<String>| {
+        rule.published(
+            series
+                .cells
+                .get(&(period.to_owned(), breakdown, key.clone())),
+        )
+    };
+    let no_keys = BTreeSet::new();
+    for period in periods {
+        let mut coordinates: Vec<(&'static str, Option<String>)> = vec![("total", None)];
+        for dim in &series.dims {
+            let of_dim = keys.get(dim.name()).unwrap_or(&no_keys);
+            coordinates.extend(of_dim.iter().map(|k| (dim.name(), Some(k.clone()))));
+        }
+        let mut small_domains = false;
+        for (breakdown, key) in coordinates {
             budget.step().await;
-            if period.as_str() < first.as_str() || period.as_str() > to || period.as_str() < from {
+            let value = published(period, breakdown, &key);
+            if value.is_none() && breakdown == Dim::Domain.name() {
+                small_domains = true;
                 continue;
             }
-            let suppressed = is_hidden(period, breakdown, key);
-            if suppressed && *breakdown == "domain" {
-                small_domains.insert(period.clone());
-                continue;
-            }
-            let value = (!suppressed).then_some(tally.value);
             let (mom, yoy) = if monthly {
                 (
-                    shift(period, 1).and_then(|p| change(value, value_of(&p, breakdown, key))),
-                    shift(period, 12).and_then(|p| change(value, value_of(&p, breakdown, key))),
+                    shift(period, 1).and_then(|p| change(value, published(&p, breakdown, &key))),
+                    shift(period, 12).and_then(|p| change(value, published(&p, breakdown, &key))),
                 )
             } else {
                 (None, None)
             };
-            let peak = (*breakdown == "total" && !suppressed)
+            let peak = (breakdown == "total" && value.is_some())
                 .then(|| peaks.get(period))
                 .flatten();
             out.push(FigureCell {
-                figure: figure.name,
+                figure: series.name,
                 period: period.clone(),
                 breakdown,
-                key: key.clone(),
+                key,
                 value,
-                suppressed,
+                suppressed: value.is_none(),
                 mom,
                 yoy,
                 peak_day: peak.map(|(day, _)| day.clone()),
                 peak_value: peak.map(|(_, value)| *value),
             });
         }
-        out.extend(
-            small_domains
-                .into_iter()
-                .map(|period| small_domains_cell(figure.name, period)),
-        );
+        if small_domains || series.dims.contains(&Dim::Domain) {
+            out.push(FigureCell {
+                figure: series.name,
+                period: period.clone(),
+                breakdown: Dim::Domain.name(),
+                key: Some(SMALL_DOMAINS.to_owned()),
+                value: None,
+                suppressed: true,
+                mom: None,
+                yoy: None,
+                peak_day: None,
+                peak_value: None,
+            });
+        }
     }
+}
+
+/// The cells of `request` out of `tallies`, every count published through `rule`.
+/// `tallies` may hold more than the request shows (the months before, for the changes).
+pub async fn cells(
+    request: &FigureRequest,
+    tallies: Tallies,
+    rule: &CellKeyRule,
+) -> Result<Vec<FigureCell>, QueryError> {
+    let monthly = request.granularity == Granularity::Month;
+    let mut budget = Budget::new();
+    let mut out = Vec::new();
+    let shown = Shown {
+        periods: shown_periods(request)?,
+        monthly,
+        keys: breakdown_keys(
+            tallies
+                .figures
+                .iter()
+                .map(|(_, t)| &t.cells)
+                .chain(tallies.account_changes.iter())
+                .chain(tallies.r30.iter()),
+        ),
+        rule,
+    };
+    for (figure, figure_tallies) in &tallies.figures {
+        if !request.wants(figure.name) {
+            continue;
+        }
+        // Peak days of the totals, among the published daily values (the first day wins a
+        // tie): a withheld day is never a peak.
+        let mut peaks: BTreeMap<String, (String, f64)> = BTreeMap::new();
+        if monthly {
+            for (day, tally) in &figure_tallies.daily {
+                budget.step().await;
+                let (Some(value), Some(month)) = (rule.publish(tally), day.get(..7)) else {
+                    continue;
+                };
+                let entry = peaks
+                    .entry(month.to_owned())
+                    .or_insert((day.clone(), value));
+                if value > entry.1 {
+                    *entry = (day.clone(), value);
+                }
+            }
+        }
+        let series = Series {
+            name: figure.name,
+            cells: &figure_tallies.cells,
+            dims: breakdowns_of(request, figure.source.dims()),
+        };
+        publish_series(&shown, &series, &peaks, &mut budget, &mut out).await;
+    }
+    let no_peaks = BTreeMap::new();
     if let Some(changes) = tallies.account_changes
         && request.shows_special("total_active_accounts")
     {
-        out.extend(total_active_accounts(from, to, &changes, k, &mut budget).await?);
+        let open = open_accounts(&request.to, &changes, &mut budget).await?;
+        let series = Series {
+            name: "total_active_accounts",
+            cells: &open,
+            dims: breakdowns_of(request, &[Dim::Server, Dim::Domain]),
+        };
+        publish_series(&shown, &series, &no_peaks, &mut budget, &mut out).await;
     }
     if let Some(r30) = tallies.r30
         && request.shows_special("r30_users")
     {
-        out.extend(r30_users(from, to, &r30, k, &mut budget).await);
+        let series = Series {
+            name: "r30_users",
+            cells: &r30,
+            dims: breakdowns_of(request, &[Dim::Server, Dim::Domain]),
+        };
+        publish_series(&shown, &series, &no_peaks, &mut budget, &mut out).await;
     }
     Ok(out)
 }
 
-/// Month -> (net change of accounts, users whose account changed).
-type MonthlyChanges = BTreeMap<String, (f64, i64)>;
+/// The breakdowns of `request` that a figure of these dimensions has.
+fn breakdowns_of(request: &FigureRequest, dims: &[Dim]) -> Vec<Dim> {
+    dims.iter()
+        .copied()
+        .filter(|d| request.shows_breakdown(*d))
+        .collect()
+}
 
-/// Regular accounts open at the end of each month from `from` to `to`: the running sum of
-/// the monthly net changes (in total, by server, by domain). Accounts are users: a cell is
-/// built from its value of them. A month is shown when it is not small, its difference with
-/// the last shown month is not a handful of people (`protect::running_total_shown`), and no
-/// single breakdown key can be had by subtraction (`protect`).
-async fn total_active_accounts(
-    from: &str,
+/// Regular accounts open at the end of each month up to `to`: the running sum of the monthly
+/// net changes (in total, by server, by domain). The people behind a month's cell are the
+/// accounts open, so its users are its value and its key the running sum of the changes'
+/// keys: the key of exactly the accounts open (docs/design.md §4).
+async fn open_accounts(
     to: &str,
     changes: &Cells,
-    k: i64,
     budget: &mut Budget,
-) -> Result<Vec<FigureCell>, QueryError> {
-    const NAME: &str = "total_active_accounts";
-    let mut series: BTreeMap<(&'static str, Option<String>), MonthlyChanges> = BTreeMap::new();
+) -> Result<Cells, QueryError> {
+    let mut series: BTreeMap<(&'static str, Option<String>), BTreeMap<String, Tally>> =
+        BTreeMap::new();
     for ((month, breakdown, key), tally) in changes {
         budget.step().await;
         if month.as_str() <= to {
             series
                 .entry((breakdown, key.clone()))
                 .or_default()
-                .insert(month.clone(), (tally.value, tally.users));
+                .insert(month.clone(), *tally);
         }
     }
-    // Every month from the first change (the walk decides alike whatever months are shown).
     let Some(start) = series
         .values()
         .filter_map(|d| d.keys().next())
         .min()
         .cloned()
     else {
-        return Ok(Vec::new());
+        return Ok(Cells::new());
     };
-    let start = start.min(shift(from, 12).unwrap_or_else(|| from.to_owned()));
-    let all_months = months(&start, to)?;
-    let shown_months = months(from, to)?;
-    let mut values: Cells = BTreeMap::new();
-    let mut not_shown: BTreeSet<protect::CellId> = BTreeSet::new();
+    let mut open = Cells::new();
     for ((breakdown, key), deltas) in &series {
-        let mut at_end: BTreeMap<String, f64> = BTreeMap::new();
-        let mut total = 0.0;
-        for month in &all_months {
+        let (mut value, mut cell_key) = (0.0, 0i64);
+        for month in months(&start, to)? {
             budget.step().await;
-            total += deltas.get(month).map(|(d, _)| *d).unwrap_or(0.0);
-            at_end.insert(month.clone(), total);
-        }
-        let shown = protect::running_total_shown(&at_end, deltas, k);
-        for (month, value) in at_end {
-            if !shown.contains(&month) {
-                not_shown.insert((NAME, month.clone(), breakdown, key.clone()));
+            if let Some(delta) = deltas.get(&month) {
+                value += delta.value;
+                cell_key = cell_key.wrapping_add(delta.key);
             }
-            values.insert(
+            open.insert(
                 (month, breakdown, key.clone()),
-                super::grouping::Tally {
+                Tally {
                     value,
                     users: value as i64,
+                    key: cell_key,
                 },
             );
         }
     }
-    let hidden = protect::hidden_from(&[(NAME, &values)], false, k, not_shown);
-    let shown = |month: &str, breakdown: &'static str, key: &Option<String>| {
-        values
-            .get(&(month.to_owned(), breakdown, key.clone()))
-            .filter(|_| !hidden.contains(&(NAME, month.to_owned(), breakdown, key.clone())))
-            .map(|t| t.value)
-    };
-    let mut cells = Vec::new();
-    let mut small_domains = BTreeSet::new();
-    for (breakdown, key) in series.keys() {
-        for month in &shown_months {
-            budget.step().await;
-            let value = shown(month, breakdown, key);
-            let suppressed = value.is_none();
-            if suppressed && *breakdown == "domain" {
-                small_domains.insert(month.clone());
-                continue;
-            }
-            cells.push(FigureCell {
-                figure: NAME,
-                period: month.clone(),
-                breakdown,
-                key: key.clone(),
-                value,
-                suppressed,
-                mom: change(
-                    value,
-                    shift(month, 1).and_then(|m| shown(&m, breakdown, key)),
-                ),
-                yoy: change(
-                    value,
-                    shift(month, 12).and_then(|m| shown(&m, breakdown, key)),
-                ),
-                peak_day: None,
-                peak_value: None,
-            });
-        }
-    }
-    cells.extend(
-        small_domains
-            .into_iter()
-            .map(|period| small_domains_cell(NAME, period)),
-    );
-    Ok(cells)
-}
-
-/// `r30_users` cells from the months' counts, with complementary suppression across the
-/// breakdowns.
-async fn r30_users(
-    from: &str,
-    to: &str,
-    counts: &Cells,
-    k: i64,
-    budget: &mut Budget,
-) -> Vec<FigureCell> {
-    const NAME: &str = "r30_users";
-    let users: Cells = counts
-        .iter()
-        .map(|(id, t)| {
-            (
-                id.clone(),
-                super::grouping::Tally {
-                    value: t.users as f64,
-                    users: t.users,
-                },
-            )
-        })
-        .collect();
-    let hidden = protect::hidden(&[(NAME, &users)], false, k);
-    budget.step().await;
-    let shown = |period: &str, breakdown: &'static str, key: &Option<String>| {
-        users
-            .get(&(period.to_owned(), breakdown, key.clone()))
-            .filter(|_| !hidden.contains(&(NAME, period.to_owned(), breakdown, key.clone())))
-            .map(|t| t.value)
-    };
-    let mut cells = Vec::new();
-    let mut small_domains = BTreeSet::new();
-    for (period, breakdown, key) in users.keys() {
-        budget.step().await;
-        if period.as_str() < from || period.as_str() > to {
-            continue;
-        }
-        let value = shown(period, breakdown, key);
-        if value.is_none() && *breakdown == "domain" {
-            small_domains.insert(period.clone());
-            continue;
-        }
-        cells.push(FigureCell {
-            figure: NAME,
-            period: period.clone(),
-            breakdown,
-            key: key.clone(),
-            value,
-            suppressed: value.is_none(),
-            mom: shift(period, 1).and_then(|p| change(value, shown(&p, breakdown, key))),
-            yoy: shift(period, 12).and_then(|p| change(value, shown(&p, breakdown, key))),
-            peak_day: None,
-            peak_value: None,
-        });
-    }
-    cells.extend(
-        small_domains
-            .into_iter()
-            .map(|period| small_domains_cell(NAME, period)),
-    );
-    cells
+    Ok(open)
 }

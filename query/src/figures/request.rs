@@ -130,30 +130,6 @@ impl FigureRequest {
         Ok(())
     }
 
-    /// What is counted to answer this request: a daily request's whole months, and every
-    /// figure of an asked figure's family (`protect::family`), so that the complementary
-    /// suppression is decided on the same cells whatever part of them is shown.
-    pub fn counted(&self) -> Result<FigureRequest, QueryError> {
-        let mut counted = self.clone();
-        if self.granularity == Granularity::Day {
-            let (from, to) = (parse_day(&self.from)?, parse_day(&self.to)?);
-            counted.from = periods::month_start(&periods::month_of(from))?
-                .format("%Y-%m-%d")
-                .to_string();
-            counted.to = periods::month_end(&periods::month_of(to))?
-                .format("%Y-%m-%d")
-                .to_string();
-        }
-        for name in &self.only {
-            for member in super::protect::family(name).unwrap_or_default() {
-                if !counted.only.iter().any(|n| n == member) {
-                    counted.only.push(member.to_owned());
-                }
-            }
-        }
-        Ok(counted)
-    }
-
     pub fn wants(&self, name: &str) -> bool {
         self.only.is_empty() || self.only.iter().any(|n| n == name)
     }

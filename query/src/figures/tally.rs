@@ -30,6 +30,24 @@ pub struct Tallies {
     pub account_changes: Option<Cells>,
 }
 
+impl Tallies {
+    /// The tallies of a request nobody is behind (a scoped principal asking for another
+    /// server): every figure shown, no cell, as a count over no row gives.
+    pub fn nobody(request: &super::request::FigureRequest) -> Tallies {
+        Tallies {
+            figures: request
+                .shown()
+                .into_iter()
+                .map(|f| (f, FigureTallies::default()))
+                .collect(),
+            r30: request.shows_special("r30_users").then(Cells::new),
+            account_changes: request
+                .shows_special("total_active_accounts")
+                .then(Cells::new),
+        }
+    }
+}
+
 /// Where a request's cells sit among grouped rows: the rows grouped by the filtered
 /// dimensions with the filters' values (the rollups' cube), or by nothing (the raw path,
 /// whose filters were applied to the rows before grouping).
@@ -132,7 +150,11 @@ mod tests {
             period: period.into(),
             dims: set,
             keys,
-            tallies: vec![Some(Tally { value, users: 5 })],
+            tallies: vec![Some(Tally {
+                value,
+                users: 5,
+                key: 0,
+            })],
         }
     }
 

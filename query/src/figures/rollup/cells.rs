@@ -47,6 +47,7 @@ struct CellColumns {
     keys: [Vec<Option<String>>; 3],
     value: Vec<f64>,
     users: Vec<i64>,
+    key: Vec<i64>,
 }
 
 impl CellColumns {
@@ -66,6 +67,7 @@ impl CellColumns {
                 }
                 self.value.push(tally.value);
                 self.users.push(tally.users);
+                self.key.push(tally.key);
             }
         }
     }
@@ -84,6 +86,7 @@ impl CellColumns {
             Arc::new(StringArray::from(platform)),
             Arc::new(Float64Array::from(self.value)),
             Arc::new(Int64Array::from(self.users)),
+            Arc::new(Int64Array::from(self.key)),
         ];
         Ok(RecordBatch::try_new(cells_schema(), columns)?)
     }

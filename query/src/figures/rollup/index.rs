@@ -20,14 +20,7 @@ use crate::session::{self, Limits};
 /// A cell's breakdown keys (by `Dim::index`) and tally.
 type KeyedTally = ([Option<Arc<str>>; 3], Tally);
 
-/// A forum of the rollups: its server, members, creation (microseconds) and local month.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ForumRow {
-    pub server: String,
-    pub members: i64,
-    pub created_at: i64,
-    pub created: String,
-}
+pub use super::super::forums::ForumRow;
 
 /// Every cell, by figure, breakdown set and grain, then by period.
 #[derive(Debug, Default)]
@@ -106,6 +99,7 @@ impl CellIndex {
                         hasher.update(format!("{cell_keys:?}").as_bytes());
                         hasher.update(tally.value.to_bits().to_le_bytes());
                         hasher.update(tally.users.to_le_bytes());
+                        hasher.update(tally.key.to_le_bytes());
                     }
                 }
             }
@@ -164,7 +158,7 @@ impl CellIndex {
         };
         let mut interned: HashMap<String, Arc<str>> = HashMap::new();
         let batches = ctx
-            .sql("SELECT figure, grain, period, dims, server, domain, platform, value, users FROM figure_cells")
+            .sql("SELECT figure, grain, period, dims, server, domain, platform, value, users, cell_key FROM figure_cells")
             .await?
             .collect()
             .await?;
@@ -176,6 +170,8 @@ impl CellIndex {
             let keys = [text(4)?, text(5)?, text(6)?];
             let value = datafusion::arrow::compute::cast(batch.column(7), &DataType::Float64)?;
             let users = datafusion::arrow::compute::cast(batch.column(8), &DataType::Int64)?;
+            let cell_key = datafusion::arrow::compute::cast(batch.column(9), &DataType::Int64)?;
+            let cell_key = cell_key.as_primitive::<Int64Type>();
             let (figure, grain, period) = (
                 figure.as_string::<i32>(),
                 grain.as_string::<i32>(),
@@ -215,6 +211,7 @@ impl CellIndex {
                         Tally {
                             value: value.value(row),
                             users: users.value(row),
+                            key: cell_key.value(row),
                         },
                     ));
                 index.len += 1;
@@ -224,31 +221,15 @@ impl CellIndex {
             .time(timezone)
             .replace("created_at", "r.created_at");
         let sql = format!(
-            "SELECT r.server, m.members, arrow_cast(r.created_at, 'Int64'), to_char({time}, '%Y-%m') \
-             FROM rooms AS r JOIN (SELECT room, count(*) AS members FROM forum_members \
+            "SELECT r.server, m.members, m.members_key, arrow_cast(r.created_at, 'Int64'), \
+                    to_char({time}, '%Y-%m') \
+             FROM rooms AS r JOIN (SELECT room, count(*) AS members, \
+                                          sum(target & {mask}) AS members_key FROM forum_members \
                                    WHERE membership = 'join' GROUP BY room) AS m ON m.room = r.room \
-             WHERE r.kind = 'forum' ORDER BY m.members DESC, r.created_at"
+             WHERE r.kind = 'forum' ORDER BY m.members DESC, r.created_at",
+            mask = super::super::disclosure::RECORD_KEY_MASK,
         );
-        for batch in ctx.sql(&sql).await?.collect().await? {
-            let server = datafusion::arrow::compute::cast(batch.column(0), &DataType::Utf8)?;
-            let members = datafusion::arrow::compute::cast(batch.column(1), &DataType::Int64)?;
-            let created_at = datafusion::arrow::compute::cast(batch.column(2), &DataType::Int64)?;
-            let created = datafusion::arrow::compute::cast(batch.column(3), &DataType::Utf8)?;
-            let (server, members, created_at, created) = (
-                server.as_string::<i32>(),
-                members.as_primitive::<Int64Type>(),
-                created_at.as_primitive::<Int64Type>(),
-                created.as_string::<i32>(),
-            );
-            for row in 0..batch.num_rows() {
-                index.forums.push(ForumRow {
-                    server: server.value(row).to_owned(),
-                    members: members.value(row),
-                    created_at: created_at.value(row),
-                    created: created.value(row).to_owned(),
-                });
-            }
-        }
+        index.forums = super::super::forums::forum_rows(ctx, &sql).await?;
         Ok(index)
     }
 }

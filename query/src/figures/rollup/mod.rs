@@ -42,6 +42,10 @@ pub const GRAIN_DAY: &str = "day";
 /// The figure `r30_users` in the cube (one cell per month and server/domain combination).
 pub const R30_FIGURE: &str = "r30_users";
 
+/// The column of `figure_cells` holding each cell's key; rollups written before it existed
+/// are recounted (`mxpulse_ingest::rollup`).
+pub const CELL_KEY_COLUMN: &str = "cell_key";
+
 /// The table property of `figure_cells` naming the time zone its months were cut in.
 pub const TIMEZONE_KEY: &str = "mxpulse.rollup.timezone";
 
@@ -74,6 +78,8 @@ static CELLS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new("platform", DataType::Utf8, true),
         Field::new("value", DataType::Float64, false),
         Field::new("users", DataType::Int64, false),
+        // The cell key of the distinct users (docs/design.md §4).
+        Field::new(CELL_KEY_COLUMN, DataType::Int64, false),
     ]))
 });
 

@@ -51,7 +51,7 @@ pub fn tallies(
     if let Some(server) = scope {
         match &filters.server {
             // Another server than its own: nothing to see, as the raw path would find no row.
-            Some(asked) if asked != server => return Ok(Tallies::default()),
+            Some(asked) if asked != server => return Ok(Tallies::nobody(request)),
             _ => filters.server = Some(server.to_owned()),
         }
     }
@@ -132,26 +132,12 @@ pub fn tallies(
     Ok(out)
 }
 
-/// The `limit` forums with the most members; forums of fewer than `min_users` members are
-/// left out (small cells).
+/// The `limit` forums with the most published members (`forums::ranked`).
 pub fn top_forums(
     index: &CellIndex,
     limit: usize,
-    min_users: u32,
+    rule: &super::super::disclosure::CellKeyRule,
     scope: Option<&str>,
 ) -> Vec<ForumRank> {
-    index
-        .forums
-        .iter()
-        .filter(|f| f.members >= i64::from(min_users))
-        .filter(|f| scope.is_none_or(|server| f.server == server))
-        .take(limit)
-        .enumerate()
-        .map(|(i, f)| ForumRank {
-            rank: i + 1,
-            server: f.server.clone(),
-            members: f.members,
-            created: f.created.clone(),
-        })
-        .collect()
+    super::super::forums::ranked(index.forums.iter(), limit, rule, scope)
 }
