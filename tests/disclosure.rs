@@ -46,14 +46,16 @@ struct Services {
     oracle: Serve,
 }
 
-fn start(dir: &Path, lake: &Path) -> Services {
+/// The published service (with `privacy`'s settings, the defaults when empty) and the
+/// oracle, over `lake`.
+fn start(dir: &Path, lake: &Path, privacy: &str) -> Services {
     let lake_settings = format!("[lake]\nroot = \"{}\"\n", lake.display());
     let viewer_dir = dir.join("published");
     let oracle_dir = dir.join("oracle");
     std::fs::create_dir_all(&viewer_dir).unwrap();
     std::fs::create_dir_all(&oracle_dir).unwrap();
     Services {
-        viewer: start_on(&viewer_dir, &lake_settings, ""),
+        viewer: start_on(&viewer_dir, &format!("{lake_settings}{privacy}"), ""),
         oracle: start_on(
             &oracle_dir,
             &format!("{lake_settings}[privacy]\nmin_users = 1\nnoise = 0\n"),
@@ -390,7 +392,7 @@ async fn no_small_count_comes_back_from_the_golden_lake() {
     let root = mxpulse_ingest::LakeRoot::parse(&lake.display().to_string()).unwrap();
     golden::write_lake(&root).await;
     harness::lakes::rolled_up(&lake);
-    let services = start(dir.path(), &lake);
+    let services = start(dir.path(), &lake, "");
     let (findings, _) = attack(
         &services,
         &[("2024-05", "2024-04"), ("2024-06", "2024-05")],
@@ -410,7 +412,7 @@ async fn no_small_count_comes_back_from_the_golden_lake() {
 async fn no_small_count_comes_back_and_published_figures_stay_near_the_exact_ones() {
     let dir = tempfile::tempdir().unwrap();
     let lake = harness::lakes::generated(dir.path(), "0.01", "2023-07", "2024-07");
-    let services = start(dir.path(), &lake);
+    let services = start(dir.path(), &lake, "");
 
     let (findings, consistency) = attack(
         &services,
@@ -424,6 +426,25 @@ async fn no_small_count_comes_back_and_published_figures_stay_near_the_exact_one
     .await;
     assert_nothing_recovered(&findings, 20);
     assert!(consistency > 100, "{consistency} cells compared");
+
+    // The suite has teeth: against exact counts withheld under k (suppression without the
+    // cell key rule), the same attacks recover every small count they estimate.
+    let exact_dir = dir.path().join("withheld-only");
+    std::fs::create_dir_all(&exact_dir).unwrap();
+    let withheld_only = start(&exact_dir, &lake, "[privacy]\nnoise = 0\n");
+    let (exact_findings, _) = attack(
+        &withheld_only,
+        &[("2024-07", "2024-06")],
+        &["agent.interieur.tchap.gouv.fr"],
+    )
+    .await;
+    eprintln!("withheld only: {exact_findings:?}");
+    let (estimates, exact) = exact_findings.totals();
+    assert!(
+        estimates >= 20 && exact == estimates,
+        "withheld only: {exact_findings:?}"
+    );
+    drop(withheld_only);
 
     // Every published value of the year against the exact one.
     let path = "/api/v1/figures/monthly?from=2023-07&to=2024-07&breakdowns=server,domain,platform";

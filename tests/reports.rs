@@ -339,11 +339,22 @@ async fn a_months_report_in_every_format_holds_the_apis_numbers_frozen_then_revi
     assert!(text.contains("secret"), "the suppression rule");
     // Every headline figure is defined in the annex, the running ones (open accounts, r30)
     // too: they were the two missing.
-    let annex = text.replace('\n', " ").split_whitespace().collect::<Vec<_>>().join(" ");
+    let annex = text
+        .replace('\n', " ")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
     for figure in HEADLINE {
         let definition = mxpulse_dashboards::i18n::Lang::Fr.definition(figure);
-        let opening: String = definition.split_whitespace().take(4).collect::<Vec<_>>().join(" ");
-        assert!(annex.contains(&opening), "{figure} defined in the PDF: {opening:?}");
+        let opening: String = definition
+            .split_whitespace()
+            .take(4)
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert!(
+            annex.contains(&opening),
+            "{figure} defined in the PDF: {opening:?}"
+        );
     }
     assert!(text.contains("agent.finances.tchap.gouv.fr"));
     // Asked again: the same bytes; a client that has them gets 304.

@@ -256,7 +256,7 @@ async fn the_first_answer_after_an_idle_spell_holds_every_commit_older_than_the_
     const REFRESH: Duration = Duration::from_millis(200);
     let dir = tempfile::tempdir().unwrap();
     let lake = lake_with_two_servers(dir.path()).await;
-    let serve = start_with(dir.path(), &lake, "refresh_ms = 200");
+    let serve = start_with(dir.path(), &lake, "refresh_ms = 200\n");
     assert_eq!(events_seen(&serve).await, json!(9));
     // Idle spells are the scenario, not waits for a condition: nothing asks meanwhile.
     for (n, idle) in [(10, REFRESH * 5), (11, REFRESH * 35)] {

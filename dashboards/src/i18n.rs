@@ -5,13 +5,16 @@
 /// What the pages and reports say of the publication rule (docs/design.md §4): withheld
 /// cells, and the perturbation of the others when there is one.
 pub fn privacy_legend(lang: Lang, min_users: u32, noise: u32) -> String {
-    let withheld = lang.t("suppressed_legend").replace("{k}", &min_users.to_string());
+    let withheld = lang
+        .t("suppressed_legend")
+        .replace("{k}", &min_users.to_string());
     if noise == 0 {
         return withheld;
     }
     format!(
         "{withheld} {}",
-        lang.t("noise_legend").replace("{noise}", &noise.to_string())
+        lang.t("noise_legend")
+            .replace("{noise}", &noise.to_string())
     )
 }
 

@@ -93,6 +93,37 @@ async fn load_rollups(root: &Url) -> Result<Option<RollupTables>, QueryError> {
     let Some(cells) = load_table(root, rollup::CELLS_TABLE).await? else {
         return Ok(None);
     };
+    Ok(Some(rollup_tables(
+        cells,
+        load_table(root, rollup::ROOMS_TABLE).await?,
+        load_table(root, rollup::FORUM_MEMBERS_TABLE).await?,
+    )))
+}
+
+/// `table` brought to its newest version (only the log entries after the one it holds are
+/// read), or loaded if it did not exist.
+async fn newest(
+    root: &Url,
+    path: &str,
+    table: Option<&DeltaTable>,
+) -> Result<Option<DeltaTable>, QueryError> {
+    let Some(table) = table else {
+        return load_table(root, path).await;
+    };
+    let mut table = table.clone();
+    table
+        .update_incremental(None)
+        .await
+        .map_err(|e| QueryError::Lake(format!("{path}: {e}")))?;
+    Ok(Some(table))
+}
+
+fn rollup_tables(
+    cells: DeltaTable,
+    rooms: Option<DeltaTable>,
+    forum_members: Option<DeltaTable>,
+) -> RollupTables {
+    use crate::figures::rollup;
     let timezone = cells.snapshot().ok().and_then(|s| {
         s.metadata()
             .configuration()
@@ -104,14 +135,14 @@ async fn load_rollups(root: &Url) -> Result<Option<RollupTables>, QueryError> {
             .fields()
             .any(|f| f.name() == rollup::CELL_KEY_COLUMN)
     });
-    Ok(Some(RollupTables {
+    RollupTables {
         has_cell_keys,
         as_of_ms: commit_ms(&cells),
-        rooms: load_table(root, rollup::ROOMS_TABLE).await?,
-        forum_members: load_table(root, rollup::FORUM_MEMBERS_TABLE).await?,
+        rooms,
+        forum_members,
         timezone,
         cells,
-    }))
+    }
 }
 
 /// The version of every table of a snapshot (events, visits, accounts, then the rollups'
@@ -149,6 +180,37 @@ impl LakeSnapshot {
             ])
             .collect();
         LakeVersion(versions)
+    }
+
+    /// The snapshot holding the commits made since this one, `None` when there are none.
+    /// Each table reads only its log after the version it holds: when nothing changed, a
+    /// listing per table, which is what lets the service keep its snapshot fresh cheaply.
+    pub async fn newer(&self, root: &Url) -> Result<Option<Self>, QueryError> {
+        use crate::figures::rollup;
+        let mut tables = Vec::with_capacity(self.tables.len());
+        for table in &self.tables {
+            tables.push(LakeTable {
+                name: table.name,
+                schema: table.schema.clone(),
+                delta: newest(root, table.name, table.delta.as_ref()).await?,
+            });
+        }
+        let rollups = match &self.rollups {
+            None => load_rollups(root).await?,
+            Some(held) => {
+                let cells = newest(root, rollup::CELLS_TABLE, Some(&held.cells)).await?;
+                let rooms = newest(root, rollup::ROOMS_TABLE, held.rooms.as_ref()).await?;
+                let forum_members = newest(
+                    root,
+                    rollup::FORUM_MEMBERS_TABLE,
+                    held.forum_members.as_ref(),
+                )
+                .await?;
+                cells.map(|cells| rollup_tables(cells, rooms, forum_members))
+            }
+        };
+        let snapshot = Self { tables, rollups };
+        Ok((snapshot.version() != self.version()).then_some(snapshot))
     }
 
     pub async fn load(root: &Url) -> Result<Self, QueryError> {
@@ -234,12 +296,26 @@ impl Cached {
             .is_some_and(|at| at.elapsed() < window)
     }
 
-    /// Loads a snapshot of `root` and keeps it; the caller holds `loading`.
+    /// Brings the snapshot up to date with `root` (the held one moved on by the commits made
+    /// since, or loaded whole the first time) and keeps it; the caller holds `loading`.
     async fn reload(&self, root: &Url) -> Result<Arc<LakeSnapshot>, QueryError> {
         let started = Instant::now();
-        match LakeSnapshot::load(root).await {
+        // A table re-created under the same path (a rebuilt rollup) cannot move forward from
+        // the version held: it is then loaded whole, like the first time.
+        let moved_on = match self.current() {
+            Some((_, held)) => held
+                .newer(root)
+                .await
+                .ok()
+                .map(|n| n.map_or(held, Arc::new)),
+            None => None,
+        };
+        let loaded = match moved_on {
+            Some(snapshot) => Ok(snapshot),
+            None => LakeSnapshot::load(root).await.map(Arc::new),
+        };
+        match loaded {
             Ok(snapshot) => {
-                let snapshot = Arc::new(snapshot);
                 self.set(started, snapshot.clone());
                 Ok(snapshot)
             }
