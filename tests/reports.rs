@@ -382,7 +382,7 @@ async fn a_months_report_in_every_format_holds_the_apis_numbers_frozen_then_revi
         let definition = mxpulse_dashboards::i18n::Lang::Fr.definition(figure);
         assert!(
             book["Notes"].iter().any(|row| row.len() > 1
-                && row[0] == Data::String(label_of(figure).into())
+                && row[0] == Data::String(label_of(figure))
                 && row[1] == Data::String(definition.clone())),
             "{figure} defined in the XLSX notes"
         );
@@ -402,7 +402,7 @@ async fn a_months_report_in_every_format_holds_the_apis_numbers_frozen_then_revi
     ] {
         let row = headline
             .iter()
-            .find(|r| r[0] == Data::String(label_of(figure).into()))
+            .find(|r| r[0] == Data::String(label_of(figure)))
             .unwrap_or_else(|| panic!("{figure} in {headline:?}"));
         assert_eq!(xlsx_value(&row[1]), total(figure), "{figure}");
     }
@@ -478,7 +478,7 @@ async fn a_months_report_in_every_format_holds_the_apis_numbers_frozen_then_revi
     assert_eq!(servers, vec![&Data::String(B.into())]);
     let scoped_users = scoped["Chiffres clés"]
         .iter()
-        .find(|r| r[0] == Data::String(label_of("active_users").into()))
+        .find(|r| r[0] == Data::String(label_of("active_users")))
         .map(|r| xlsx_value(&r[1]))
         .unwrap();
     assert_eq!(
