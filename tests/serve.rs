@@ -15,8 +15,22 @@ use serde_json::{Value, json};
 
 use harness::serve::{
     A, ANALYST, B, B_ANALYST, Serve, VIEWER, cpu_over, get, lake_with_two_servers, login_cookie,
-    message, psql, sql, start, start_with, write,
+    message, psql, sql, start_on, start_with, write,
 };
+
+/// `mxpulse serve` over `lake`, publishing exact counts (`privacy.noise = 0`): these tests set
+/// the figures API and the publication views against SQL over the same few rows. The noise
+/// of published counts is `tests/disclosure.rs`'s.
+fn start(dir: &Path, lake: &Path) -> Serve {
+    start_on(
+        dir,
+        &format!(
+            "[lake]\nroot = \"{}\"\n[privacy]\nnoise = 0\n",
+            lake.display()
+        ),
+        "",
+    )
+}
 
 /// The views every analyst session has, in name order.
 const VIEWS: [&str; 6] = [
@@ -265,6 +279,11 @@ async fn the_first_answer_after_an_idle_spell_holds_every_commit_older_than_the_
         std::thread::sleep(REFRESH);
         assert_eq!(events_seen(&serve).await, json!(n), "after {idle:?} idle");
     }
+    // SIGTERM: the service says it stopped, as the hooks and the ingest do (it said nothing).
+    let log = serve.log.clone();
+    drop(serve);
+    let said = std::fs::read_to_string(&log).unwrap();
+    assert!(said.contains("query service stopped"), "{said}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -683,6 +702,34 @@ async fn python_analysts_psycopg_and_pandas_get_the_http_answers() {
         assert_eq!(
             facts[format!("pandas_{driver}_daily_messages")],
             Value::Array(daily.clone()),
+            "{driver}"
+        );
+        // SQLAlchemy's inspector (what Superset runs when a database is added) over every
+        // view: the HTTP API's columns, no key, no index. It failed on `LIKE ... ESCAPE '/'`,
+        // `pg_get_serial_sequence` and `unnest(pg_index.indkey)`.
+        let inspected = &facts[format!("inspector_{driver}")];
+        assert!(
+            inspected["schemas"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("public")),
+            "{inspected}"
+        );
+        let views = inspected["views"].as_object().unwrap();
+        for view in ["events", "visits", "accounts", "rooms"] {
+            let seen = &views[view];
+            assert_eq!(
+                seen["columns"],
+                json!(http_columns(&serve, view).await),
+                "{driver} {view}"
+            );
+            assert_eq!(seen["primary_key"], json!([]), "{driver} {view}");
+            assert_eq!(seen["indexes"], json!([]), "{driver} {view}");
+        }
+        // Superset's time filter, in PostgreSQL's date formats.
+        assert_eq!(
+            facts[format!("superset_time_filter_{driver}")],
+            json!(["2024-05-06", "2024-05-06 13:45:10"]),
             "{driver}"
         );
     }

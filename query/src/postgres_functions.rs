@@ -84,6 +84,74 @@ pub fn register(ctx: &SessionContext) {
             ScalarValue::Utf8(None),
         )));
     }
+    ctx.register_udf(ScalarUDF::new_from_impl(JsonBuildObject::default()));
+    // No column of a view is serial (SQLAlchemy's inspector asks for every column).
+    // ... nor has an index (`pg_index` is empty for them), and no schema hides a collation.
+    for (name, answer) in [
+        ("pg_get_serial_sequence", ScalarValue::Utf8(None)),
+        ("pg_get_indexdef", ScalarValue::Utf8(None)),
+        ("pg_collation_is_visible", ScalarValue::Boolean(Some(true))),
+    ] {
+        ctx.register_udf(ScalarUDF::new_from_impl(Constant::new(name, answer)));
+    }
+    ctx.register_udf(create_udf(
+        "like_escape",
+        vec![DataType::Utf8, DataType::Utf8],
+        DataType::Utf8,
+        Volatility::Immutable,
+        Arc::new(like_escape_udf),
+    ));
+}
+
+/// PostgreSQL's `like_escape(pattern, escape)`: `pattern` written with `escape` as its escape
+/// character, rewritten with the backslash (the only escape DataFusion's LIKE takes);
+/// `pgwire::postgres_sql` turns `LIKE p ESCAPE '/'` into `LIKE like_escape(p, '/')`.
+pub fn like_escape(pattern: &str, escape: char) -> String {
+    let mut out = String::with_capacity(pattern.len() + 2);
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        if c == escape {
+            if let Some(escaped) = chars.next() {
+                out.push('\\');
+                out.push(escaped);
+            }
+        } else if c == '\\' {
+            out.push_str("\\\\");
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn like_escape_udf(args: &[ColumnarValue]) -> Result<ColumnarValue> {
+    let arrays = ColumnarValue::values_to_arrays(args)?;
+    let [patterns, escapes] = arrays.as_slice() else {
+        return Err(DataFusionError::Plan(
+            "like_escape takes (pattern, escape)".into(),
+        ));
+    };
+    let (patterns, escapes) = (as_string_array(patterns)?, as_string_array(escapes)?);
+    let rewritten: datafusion::arrow::array::StringArray = patterns
+        .iter()
+        .zip(escapes.iter())
+        .map(|(pattern, escape)| {
+            let pattern = pattern?;
+            match escape.map(|e| e.chars().collect::<Vec<_>>()).as_deref() {
+                Some([escape]) => Some(like_escape(pattern, *escape)),
+                // An empty escape: none, every character as itself.
+                _ => Some(pattern.replace('\\', "\\\\")),
+            }
+        })
+        .collect();
+    let scalar = args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_)));
+    let array: ArrayRef = Arc::new(rewritten);
+    if scalar {
+        return Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(
+            &array, 0,
+        )?));
+    }
+    Ok(ColumnarValue::Array(array))
 }
 
 /// The types `to_regtype` knows: the ones this service's columns map to and the usual ones
@@ -345,9 +413,92 @@ fn size_pretty(bytes: i64) -> String {
     format!("{} {}", size.round(), UNITS[unit])
 }
 
+/// PostgreSQL's `json_build_object(key, value, ...)`, as JSON text (SQLAlchemy's inspector
+/// builds the identity and collation of each column with it).
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct JsonBuildObject {
+    signature: Signature,
+}
+
+impl Default for JsonBuildObject {
+    fn default() -> Self {
+        Self {
+            signature: Signature::variadic_any(Volatility::Immutable),
+        }
+    }
+}
+
+impl ScalarUDFImpl for JsonBuildObject {
+    fn name(&self) -> &str {
+        "json_build_object"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        if !args.args.len().is_multiple_of(2) {
+            return Err(DataFusionError::Plan(
+                "json_build_object takes keys and values in pairs".into(),
+            ));
+        }
+        let rows = args.number_rows;
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let mut built = StringBuilder::new();
+        for row in 0..rows {
+            let mut object = serde_json::Map::new();
+            for pair in arrays.chunks(2) {
+                let key = ScalarValue::try_from_array(&pair[0], row)?;
+                let value = ScalarValue::try_from_array(&pair[1], row)?;
+                object.insert(json_key(&key), json_value(&value));
+            }
+            built.append_value(serde_json::Value::Object(object).to_string());
+        }
+        Ok(ColumnarValue::Array(Arc::new(built.finish())))
+    }
+}
+
+fn json_key(key: &ScalarValue) -> String {
+    match key {
+        ScalarValue::Utf8(Some(s))
+        | ScalarValue::LargeUtf8(Some(s))
+        | ScalarValue::Utf8View(Some(s)) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn json_value(value: &ScalarValue) -> serde_json::Value {
+    use serde_json::Value as Json;
+    if value.is_null() {
+        return Json::Null;
+    }
+    match value {
+        ScalarValue::Boolean(Some(b)) => Json::Bool(*b),
+        ScalarValue::Utf8(Some(s))
+        | ScalarValue::LargeUtf8(Some(s))
+        | ScalarValue::Utf8View(Some(s)) => Json::String(s.clone()),
+        ScalarValue::Float32(Some(x)) => {
+            serde_json::Number::from_f64(f64::from(*x)).map_or(Json::Null, Json::Number)
+        }
+        ScalarValue::Float64(Some(x)) => {
+            serde_json::Number::from_f64(*x).map_or(Json::Null, Json::Number)
+        }
+        other => match other.to_string().parse::<i64>() {
+            Ok(n) => Json::from(n),
+            Err(_) => Json::String(other.to_string()),
+        },
+    }
+}
+
 /// A function of any arguments with one answer, for what has one answer here:
 /// the descriptions (no object has a comment), the sizes of relations (views have no
-/// storage), `pg_function_is_visible` (no schema hides a function).
+/// storage), `pg_function_is_visible` (no schema hides a function), the serial sequence of
+/// a column (none).
 #[derive(Debug, PartialEq, Eq, Hash)]
 struct Constant {
     name: &'static str,
@@ -386,6 +537,15 @@ impl ScalarUDFImpl for Constant {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn like_escape_rewrites_another_escape_character_as_the_backslash() {
+        // SQLAlchemy's `NOT LIKE 'pg/_' || '%' ESCAPE '/'`: names starting `pg_`.
+        assert_eq!(like_escape("pg/_%", '/'), "pg\\_%");
+        assert_eq!(like_escape("a//b", '/'), "a\\/b");
+        assert_eq!(like_escape("a\\b_", '/'), "a\\\\b_");
+        assert_eq!(like_escape("100/%", '/'), "100\\%");
+    }
 
     #[test]
     fn to_regtype_knows_postgres_names_and_not_extensions() {

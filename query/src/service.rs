@@ -244,7 +244,7 @@ impl QueryService {
                     .sql_with_options(&sql, guard::read_only_options())
                     .await?;
                 let types = frame.logical_plan().get_parameter_types()?;
-                let mut parameters: Vec<(usize, Option<DataType>)> = types
+                let parameters: Vec<(usize, Option<DataType>)> = types
                     .into_iter()
                     .map(|(id, ty)| {
                         let position = id.trim_start_matches('$').parse().map_err(|_| {
@@ -253,14 +253,21 @@ impl QueryService {
                         Ok((position, ty))
                     })
                     .collect::<Result<_, QueryError>>()?;
-                parameters.sort_by_key(|(position, _)| *position);
-                if parameters.iter().enumerate().any(|(i, (p, _))| *p != i + 1) {
+                if parameters.iter().any(|(position, _)| *position == 0) {
                     return Err(QueryError::Invalid(
-                        "placeholders must be numbered $1, $2... without gaps".into(),
+                        "placeholders are numbered from $1".into(),
                     ));
                 }
+                // A number the statement does not use (the client's SQL named it, and the
+                // catalog rewriting of `pgwire::postgres_sql` dropped the expression holding
+                // it) is a parameter of unknown type whose value nothing reads.
+                let count = parameters.iter().map(|(p, _)| *p).max().unwrap_or(0);
+                let mut by_position: Vec<Option<DataType>> = vec![None; count];
+                for (position, ty) in parameters {
+                    by_position[position - 1] = ty;
+                }
                 Ok(PreparedShape {
-                    parameters: parameters.into_iter().map(|(_, ty)| ty).collect(),
+                    parameters: by_position,
                     schema: Arc::new(frame.schema().as_arrow().clone()),
                 })
             })

@@ -225,6 +225,8 @@ pub fn run(_args: &ServeArgs, config: &Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", config.query.listen))?;
         tracing::info!(%bound, pgwire = %pg_bound, "query service listening (dashboards at /)");
         server.await??;
+        // Like the hooks and the ingest: an operator reading the log sees a clean stop.
+        tracing::info!("query service stopped");
         anyhow::Ok(())
     })
 }

@@ -64,6 +64,34 @@ for driver in ["psycopg2", "psycopg"]:
     facts[f"pandas_{driver}_daily_messages"] = [
         [day.isoformat(), int(messages)] for day, messages in zip(frame["date"], frame["messages"])
     ]
+    # What Superset and every SQLAlchemy-based tool runs when a database is added: the
+    # inspector over every view (an exception fails the script).
+    inspector = sqlalchemy.inspect(engine)
+    views = {}
+    for view in inspector.get_view_names():
+        views[view] = {
+            "columns": [column["name"] for column in inspector.get_columns(view)],
+            "primary_key": inspector.get_pk_constraint(view)["constrained_columns"],
+            "indexes": inspector.get_indexes(view),
+            "unique": inspector.get_unique_constraints(view),
+            "foreign_keys": inspector.get_foreign_keys(view),
+        }
+    facts[f"inspector_{driver}"] = {
+        "schemas": inspector.get_schema_names(),
+        "tables": inspector.get_table_names(),
+        "views": views,
+    }
+    # The SQL Superset writes for a time series: PostgreSQL's date formats.
+    with engine.connect() as conn:
+        facts[f"superset_time_filter_{driver}"] = [
+            str(value)
+            for value in conn.execute(
+                sqlalchemy.text(
+                    "SELECT TO_DATE('2024-05-06', 'YYYY-MM-DD'),"
+                    " TO_TIMESTAMP('2024-05-06 13:45:10', 'YYYY-MM-DD HH24:MI:SS')"
+                )
+            ).one()
+        ]
     engine.dispose()
 
 print(json.dumps(facts))
