@@ -244,6 +244,11 @@ pub struct Lake {
 /// minute at the default two seconds): a service nobody asks reads nothing.
 const KEEP_FRESH_AFTER_REQUEST: u32 = 30;
 
+/// How often the lake is read whole rather than from the versions held, in refresh
+/// intervals (under two minutes by default): a log damaged where it was already read (a
+/// commit file rewritten, a disk error) shows within that, in `/health` and the answers.
+const WHOLE_LOAD_EVERY: u32 = 50;
+
 #[derive(Default)]
 struct Cached {
     /// The newest snapshot, with the moment its load started: it holds every commit made
@@ -255,6 +260,8 @@ struct Cached {
     failure: std::sync::Mutex<Option<(Instant, String)>>,
     /// When a request last asked for a snapshot.
     asked: std::sync::Mutex<Option<Instant>>,
+    /// When the last load of the whole lake started.
+    loaded_whole: std::sync::Mutex<Option<Instant>>,
 }
 
 impl Cached {
@@ -298,21 +305,29 @@ impl Cached {
 
     /// Brings the snapshot up to date with `root` (the held one moved on by the commits made
     /// since, or loaded whole the first time) and keeps it; the caller holds `loading`.
-    async fn reload(&self, root: &Url) -> Result<Arc<LakeSnapshot>, QueryError> {
+    async fn reload(&self, root: &Url, refresh: Duration) -> Result<Arc<LakeSnapshot>, QueryError> {
         let started = Instant::now();
+        let whole_due = self
+            .loaded_whole
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_none_or(|at| at.elapsed() >= refresh * WHOLE_LOAD_EVERY);
         // A table re-created under the same path (a rebuilt rollup) cannot move forward from
         // the version held: it is then loaded whole, like the first time.
         let moved_on = match self.current() {
-            Some((_, held)) => held
+            Some((_, held)) if !whole_due => held
                 .newer(root)
                 .await
                 .ok()
                 .map(|n| n.map_or(held, Arc::new)),
-            None => None,
+            _ => None,
         };
         let loaded = match moved_on {
             Some(snapshot) => Ok(snapshot),
-            None => LakeSnapshot::load(root).await.map(Arc::new),
+            None => {
+                *self.loaded_whole.lock().unwrap_or_else(|e| e.into_inner()) = Some(started);
+                LakeSnapshot::load(root).await.map(Arc::new)
+            }
         };
         match loaded {
             Ok(snapshot) => {
@@ -363,7 +378,7 @@ impl Lake {
         {
             return Ok(stale.clone());
         }
-        let reloaded = self.shared.reload(&self.root).await;
+        let reloaded = self.shared.reload(&self.root, self.refresh).await;
         if first && reloaded.is_ok() {
             self.keep_fresh();
         }
@@ -397,7 +412,7 @@ impl Lake {
                 let Ok(_loading) = shared.loading.try_lock() else {
                     continue;
                 };
-                if let Err(error) = shared.reload(&root).await {
+                if let Err(error) = shared.reload(&root, refresh).await {
                     tracing::warn!(%error, "cannot reload the lake: answering from the previous snapshot");
                 }
             }
