@@ -299,9 +299,14 @@ fn main() {
 
     // The service.
     let work = tempfile::tempdir().expect("temp dir");
-    let serve = harness::serve::start_with(
+    // Exact counts (`privacy.noise = 0`): the peers' answers are compared with mxpulse's to
+    // the unit, so both publish the same numbers.
+    let serve = harness::serve::start_on(
         work.path(),
-        &lake,
+        &format!(
+            "[lake]\nroot = \"{}\"\n[privacy]\nnoise = 0\n",
+            lake.display()
+        ),
         // Every request counted (nothing kept): this measures the counting.
         "figures_timeout_ms = 3600000\nquery_memory_bytes = 8589934592\nrefresh_ms = 3600000\n\
          kept_answers = 0\n",
