@@ -201,16 +201,6 @@ fn assert_xlsx_is_csv(
     assert!(numbers > 150, "the tables hold numbers ({numbers})");
 }
 
-/// The report's headline figures.
-const HEADLINE: [&str; 6] = [
-    "active_users",
-    "messages",
-    "rooms_created",
-    "accounts_created",
-    "total_active_accounts",
-    "r30_users",
-];
-
 fn label_of(figure: &str) -> String {
     mxpulse_dashboards::i18n::Lang::Fr.figure(figure)
 }
@@ -344,7 +334,7 @@ async fn a_months_report_in_every_format_holds_the_apis_numbers_frozen_then_revi
         .split_whitespace()
         .collect::<Vec<_>>()
         .join(" ");
-    for figure in HEADLINE {
+    for figure in mxpulse_dashboards::report::HEADLINE {
         let definition = mxpulse_dashboards::i18n::Lang::Fr.definition(figure);
         let opening: String = definition
             .split_whitespace()
@@ -378,7 +368,7 @@ async fn a_months_report_in_every_format_holds_the_apis_numbers_frozen_then_revi
     );
     let book = sheets(&xlsx);
     assert!(book.contains_key("Notes"), "{:?}", book.keys());
-    for figure in HEADLINE {
+    for figure in mxpulse_dashboards::report::HEADLINE {
         let definition = mxpulse_dashboards::i18n::Lang::Fr.definition(figure);
         assert!(
             book["Notes"].iter().any(|row| row.len() > 1

@@ -262,6 +262,14 @@ impl QueryService {
                 // catalog rewriting of `pgwire::postgres_sql` dropped the expression holding
                 // it) is a parameter of unknown type whose value nothing reads.
                 let count = parameters.iter().map(|(p, _)| *p).max().unwrap_or(0);
+                // The protocol's own limit (a 16-bit count): `$999999999` would otherwise
+                // allocate a slot per number up to it.
+                if count > usize::from(u16::MAX) {
+                    return Err(QueryError::Invalid(format!(
+                        "placeholders are numbered up to ${}",
+                        u16::MAX
+                    )));
+                }
                 let mut by_position: Vec<Option<DataType>> = vec![None; count];
                 for (position, ty) in parameters {
                     by_position[position - 1] = ty;

@@ -184,7 +184,7 @@ pub struct MonthlyReport {
 }
 
 /// The headline figures of the report, in order.
-const HEADLINE: [&str; 6] = [
+pub const HEADLINE: [&str; 6] = [
     "active_users",
     "messages",
     "rooms_created",
