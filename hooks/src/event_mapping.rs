@@ -162,6 +162,7 @@ impl Anonymizer {
                     string(content, "membership")?,
                 )?);
                 record.is_direct = optional_bool(content, "is_direct")?;
+                record.replaces = replaced_state(object)?.map(|id| p.event(id));
             }
             EventType::RoomJoinRules => {
                 record.join_rule = optional_string(content, "join_rule")?
@@ -187,6 +188,21 @@ impl Anonymizer {
             _ => {}
         }
         Ok(Mapped::Record(Box::new(record)))
+    }
+}
+
+/// The event ID a state event replaces: Synapse puts `replaces_state` in `unsigned` (in the
+/// events it pushes to an application service and in `event_json`), and in the
+/// application service's copy also at the top level.
+fn replaced_state(object: &Map<String, Value>) -> Result<Option<&str>, SkipReason> {
+    let unsigned = match object.get("unsigned") {
+        Some(Value::Object(unsigned)) => optional_string(unsigned, "replaces_state")
+            .map_err(|_| SkipReason::WrongType("unsigned.replaces_state"))?,
+        _ => None,
+    };
+    match unsigned {
+        Some(id) => Ok(Some(id)),
+        None => optional_string(object, "replaces_state"),
     }
 }
 
@@ -283,6 +299,32 @@ mod tests {
             json!({"join_rule": "something_new"}),
         ));
         assert_eq!(r.join_rule, Some(JoinRule::Other));
+    }
+
+    #[test]
+    fn a_membership_names_the_membership_it_replaces_by_pseudonym() {
+        let mut event = base("m.room.member", json!({"membership": "join"}));
+        event["state_key"] = json!("@carol:interieur.localhost");
+        assert_eq!(record(event.clone()).replaces, None, "a first membership");
+        event["unsigned"] = json!({"age": 3, "replaces_state": "$invite"});
+        let p = anonymizer();
+        let expected = Some(p.pseudonymizer().event("$invite"));
+        assert_eq!(record(event.clone()).replaces, expected);
+        // The top-level copy alone (older Synapse) is read too.
+        event["unsigned"] = json!({"age": 3});
+        event["replaces_state"] = json!("$invite");
+        assert_eq!(record(event.clone()).replaces, expected);
+        let text = serde_json::to_string(&record(event.clone())).unwrap();
+        assert!(!text.contains("$invite"), "{text}");
+        event["replaces_state"] = json!(7);
+        assert_eq!(
+            p.event(&event, Source::Appservice),
+            Err(SkipReason::WrongType("replaces_state"))
+        );
+        // Other state events do not carry it: the order is only needed for memberships.
+        let mut rules = base("m.room.join_rules", json!({"join_rule": "public"}));
+        rules["unsigned"] = json!({"replaces_state": "$old"});
+        assert_eq!(record(rules).replaces, None);
     }
 
     #[test]

@@ -93,6 +93,14 @@ fn expected_record(a: &Anonymizer, words: &[String], event: &Value, rooms: &Valu
             "is_direct" => record.is_direct = Some(value.parse().unwrap()),
             "live" => record.live = Some(value.parse().unwrap()),
             "call" => record.call = Some(value.parse::<CallChange>().unwrap()),
+            // The membership event of an earlier transaction that this one replaces.
+            "replaces" => {
+                let earlier = events_of(value.parse().unwrap())
+                    .into_iter()
+                    .find(|e| e["type"] == "m.room.member")
+                    .unwrap();
+                record.replaces = Some(p.event(earlier["event_id"].as_str().unwrap()));
+            }
             other => panic!("unknown fact {other} in expected.txt"),
         }
     }

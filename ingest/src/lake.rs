@@ -103,14 +103,14 @@ pub async fn open_or_create_at(url: Url, spec: &TableSpec<'_>) -> Result<DeltaTa
             reason: e.to_string(),
         })?;
     }
-    if let Ok(table) = builder(&url).map_err(open_err)?.load().await {
-        return Ok(table);
-    }
     let columns: StructType = spec
         .schema
         .as_ref()
         .try_into_kernel()
         .map_err(|e| open_err(e.into()))?;
+    if let Ok(table) = builder(&url).map_err(open_err)?.load().await {
+        return with_new_columns(table, &url, &columns, spec.name).await;
+    }
     let created = builder(&url)
         .and_then(DeltaTableBuilder::build)
         .map_err(open_err)?
@@ -133,6 +133,60 @@ pub async fn open_or_create_at(url: Url, spec: &TableSpec<'_>) -> Result<DeltaTa
             .load()
             .await
             .map_err(open_err),
+    }
+}
+
+/// `table`, with the nullable columns `columns` has and the table lacks added at its end: a
+/// record type gains optional fields over time (docs/design.md §3), and files written
+/// before read them as null. A missing column that may not be null is refused.
+async fn with_new_columns(
+    table: DeltaTable,
+    url: &Url,
+    columns: &StructType,
+    name: &'static str,
+) -> Result<DeltaTable, IngestError> {
+    let open_err = |source: deltalake::DeltaTableError| IngestError::OpenTable {
+        table: name,
+        source: Box::new(source),
+    };
+    let missing = |table: &DeltaTable| -> Result<Vec<_>, IngestError> {
+        let known = table.snapshot().map_err(open_err)?.schema();
+        Ok(columns
+            .fields()
+            .filter(|field| known.field(field.name()).is_none())
+            .cloned()
+            .collect())
+    };
+    let new_fields = missing(&table)?;
+    if new_fields.is_empty() {
+        return Ok(table);
+    }
+    if let Some(field) = new_fields.iter().find(|field| !field.is_nullable()) {
+        return Err(open_err(deltalake::DeltaTableError::Generic(format!(
+            "the table lacks the column `{}`, which may not be null: it cannot be added to \
+             the rows already written",
+            field.name()
+        ))));
+    }
+    let names: Vec<String> = new_fields.iter().map(|f| f.name().to_owned()).collect();
+    match table.add_columns().with_fields(new_fields).await {
+        Ok(table) => {
+            tracing::info!(table = name, columns = ?names, "added columns to the table");
+            Ok(table)
+        }
+        // Another writer may have added them first: what counts is that they are there.
+        Err(error) => {
+            let table = builder(url)
+                .map_err(open_err)?
+                .load()
+                .await
+                .map_err(open_err)?;
+            if missing(&table)?.is_empty() {
+                Ok(table)
+            } else {
+                Err(open_err(error))
+            }
+        }
     }
 }
 

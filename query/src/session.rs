@@ -13,10 +13,12 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::TableProvider;
 use datafusion::catalog::view::ViewTable;
 use datafusion::common::ParamValues;
+use datafusion::common::ScalarValue;
 use datafusion::datasource::{MemTable, provider_as_source};
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::LogicalPlanBuilder;
+use datafusion::logical_expr::cast;
 use datafusion::prelude::{SessionConfig, SessionContext, col, lit};
 use futures::StreamExt as _;
 
@@ -28,7 +30,7 @@ use crate::lake::LakeSnapshot;
 
 /// Columns holding pseudonyms, by table: hidden from principals that may not see them.
 pub const PSEUDONYM_COLUMNS: &[(&str, &[&str])] = &[
-    ("events", &["sender", "room", "event", "target"]),
+    ("events", &["sender", "room", "event", "target", "replaces"]),
     ("visits", &["user", "device"]),
     ("accounts", &["user"]),
 ];
@@ -70,8 +72,7 @@ fn rooms_select() -> String {
   FROM events GROUP BY room
 ), members AS (
   SELECT room, count(*) AS members, sum(target & {mask}) AS members_key FROM (
-    SELECT room, target, last_value(membership ORDER BY ts) AS membership
-    FROM events WHERE type = 'm.room.member' GROUP BY room, target
+    {last}
   ) WHERE membership = 'join' GROUP BY room
 ), joined AS (
   SELECT c.room, c.server, c.domain, c.creator, c.created_at, c.room_type,
@@ -85,6 +86,25 @@ SELECT room, server, domain, creator, created_at, {kind} AS kind, encrypted, joi
 FROM joined",
         kind = crate::figures::definitions::ROOM_KIND,
         mask = crate::figures::disclosure::RECORD_KEY_MASK,
+        last = last_memberships("true"),
+    )
+}
+
+/// `(room, target, ts, membership)`: each user's last membership in each room, over the
+/// membership events that meet `condition`. Event times leave the hooks to the minute, so
+/// an invite and the join that follows often share one: the last is the membership no other
+/// one replaces (`replaces`, Synapse's `replaces_state`); the time decides only between
+/// memberships that name none (written before the hooks recorded it, or forks of the
+/// room's state). docs/design.md §5.
+pub fn last_memberships(condition: &str) -> String {
+    format!(
+        "SELECT m.room, m.target, max(m.ts) AS ts, last_value(m.membership ORDER BY m.ts) AS membership \
+         FROM (SELECT room, target, ts, membership, event FROM events \
+               WHERE type = 'm.room.member' AND {condition}) AS m \
+         LEFT ANTI JOIN (SELECT DISTINCT replaces FROM events \
+               WHERE type = 'm.room.member' AND replaces IS NOT NULL AND {condition}) AS r \
+           ON r.replaces = m.event \
+         GROUP BY m.room, m.target"
     )
 }
 
@@ -161,10 +181,12 @@ pub async fn session(
             }
             None => Arc::new(MemTable::try_new(table.schema.clone(), vec![vec![]])?),
         };
-        if table.name == "events" {
-            unscoped.register_table("events", provider.clone())?;
-        }
         let mut plan = LogicalPlanBuilder::scan(table.name, provider_as_source(provider), None)?;
+        plan = with_absent_columns(plan, &table.schema)?;
+        if table.name == "events" {
+            let whole = ViewTable::new(plan.clone().build()?, None);
+            unscoped.register_table("events", Arc::new(whole))?;
+        }
         if let Some(server) = &scope.server {
             plan = plan.filter(col("server").eq(lit(server.as_str())))?;
         }
@@ -202,6 +224,35 @@ pub async fn session(
         }
     }
     Ok(ctx)
+}
+
+/// `plan` with the columns of `schema` that its table lacks, as nulls of their type: a
+/// table written before a record type gained an optional field reads like a new one
+/// (docs/design.md §3).
+fn with_absent_columns(
+    plan: LogicalPlanBuilder,
+    schema: &SchemaRef,
+) -> Result<LogicalPlanBuilder, QueryError> {
+    let present = plan.schema().clone();
+    if schema
+        .fields()
+        .iter()
+        .all(|f| present.has_column_with_unqualified_name(f.name()))
+    {
+        return Ok(plan);
+    }
+    let columns: Vec<_> = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            if present.has_column_with_unqualified_name(f.name()) {
+                col(f.name())
+            } else {
+                cast(lit(ScalarValue::Null), f.data_type().clone()).alias(f.name())
+            }
+        })
+        .collect();
+    Ok(plan.project(columns)?)
 }
 
 /// A session over the rollup tables of `snapshot` (`figures::rollup`): `figure_cells`,

@@ -77,6 +77,11 @@ pub struct EventRecord {
     pub live: Option<bool>,
     /// Which path of the hooks saw the event.
     pub source: Source,
+    /// Pseudonym of the state event this one replaces (Synapse's `replaces_state`), on
+    /// membership changes: the order of a room's memberships without their times, which
+    /// leave the hooks to the minute (docs/design.md §3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaces: Option<EventPseudonym>,
 }
 
 impl EventRecord {
@@ -114,6 +119,7 @@ impl EventRecord {
             call: None,
             live: None,
             source,
+            replaces: None,
         }
     }
 }
@@ -142,6 +148,8 @@ static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         field("source", DataType::Utf8, false),
         field("key_id", DataType::Utf8, false),
         field("v", DataType::Int16, false),
+        // Added after the first tables were written: last, as a table's schema evolves.
+        field("replaces", DataType::Binary, true),
     ]))
 });
 
@@ -264,6 +272,9 @@ impl Record for EventRecord {
                 r.iter().map(|e| e.key_id.to_string()),
             )),
             Arc::new(Int16Array::from_iter_values(r.iter().map(|e| e.v.0 as i16))),
+            Arc::new(BinaryArray::from_iter(
+                r.iter().map(|e| e.replaces.map(|p| p.to_bytes())),
+            )),
         ];
         RecordBatch::try_new(Self::arrow_schema(), columns)
     }
@@ -299,6 +310,13 @@ impl Record for EventRecord {
             c.strings("key_id")?,
             c.i16s("v")?,
         );
+        // Absent from batches of tables written before it existed.
+        let replaces = batch
+            .schema()
+            .index_of("replaces")
+            .ok()
+            .map(|_| c.binaries("replaces"))
+            .transpose()?;
 
         (0..batch.num_rows())
             .map(|row| {
@@ -331,6 +349,16 @@ impl Record for EventRecord {
                     call: parsed("call", row, call.at(row))?,
                     live: live.at(row),
                     source: required("source", row, parsed("source", row, source.at(row))?)?,
+                    replaces: match replaces.as_ref().and_then(|column| column.at(row)) {
+                        None => None,
+                        Some(bytes) => Some(EventPseudonym::from_bytes(bytes.try_into().map_err(
+                            |_| ArrowFormError::Value {
+                                column: "replaces",
+                                row,
+                                reason: format!("{} bytes, expected 16", bytes.len()),
+                            },
+                        )?)),
+                    },
                 })
             })
             .collect()

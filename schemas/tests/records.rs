@@ -64,6 +64,7 @@ fn events(n: usize) -> Vec<EventRecord> {
             e.room_type = c.maybe(|c| c.pick(RoomType::ALL));
             e.call = c.maybe(|c| c.pick(CallChange::ALL));
             e.live = c.maybe(|c| c.next().is_multiple_of(2));
+            e.replaces = c.maybe(|c| EventPseudonym(u128::from(c.next()) << 64 | 9));
             e
         })
         .collect()
@@ -368,6 +369,33 @@ fn check_schema_file<R: Record>() {
         path.display(),
         std::any::type_name::<R>()
     );
+}
+
+/// A table written before `replaces` existed reads as records without it, and a batch with
+/// a wrong-sized pseudonym there is an error naming the column.
+#[test]
+fn an_event_batch_without_a_later_column_reads_as_none() {
+    let with = events(20);
+    assert!(with.iter().any(|e| e.replaces.is_some()));
+    let batch = EventRecord::to_record_batch(&with).unwrap();
+    let at = batch.schema().index_of("replaces").unwrap();
+    let mut older = batch.clone();
+    older.remove_column(at);
+    let read = EventRecord::from_record_batch(&older).unwrap();
+    assert!(read.iter().all(|e| e.replaces.is_none()));
+    let mut without = with.clone();
+    without.iter_mut().for_each(|e| e.replaces = None);
+    assert_eq!(read, without);
+
+    let mut columns = batch.columns().to_vec();
+    columns[at] = std::sync::Arc::new(arrow_array::BinaryArray::from_iter(
+        (0..batch.num_rows()).map(|_| Some(&b"short"[..])),
+    ));
+    let damaged = arrow_array::RecordBatch::try_new(batch.schema(), columns).unwrap();
+    let error = EventRecord::from_record_batch(&damaged)
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("replaces"), "{error}");
 }
 
 #[test]

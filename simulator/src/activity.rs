@@ -32,6 +32,8 @@ pub enum EventBody {
         target: u32,
         membership: Membership,
         is_direct: bool,
+        /// The `seq` of the membership this one replaces (Synapse's `replaces_state`).
+        replaces: Option<u64>,
     },
     JoinRules {
         public: bool,
@@ -241,7 +243,7 @@ impl Simulation {
         sender: u32,
         room: u32,
         body: EventBody,
-    ) {
+    ) -> u64 {
         let seq = self.next_seq();
         events.push(SimEvent {
             ts_ms,
@@ -250,6 +252,7 @@ impl Simulation {
             seq,
             body,
         });
+        seq
     }
 
     /// A room's initial state, its invitations and the invitees' joins.
@@ -285,6 +288,7 @@ impl Simulation {
                 target: creator,
                 membership: Membership::Join,
                 is_direct: false,
+                replaces: None,
             },
         );
         t += 1;
@@ -333,7 +337,7 @@ impl Simulation {
                 continue;
             }
             t += 1;
-            self.push(
+            let invite = self.push(
                 events,
                 t,
                 creator,
@@ -342,6 +346,7 @@ impl Simulation {
                     target: invitee,
                     membership: Membership::Invite,
                     is_direct: kind == RoomKind::Direct,
+                    replaces: None,
                 },
             );
             let joined_at = t + rng.random_range(5_000..1_800_000);
@@ -354,6 +359,7 @@ impl Simulation {
                     target: invitee,
                     membership: Membership::Join,
                     is_direct: false,
+                    replaces: Some(invite),
                 },
             );
             self.rooms.join(room, invitee);
@@ -380,6 +386,7 @@ impl Simulation {
                         target: member,
                         membership: Membership::Join,
                         is_direct: false,
+                        replaces: None,
                     },
                 );
                 self.rooms.join(room, member);

@@ -288,6 +288,7 @@ impl Simulation {
                         target: member,
                         membership: Membership::Join,
                         is_direct: false,
+                        replaces: None,
                     },
                 });
                 self.rooms.join(room, member);

@@ -59,6 +59,7 @@ impl Simulation {
                 target,
                 membership,
                 is_direct,
+                ..
             } => {
                 state_key = Some(self.user_id(target));
                 let account = &self.population.accounts[target as usize];
@@ -188,6 +189,16 @@ impl Simulation {
         }
         if matches!(event.body, EventBody::Redaction) {
             value["redacts"] = json!(related);
+        }
+        if let EventBody::Member {
+            replaces: Some(seq),
+            ..
+        } = event.body
+        {
+            // Where Synapse puts it: in `unsigned`, and at the top level for an appservice.
+            let replaced = json!(self.event_id(seq));
+            value["unsigned"]["replaces_state"] = replaced.clone();
+            value["replaces_state"] = replaced;
         }
         value
     }

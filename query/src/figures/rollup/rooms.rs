@@ -378,11 +378,13 @@ pub type Membership = (i64, Option<String>);
 /// (room, target) -> the last membership.
 pub type Memberships = BTreeMap<(i64, Option<i64>), Membership>;
 
-/// Folds `other` into `into`: the later membership of each user wins.
+/// Folds `other` into `into`: the later membership of each user wins. `other` is counted
+/// from whole days from its first on, so it holds every membership of the minute of one of
+/// `into`'s that it also covers: at equal times, `other`'s is the one ordered last.
 pub fn merge_memberships(into: &mut Memberships, other: Memberships) {
     for (key, membership) in other {
         match into.get(&key) {
-            Some(known) if known.0 >= membership.0 => {}
+            Some(known) if known.0 > membership.0 => {}
             _ => {
                 into.insert(key, membership);
             }
@@ -400,12 +402,10 @@ pub async fn memberships_from_events(
         return Ok(Memberships::new());
     }
     want_rooms(ctx, rooms)?;
-    let sql = format!(
-        "SELECT room, target, max(ts), last_value(membership ORDER BY ts) FROM events \
-         WHERE type = 'm.room.member' AND {days} AND room IN (SELECT room FROM mx_wanted_rooms) \
-         GROUP BY room, target",
+    let sql = crate::session::last_memberships(&format!(
+        "{days} AND room IN (SELECT room FROM mx_wanted_rooms)",
         days = days.condition()
-    );
+    ));
     let batches = ctx.sql(&sql).await?.collect().await?;
     memberships_from_batches(&batches)
 }
