@@ -190,6 +190,18 @@ fn check_pages(report: &Value, who: &str) {
                 "{who} {slug} {}: a table",
                 card["id"]
             );
+            assert_eq!(
+                (&card["sticks_out"], &card["cut_tables"]),
+                (&Value::Bool(false), &serde_json::json!(0)),
+                "{who} {slug} {}: its content fits the card or scrolls",
+                card["id"]
+            );
+            assert_eq!(
+                (&card["wraps_focusable"], &card["labels_stay"]),
+                (&Value::Bool(true), &Value::Bool(true)),
+                "{who} {slug} {}",
+                card["id"]
+            );
             assert!(
                 card["csv"]
                     .as_str()
@@ -200,6 +212,31 @@ fn check_pages(report: &Value, who: &str) {
     }
     assert_eq!(report["english"]["lang"], "en", "{who}");
     assert_eq!(report["phone_columns"], 1, "{who}: one column on a phone");
+    for card in report["phone_ministries"].as_array().unwrap() {
+        assert_eq!(
+            (&card["sticks_out"], &card["cut_tables"]),
+            (&Value::Bool(false), &serde_json::json!(0)),
+            "{who}: on a phone, {} fits or scrolls",
+            card["id"]
+        );
+    }
+    // Issue 24, item 4: the table of rooms by server (a column per month) is wider than a
+    // phone: it scrolls, from the keyboard too, and keeps each row's server in view.
+    let by_server = report["phone_ministries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "panel-rooms_by_server")
+        .unwrap();
+    assert_eq!(
+        (
+            &by_server["tables_fit"],
+            &by_server["labels_stay"],
+            &by_server["wraps_focusable"]
+        ),
+        (&Value::Bool(false), &Value::Bool(true), &Value::Bool(true)),
+        "{who}: {by_server}"
+    );
     let serious: Vec<&Value> = report["axe"]
         .as_array()
         .unwrap()

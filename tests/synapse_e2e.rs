@@ -884,3 +884,179 @@ async fn nothing_identifying_leaves_the_hooks_in_any_output() {
     );
     drop(synapse);
 }
+
+/// Rows of a query on Synapse's database (Python's sqlite3, not our code), as JSON arrays.
+fn synapse_rows(synapse: &Synapse, sql: &str) -> Vec<serde_json::Value> {
+    let output = std::process::Command::new(harness::python())
+        .arg("-c")
+        .arg("import json,sqlite3,sys; print(json.dumps([list(r) for r in sqlite3.connect(sys.argv[1]).execute(sys.argv[2])]))")
+        .arg(&synapse.database)
+        .arg(sql)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice::<Vec<serde_json::Value>>(&output.stdout).unwrap()
+}
+
+/// Issue 24, item 2: invites, joins, leaves, kicks, bans, unbans and re-joins, all within
+/// one minute (the precision of event times after the hooks), give each room the members
+/// Synapse's own current state has: the `rooms` view follows the order Synapse gives its
+/// memberships (`replaces_state`), not their times.
+#[tokio::test(flavor = "multi_thread")]
+async fn members_in_one_minute_equal_synapse_current_state() {
+    use chrono::Timelike as _;
+    let broker = Broker::dedicated(BrokerKind::Mock);
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_hooks_config(dir.path(), &broker.bootstrap, SERVER, HS_TOKEN, None, "");
+    let hooks = HooksProcess::start(&config, dir.path());
+    let synapse = Synapse::start(SERVER, &hooks.url(), HS_TOKEN, AS_TOKEN);
+    let alice = synapse.register("alice", WEB_UA).await;
+    let bob = synapse.register("bob", ANDROID_UA).await;
+    let carol = synapse.register("carol", IOS_UA).await;
+    let dave = synapse.register("dave", WEB_UA).await;
+
+    // Start at the top of a minute, so that the whole scenario shares one.
+    wait_until("a fresh minute", 70, &hooks, || {
+        (chrono::Utc::now().second() < 15).then_some(())
+    });
+    let minute = chrono::Utc::now().timestamp_millis() / 60_000;
+    let direct = alice
+        .create_room(
+            json!({"preset": "trusted_private_chat", "is_direct": true, "invite": [bob.user_id]}),
+        )
+        .await;
+    bob.join(&direct).await;
+    let team = alice
+        .create_room(
+            json!({"preset": "private_chat", "invite": [bob.user_id, carol.user_id, dave.user_id]}),
+        )
+        .await;
+    bob.join(&team).await;
+    bob.membership(&team, "leave", None).await;
+    alice.membership(&team, "invite", Some(&bob.user_id)).await;
+    bob.join(&team).await;
+    carol.join(&team).await;
+    alice.membership(&team, "ban", Some(&carol.user_id)).await;
+    alice.membership(&team, "unban", Some(&carol.user_id)).await;
+    alice
+        .membership(&team, "invite", Some(&carol.user_id))
+        .await;
+    carol.join(&team).await;
+    dave.membership(&team, "leave", None).await; // declines the invitation
+    let forum = alice
+        .create_room(json!({"preset": "public_chat", "room_alias_name": "minute"}))
+        .await;
+    for user in [&bob, &carol, &dave] {
+        user.join(&forum).await;
+    }
+    carol.membership(&forum, "leave", None).await;
+    carol.join(&forum).await;
+    alice.membership(&forum, "kick", Some(&bob.user_id)).await;
+    alice.membership(&forum, "ban", Some(&dave.user_id)).await;
+    let in_one_minute = chrono::Utc::now().timestamp_millis() / 60_000 == minute;
+
+    // Every membership Synapse stored reaches Kafka.
+    let stored = synapse_rows(&synapse, "SELECT count(*) FROM room_memberships")[0][0]
+        .as_u64()
+        .unwrap() as usize;
+    let records = wait_until("every membership reaches Kafka", 60, &hooks, || {
+        let records: Vec<EventRecord> = topic_records(&broker.bootstrap);
+        let memberships = records
+            .iter()
+            .filter(|r| r.event_type == EventType::RoomMember)
+            .count();
+        (memberships >= stored).then_some(records)
+    });
+    let memberships: Vec<&EventRecord> = records
+        .iter()
+        .filter(|r| r.event_type == EventType::RoomMember)
+        .collect();
+    assert!(
+        memberships.iter().filter(|r| r.replaces.is_some()).count() >= 10,
+        "the changes name what they replace: {memberships:?}"
+    );
+    if in_one_minute {
+        let minutes: BTreeSet<_> = memberships
+            .iter()
+            .filter(|r| r.ts.0 / 60_000 == minute)
+            .map(|r| r.room)
+            .collect();
+        assert_eq!(
+            minutes.len(),
+            3,
+            "all three rooms' memberships share a minute"
+        );
+    }
+
+    // The lake, and its `rooms` view, against Synapse's current state.
+    let lake = dir.path().join("lake");
+    let root = harness::pipeline::lake_root(&lake);
+    let mut table = mxpulse_ingest::lake::open_or_create::<EventRecord>(&root)
+        .await
+        .unwrap();
+    mxpulse_ingest::lake::append(&mut table, records)
+        .await
+        .unwrap();
+    let snapshot = mxpulse_query::lake::LakeSnapshot::load(root.url())
+        .await
+        .unwrap();
+    let scope = mxpulse_query::session::Scope {
+        server: None,
+        pseudonyms: true,
+    };
+    let limits = mxpulse_query::session::Limits {
+        memory_bytes: 256 << 20,
+        timeout: Duration::from_secs(60),
+        max_rows: 1000,
+    };
+    let ctx = mxpulse_query::session::session(&snapshot, &scope, &limits, None)
+        .await
+        .unwrap();
+    let batches = ctx
+        .sql("SELECT room, members FROM rooms")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let mut lake_members = BTreeMap::new();
+    for batch in &batches {
+        use datafusion::arrow::array::AsArray as _;
+        use datafusion::arrow::datatypes::Int64Type;
+        let (room, members) = (
+            batch.column(0).as_primitive::<Int64Type>(),
+            batch.column(1).as_primitive::<Int64Type>(),
+        );
+        for row in 0..batch.num_rows() {
+            lake_members.insert(room.value(row), members.value(row));
+        }
+    }
+    let p = pseudonymizer();
+    let synapse_members: BTreeMap<i64, i64> = synapse_rows(
+        &synapse,
+        "SELECT room_id, count(*) FROM current_state_events \
+         WHERE type = 'm.room.member' AND membership = 'join' GROUP BY room_id",
+    )
+    .into_iter()
+    .map(|row| {
+        (
+            p.room(row[0].as_str().unwrap()).to_i64(),
+            row[1].as_i64().unwrap(),
+        )
+    })
+    .collect();
+    // direct: alice, bob; team: alice, bob, carol; forum: alice, carol.
+    assert_eq!(
+        synapse_members.values().copied().collect::<BTreeSet<_>>(),
+        BTreeSet::from([2, 3])
+    );
+    assert_eq!(lake_members, synapse_members);
+    for room in [&direct, &team, &forum] {
+        assert!(lake_members.contains_key(&p.room(room).to_i64()), "{room}");
+    }
+    drop(synapse);
+}

@@ -99,16 +99,19 @@ fn escape(text: &str) -> String {
         .replace('"', "&quot;")
 }
 
-/// A round upper bound and tick step for values up to `max`.
+/// A round upper bound and tick step for values up to `max`. The figures are counts: every
+/// tick is a whole number (an axis of 0, 0.25 ... 1 would read "0, 0, 1, 1, 1" once
+/// rounded), so steps are 1, 2, 5 times a power of ten, and 2.5 only from 25 up.
 fn scale(max: f64) -> (f64, f64) {
     if max <= 0.0 || !max.is_finite() {
-        return (1.0, 0.25);
+        return (1.0, 1.0);
     }
     let raw = max / 4.0;
-    let magnitude = 10f64.powf(raw.log10().floor());
+    let magnitude = 10f64.powf(raw.log10().floor()).max(1.0);
     let step = [1.0, 2.0, 2.5, 5.0, 10.0]
         .iter()
         .map(|m| m * magnitude)
+        .filter(|s| s.fract() == 0.0)
         .find(|s| *s >= raw)
         .unwrap_or(10.0 * magnitude);
     ((max / step).ceil() * step, step)
@@ -408,7 +411,21 @@ mod tests {
     fn scales_are_round_and_colours_stable() {
         assert_eq!(scale(7_000.0), (8_000.0, 2_000.0));
         assert_eq!(scale(230_561.0), (300_000.0, 100_000.0));
-        assert_eq!(scale(0.0), (1.0, 0.25));
+        assert_eq!(scale(0.0), (1.0, 1.0));
+        assert_eq!(scale(100.0), (100.0, 25.0));
+        // Small counts (a demo's r30, a withheld month beside): whole ticks, each told once.
+        for max in [0.0, 1.0, 2.0, 3.0, 5.0, 7.0, 9.0, 10.0, 13.0, 2_500.0] {
+            let (top, step) = scale(max);
+            assert!(
+                top >= max && step >= 1.0 && step.fract() == 0.0,
+                "{max}: {top} {step}"
+            );
+            let ticks: Vec<String> = (0..=(top / step) as usize)
+                .map(|i| Lang::En.number(i as f64 * step))
+                .collect();
+            let distinct: std::collections::BTreeSet<_> = ticks.iter().collect();
+            assert_eq!(distinct.len(), ticks.len(), "{max}: {ticks:?}");
+        }
         assert_eq!(
             color_of("agent.interieur.tchap.gouv.fr"),
             color_of("agent.interieur.tchap.gouv.fr")

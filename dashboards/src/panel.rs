@@ -335,7 +335,10 @@ pub fn figures_panel(
             })
             .collect(),
     };
-    let headline = (panel.kind == ChartKind::BigNumber).then(|| {
+    // A big number, and a line of one figure (open accounts, r30: headline figures drawn as
+    // a line) lead with their last period's value.
+    let one_line = panel.kind == ChartKind::Line && breakdown == "total" && figures.len() == 1;
+    let headline = (panel.kind == ChartKind::BigNumber || one_line).then(|| {
         let figure = figures.first().copied().unwrap_or_default();
         let cell = cells.get(figure, &last, "total", None);
         Headline {
@@ -507,6 +510,23 @@ mod tests {
         );
         let (chart, _) = content.chart.unwrap();
         assert_eq!(chart.series[0].values, [Some(10.0), Some(15.0)]);
+        // A line of one figure leads with its number too; a line of several does not.
+        let line = |figures: &str| {
+            figures_panel(
+                &panel(&format!("kind = \"line\"\nfigures = {figures}")),
+                &cells,
+                &periods,
+                Vec::new(),
+                Lang::Fr,
+                "Line",
+            )
+            .headline
+        };
+        assert_eq!(
+            line("[\"messages\"]").map(|h| h.value),
+            Some(Value::Number(15.0))
+        );
+        assert_eq!(line("[\"messages\", \"active_users\"]"), None);
         assert_eq!(
             content.table.rows[1],
             ("juil. 2024".to_owned(), vec![Value::Number(15.0)])

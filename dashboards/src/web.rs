@@ -957,8 +957,20 @@ fn card(
         }),
         svg,
         legend,
-        headers: content.table.headers.clone(),
-        rows: content.table.shown_rows(lang),
+        // Server names as the charts write them: a column per server of the federation
+        // fits a card (the CSV keeps the full names).
+        headers: content
+            .table
+            .headers
+            .iter()
+            .map(|h| crate::chart::short_name(h).to_owned())
+            .collect(),
+        rows: content
+            .table
+            .shown_rows(lang)
+            .into_iter()
+            .map(|(label, cells)| (crate::chart::short_name(&label).to_owned(), cells))
+            .collect(),
         table_open: panel.kind == ChartKind::Table,
         has_secret: content.table.has_secret(),
         csv_href: format!("/d/{slug}/{}.csv?{qs}", panel.id),

@@ -41,6 +41,34 @@ def cards_of(page):
                 Array.from(tr.querySelectorAll('th, td')).map(td => td.textContent.trim())),
             big: card.querySelector('.big') ? card.querySelector('.big').textContent.trim() : null,
             csv: card.querySelector('.downloads a') ? card.querySelector('.downloads a').getAttribute('href') : null,
+            // Content wider than the card spills over its neighbours or off the page.
+            sticks_out: card.scrollWidth > card.clientWidth + 1,
+            // A table wider than its box must scroll, else its right columns cannot be read.
+            cut_tables: Array.from(card.querySelectorAll('table')).filter(table => {
+                let box = table.parentElement;
+                while (box && box !== card && !['auto', 'scroll'].includes(getComputedStyle(box).overflowX)) {
+                    box = box.parentElement;
+                }
+                const rect = table.getBoundingClientRect();
+                const edge = (box && box !== card ? box : card).getBoundingClientRect();
+                const scrolls = box && box !== card && box.scrollWidth > box.clientWidth;
+                return rect.width > 0 && rect.right > edge.right + 1 && !scrolls;
+            }).length,
+            // Whether each table fits its box without scrolling.
+            tables_fit: Array.from(card.querySelectorAll('.table-wrap')).every(wrap =>
+                wrap.scrollWidth <= wrap.clientWidth + 1 || wrap.clientWidth === 0),
+            // Scrolled to its far right, a table still shows what each row is.
+            labels_stay: Array.from(card.querySelectorAll('.table-wrap')).every(wrap => {
+                const label = wrap.querySelector('tbody th');
+                if (!label || wrap.scrollWidth <= wrap.clientWidth + 1) return true;
+                wrap.scrollLeft = wrap.scrollWidth;
+                const stays = label.getBoundingClientRect().left >= wrap.getBoundingClientRect().left - 1;
+                wrap.scrollLeft = 0;
+                return stays;
+            }),
+            // A box that scrolls can be scrolled from the keyboard.
+            wraps_focusable: Array.from(card.querySelectorAll('.table-wrap')).every(wrap =>
+                wrap.getAttribute('tabindex') === '0'),
         }))"""
     )
 
@@ -130,6 +158,9 @@ def main():
             "() => getComputedStyle(document.querySelector('.cards')).gridTemplateColumns.split(' ').length"
         )
         small.screenshot(path=f"{shots}/overview-phone.png", full_page=True)
+        # The widest tables (a column per server) on a phone: each card holds its content.
+        small.goto(f"{base}/d/ministries?{pages.get('ministries', query)}")
+        report["phone_ministries"] = cards_of(small)
         phone.close()
 
         # Accessibility: axe-core, injected from its npm package (the page's policy forbids

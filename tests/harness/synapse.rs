@@ -275,6 +275,21 @@ impl MatrixUser {
         .await;
     }
 
+    /// `POST /rooms/{room}/{action}` (`invite`, `leave`, `ban`, `unban`, `kick`), about
+    /// `user` where the action names one.
+    pub async fn membership(&self, room: &str, action: &str, user: Option<&str>) {
+        let body = match user {
+            Some(user) => json!({"user_id": user}),
+            None => json!({}),
+        };
+        self.call(
+            reqwest::Method::POST,
+            &format!("/rooms/{}/{action}", encode(room)),
+            Some(body),
+        )
+        .await;
+    }
+
     /// Sends a timeline event; its event ID.
     pub async fn send(&self, room: &str, event_type: &str, content: Value) -> String {
         let path = format!(
