@@ -53,6 +53,8 @@ pub struct DemoArgs {
 /// Marks a directory `mxpulse demo` made, so that it never empties anything else.
 const MARKER: &str = ".mxpulse-demo";
 const GRACE: Duration = Duration::from_secs(20);
+/// How long the history may take to reach the figures after it was sent.
+const IN_FIGURES_WITHIN: Duration = Duration::from_secs(900);
 
 pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
     let mut sim = Simulation::new(args.simulation.spec())?;
@@ -257,6 +259,16 @@ async fn run_demo(
     let totals = run_months(sim, &mut sinks, |month| history.month(month)).await?;
     report_history(&totals, generation_started.elapsed());
     compact(dir, &config_path, &logs).await?;
+    // Announce the history only once a viewer sees it whole.
+    match super::in_figures::wait(&config, IN_FIGURES_WITHIN).await {
+        Ok(took) => println!(
+            "history in the figures after {:.1} s; live activity flowing",
+            took.as_secs_f64()
+        ),
+        Err(error) => println!(
+            "the figures do not hold all the history yet ({error:#}); live activity flowing"
+        ),
+    }
 
     // The live trickle: now, in the current month.
     let interval = Duration::from_millis(args.trickle_interval_ms.max(100));
@@ -307,7 +319,7 @@ async fn compact(dir: &Path, config: &Path, logs: &Path) -> anyhow::Result<()> {
         logs.join("lake-compact.log").display()
     );
     println!(
-        "lake compacted in {:.1} s ({}); live activity flowing",
+        "lake compacted in {:.1} s ({})",
         started.elapsed().as_secs_f64(),
         dir.join("lake").display()
     );

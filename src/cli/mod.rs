@@ -7,6 +7,7 @@ mod demo;
 mod dev_broker;
 mod generate;
 mod hooks;
+mod in_figures;
 mod ingest;
 mod lake;
 pub mod owner_only;
