@@ -86,11 +86,17 @@ pub fn register(ctx: &SessionContext) {
     }
     ctx.register_udf(ScalarUDF::new_from_impl(JsonBuildObject::default()));
     // No column of a view is serial (SQLAlchemy's inspector asks for every column).
-    // ... nor has an index (`pg_index` is empty for them), and no schema hides a collation.
+    // ... nor has an index (`pg_index` is empty for them), a constraint, a default or a view
+    // definition to show, and no schema hides a collation or a type (SQLAlchemy 1.4, which
+    // Apache Superset runs, asks for each when it reads a table).
     for (name, answer) in [
         ("pg_get_serial_sequence", ScalarValue::Utf8(None)),
         ("pg_get_indexdef", ScalarValue::Utf8(None)),
+        ("pg_get_constraintdef", ScalarValue::Utf8(None)),
+        ("pg_get_expr", ScalarValue::Utf8(None)),
+        ("pg_get_viewdef", ScalarValue::Utf8(None)),
         ("pg_collation_is_visible", ScalarValue::Boolean(Some(true))),
+        ("pg_type_is_visible", ScalarValue::Boolean(Some(true))),
     ] {
         ctx.register_udf(ScalarUDF::new_from_impl(Constant::new(name, answer)));
     }

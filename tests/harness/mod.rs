@@ -13,6 +13,7 @@ pub mod lakes;
 pub mod pipeline;
 pub mod s3;
 pub mod serve;
+pub mod superset;
 pub mod synapse;
 
 use std::net::TcpListener;

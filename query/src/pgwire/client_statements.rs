@@ -70,6 +70,17 @@ const SHOWN_SETTINGS: &[(&str, &str, &str)] = &[
     ("max_identifier_length", "max_identifier_length", "63"),
 ];
 
+/// A `search_path` entry that changes no name's meaning: `public` (the views' only schema),
+/// `pg_catalog` (searched first whatever the path) or `"$user"` (no such schema). Apache
+/// Superset sets `search_path = public` before each query of a dataset in that schema.
+fn names_the_one_schema(value: &datafusion::sql::sqlparser::ast::Expr) -> bool {
+    let text = value
+        .to_string()
+        .trim_matches(['\'', '"'])
+        .to_ascii_lowercase();
+    ["public", "pg_catalog", "$user"].contains(&text.as_str())
+}
+
 impl ClientStatement {
     /// The driver statement `statement` is, if it is one.
     pub fn recognize(statement: &Statement) -> Option<Self> {
@@ -96,12 +107,13 @@ impl ClientStatement {
             Statement::Set(Set::SingleAssignment {
                 hivevar: false,
                 variable,
+                values,
                 ..
             }) => {
                 let name = variable.to_string().to_ascii_lowercase();
-                PRESENTATION_SETTINGS
-                    .contains(&name.as_str())
-                    .then_some(Self::Acknowledged("SET"))
+                (PRESENTATION_SETTINGS.contains(&name.as_str())
+                    || (name == "search_path" && values.iter().all(names_the_one_schema)))
+                .then_some(Self::Acknowledged("SET"))
             }
             Statement::ShowVariable { variable } => {
                 let name = variable
@@ -154,6 +166,8 @@ mod tests {
             "SET application_name = 'PostgreSQL JDBC Driver'",
             "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY",
             "SET DateStyle TO 'ISO'",
+            "SET search_path = public",
+            "SET search_path TO \"$user\", public",
         ] {
             assert_eq!(
                 recognize(sql),
@@ -173,6 +187,7 @@ mod tests {
             "SET datafusion.execution.batch_size = 1",
             "SET TIME ZONE 'Europe/Paris'",
             "SET search_path = other",
+            "SET search_path = public, other",
             "SHOW datafusion.execution.batch_size",
             "SELECT 1",
         ] {

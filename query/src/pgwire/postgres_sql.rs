@@ -72,6 +72,37 @@ const PG_INDEX: &[(&str, &str)] = &[
     ("indpred", "VARCHAR"),
 ];
 
+/// `pg_catalog.pg_constraint` with PostgreSQL's columns and types, empty: the views have no
+/// constraints, and the bundled table's `conkey` is text where clients take an array
+/// (`a.attnum = ANY(cons.conkey)`, SQLAlchemy 1.4's unique constraints).
+const PG_CONSTRAINT: &[(&str, &str)] = &[
+    ("oid", "INTEGER"),
+    ("conname", "VARCHAR"),
+    ("connamespace", "INTEGER"),
+    ("contype", "VARCHAR"),
+    ("condeferrable", "BOOLEAN"),
+    ("condeferred", "BOOLEAN"),
+    ("convalidated", "BOOLEAN"),
+    ("conrelid", "INTEGER"),
+    ("contypid", "INTEGER"),
+    ("conindid", "INTEGER"),
+    ("conparentid", "INTEGER"),
+    ("confrelid", "INTEGER"),
+    ("confupdtype", "VARCHAR"),
+    ("confdeltype", "VARCHAR"),
+    ("confmatchtype", "VARCHAR"),
+    ("conislocal", "BOOLEAN"),
+    ("coninhcount", "INTEGER"),
+    ("connoinherit", "BOOLEAN"),
+    ("conkey", "SMALLINT[]"),
+    ("confkey", "SMALLINT[]"),
+    ("conpfeqop", "INTEGER[]"),
+    ("conppeqop", "INTEGER[]"),
+    ("conffeqop", "INTEGER[]"),
+    ("conexclop", "INTEGER[]"),
+    ("conbin", "VARCHAR"),
+];
+
 /// The constraint tables of PostgreSQL's `information_schema` and their columns.
 const CONSTRAINT_TABLES: &[(&str, &[(&str, &str)])] = &[
     (
@@ -159,6 +190,7 @@ impl VisitorMut for PostgresInformationSchema {
 
     fn pre_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
         like_with_backslash(expr);
+        flag_compared_as_boolean(expr);
         if nothing_of_a_view(expr)
             && let Some(none) = parse_expr("CAST(NULL AS VARCHAR)")
         {
@@ -234,6 +266,8 @@ impl VisitorMut for PostgresInformationSchema {
         };
         let replacement = if schema == "pg_catalog" && table == "pg_index" {
             empty_table(PG_INDEX)
+        } else if schema == "pg_catalog" && table == "pg_constraint" {
+            empty_table(PG_CONSTRAINT)
         } else if schema != "information_schema" {
             return ControlFlow::Continue(());
         } else if table == "columns" {
@@ -284,6 +318,77 @@ fn like_with_backslash(expr: &mut Expr) {
     if let Some(call) = call("like_escape", vec![(**pattern).clone(), literal]) {
         **pattern = call;
         *escape_char = None;
+    }
+}
+
+/// The boolean columns of PostgreSQL's catalogs that clients compare with a text literal.
+const CATALOG_FLAGS: &[&str] = &[
+    "indisprimary",
+    "indisunique",
+    "indisexclusion",
+    "indimmediate",
+    "indisclustered",
+    "indisvalid",
+    "indisready",
+    "indislive",
+    "indisreplident",
+    "attnotnull",
+    "atthasdef",
+    "attisdropped",
+    "attislocal",
+    "relhasindex",
+    "relisshared",
+    "relhasrules",
+    "relhastriggers",
+    "relhassubclass",
+    "relrowsecurity",
+    "relispopulated",
+    "relispartition",
+    "typnotnull",
+    "typisdefined",
+    "typbyval",
+    "condeferrable",
+    "condeferred",
+    "convalidated",
+    "conislocal",
+    "datistemplate",
+    "datallowconn",
+];
+
+/// `ix.indisprimary = 'f'` (SQLAlchemy 1.4's index query): PostgreSQL reads a text literal
+/// `t`, `f`, `true` or `false` compared with a boolean as a boolean; DataFusion refuses to
+/// compare the two types. The literal becomes a boolean where the column is a catalog flag.
+fn flag_compared_as_boolean(expr: &mut Expr) {
+    use datafusion::sql::sqlparser::ast::Value;
+    let Expr::BinaryOp { left, op, right } = expr else {
+        return;
+    };
+    if !matches!(op, BinaryOperator::Eq | BinaryOperator::NotEq) {
+        return;
+    }
+    let is_flag = |e: &Expr| {
+        let name = match e {
+            Expr::Identifier(ident) => Some(&ident.value),
+            Expr::CompoundIdentifier(parts) => parts.last().map(|p| &p.value),
+            _ => None,
+        };
+        name.is_some_and(|n| CATALOG_FLAGS.iter().any(|f| n.eq_ignore_ascii_case(f)))
+    };
+    let (left_flag, right_flag) = (is_flag(left), is_flag(right));
+    for (flag_beside, literal) in [(left_flag, &mut **right), (right_flag, &mut **left)] {
+        if !flag_beside {
+            continue;
+        }
+        if let Expr::Value(value) = literal
+            && let Value::SingleQuotedString(text) = &value.value
+        {
+            let flag = match text.to_ascii_lowercase().as_str() {
+                "t" | "true" => true,
+                "f" | "false" => false,
+                _ => continue,
+            };
+            value.value = Value::Boolean(flag);
+        }
     }
 }
 
@@ -567,6 +672,19 @@ mod tests {
         assert!(
             index.contains("unnest(range(1, CAST(array_length("),
             "{index}"
+        );
+        // SQLAlchemy 1.4 (Superset's): a flag against a text literal, and `pg_constraint`
+        // with its keys as arrays.
+        let flags = rewrite(
+            "SELECT 1 FROM pg_index ix JOIN pg_constraint c ON ix.indrelid = c.conrelid \
+             WHERE ix.indisprimary = 'f' AND 'true' <> ix.indisunique AND c.conname = 'f'",
+        );
+        assert!(flags.contains("ix.indisprimary = false"), "{flags}");
+        assert!(flags.contains("true <> ix.indisunique"), "{flags}");
+        assert!(flags.contains("c.conname = 'f'"), "{flags}");
+        assert!(
+            flags.contains("CAST(NULL AS SMALLINT[]) AS conkey"),
+            "{flags}"
         );
         let date = rewrite(
             "SELECT TO_DATE('2024-01-01', 'YYYY-MM-DD'), to_timestamp(t, 'DD/MM/YYYY HH24:MI:SS.MS')",
