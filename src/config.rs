@@ -228,6 +228,10 @@ pub struct HooksSection {
     /// long (and at least 100 of them) is reported: its `server_name` likely does not match
     /// Synapse's, and none of its users' activity is counted.
     pub remote_only_ms: u64,
+    /// Publish the rooms of each homeserver's public room directory with their name and
+    /// topic line (what the directory shows every user), for the forums directory; no other
+    /// room is ever named. `false` publishes nothing of the directory.
+    pub public_directory: bool,
 }
 
 impl Default for HooksSection {
@@ -247,6 +251,7 @@ impl Default for HooksSection {
             read_timeout_ms: 30_000,
             broker_probe_ms: 10_000,
             remote_only_ms: 3_600_000,
+            public_directory: true,
         }
     }
 }

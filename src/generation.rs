@@ -408,6 +408,7 @@ impl Sinks {
                 .write_deactivations(sim, &activity.deactivated)
                 .await?;
             databases.write_visits(sim, &activity.visits).await?;
+            databases.write_directory(sim, &activity.events).await?;
             if self.database_events {
                 databases.write_events(sim, &activity.events).await?;
             }

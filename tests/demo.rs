@@ -82,6 +82,30 @@ fn the_demo_federation_reaches_the_figures_with_the_published_ratios() {
         "July 2024 not whole in the first answer after {line:?}: {:?}",
         demo.monthly(figures, "2024-07", "2024-07")
     );
+    // Issue 24, item 5: the forums of the homeservers' public room directories are named
+    // as there (the simulator lists the published directory's forums in its databases);
+    // every named one is one of them, and none else is named.
+    let forums = wait_for(Duration::from_secs(120), || {
+        let forums = demo.try_forums().ok()?;
+        forums
+            .iter()
+            .any(|f| f["name"].is_string())
+            .then_some(forums)
+    })
+    .unwrap_or_else(|| panic!("no named forum: {:?}", demo.try_forums()));
+    let directory: Vec<&str> = mxpulse_simulator::DIRECTORY_FORUMS
+        .iter()
+        .map(|(name, _, _)| *name)
+        .collect();
+    for forum in &forums {
+        if let Some(name) = forum["name"].as_str() {
+            assert!(directory.contains(&name), "{forum}");
+            assert!(
+                forum["topic"].as_str().is_some_and(|t| t.starts_with(name)),
+                "{forum}"
+            );
+        }
+    }
     let published_mau = [
         ("2024-05", 226_855.0),
         ("2024-06", 241_295.0),

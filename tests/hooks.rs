@@ -465,3 +465,172 @@ async fn the_database_tap_neither_skips_nor_repeats_across_a_restart() {
         (1, deactivated[0].user)
     );
 }
+
+/// Issue 24, item 5: the tap publishes the rooms of the public room directory
+/// (`rooms.is_public`) with the name and topic line Synapse's room statistics hold, and
+/// nothing of a room outside it, however named; a room that leaves is said to have left,
+/// a renamed one is said again, a restart repeats nothing, and `public_directory = false`
+/// publishes nothing of the directory.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_public_room_directory_is_published_and_no_other_room_is_named() {
+    use mxpulse_hooks::{PseudonymKey, Pseudonymizer};
+    use mxpulse_schemas::DirectoryRecord;
+
+    let broker = Broker::dedicated(BrokerKind::Mock);
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("homeserver.db");
+    synapse_sql(
+        &db,
+        "CREATE TABLE users(name TEXT, password_hash TEXT, creation_ts BIGINT, admin SMALLINT DEFAULT 0 NOT NULL, is_guest SMALLINT DEFAULT 0 NOT NULL, appservice_id TEXT, user_type TEXT, deactivated SMALLINT DEFAULT 0 NOT NULL);
+         CREATE TABLE user_daily_visits(user_id TEXT NOT NULL, device_id TEXT, timestamp BIGINT NOT NULL, user_agent TEXT);
+         CREATE TABLE rooms(room_id TEXT PRIMARY KEY NOT NULL, is_public BOOL, creator TEXT, room_version TEXT, has_auth_chain_index BOOLEAN);
+         CREATE TABLE room_stats_state(room_id TEXT NOT NULL, name TEXT, canonical_alias TEXT, join_rules TEXT, history_visibility TEXT, encryption TEXT, avatar TEXT, guest_access TEXT, is_federatable BOOLEAN, topic TEXT, room_type TEXT);
+         INSERT INTO rooms(room_id, is_public) VALUES ('!forum:x', 1), ('!cellule:x', 0), ('!unnamed:x', 1);
+         INSERT INTO room_stats_state(room_id, name, topic) VALUES
+           ('!forum:x', 'Forum Tchap info', '  Entraide entre agents
+Écrivez à jeanne.martin@interieur.gouv.fr'),
+           ('!cellule:x', 'Cellule Rochefort', 'Budget confidentiel'),
+           ('!unnamed:x', NULL, NULL);",
+    );
+    let p = Pseudonymizer::new(
+        &PseudonymKey::from_bytes(
+            zeroize::Zeroizing::new(harness::hooks::TEST_KEY.as_bytes().to_vec()),
+            "test",
+        )
+        .unwrap(),
+    );
+    let (forum, cellule, unnamed) = (
+        p.room("!forum:x"),
+        p.room("!cellule:x"),
+        p.room("!unnamed:x"),
+    );
+    let records = || topic_records::<DirectoryRecord>(&broker.bootstrap);
+    let polls = |h: &HooksProcess| {
+        h.metric(&format!(
+            "mxpulse_hooks_synapse_db_polls_total{{server=\"{SERVER}\"}}"
+        ))
+    };
+    // `count` records, and no more after several polls.
+    let settle = |hooks: &HooksProcess, count: usize| {
+        wait_for(Duration::from_secs(30), || {
+            (records().len() >= count).then_some(())
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "{count} directory records: {:?}\n{}",
+                records(),
+                hooks.log_text()
+            )
+        });
+        let after = polls(hooks) + 3;
+        wait_for(Duration::from_secs(30), || {
+            (polls(hooks) >= after).then_some(())
+        })
+        .expect("more polls");
+        let got = records();
+        assert_eq!(got.len(), count, "{got:?}");
+        got
+    };
+
+    let config = write_hooks_config(dir.path(), &broker.bootstrap, SERVER, TOKEN, Some(&db), "");
+    let hooks = HooksProcess::start(&config, dir.path());
+    let first = settle(&hooks, 2);
+    let by_room = |records: &[DirectoryRecord], room| {
+        records
+            .iter()
+            .filter(|r| r.room == room)
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    let listed = by_room(&first, forum);
+    assert_eq!(listed.len(), 1, "{first:?}");
+    assert!(listed[0].listed && listed[0].server == SERVER);
+    assert_eq!(listed[0].name.as_deref(), Some("Forum Tchap info"));
+    assert_eq!(
+        listed[0].topic.as_deref(),
+        Some("Entraide entre agents"),
+        "the topic's first line only"
+    );
+    assert_eq!(
+        by_room(&first, unnamed)
+            .iter()
+            .map(|r| (r.listed, r.name.clone()))
+            .collect::<Vec<_>>(),
+        [(true, None)]
+    );
+    assert!(by_room(&first, cellule).is_empty(), "{first:?}");
+    let payloads: String =
+        harness::hooks::topic_messages(&broker.bootstrap, mxpulse_schemas::topics::DIRECTORY)
+            .into_iter()
+            .map(|(key, payload)| format!("{key} {}", String::from_utf8_lossy(&payload)))
+            .collect();
+    for needle in [
+        "Rochefort",
+        "Cellule",
+        "confidentiel",
+        "jeanne",
+        "!forum",
+        "!cellule",
+    ] {
+        assert!(!payloads.contains(needle), "{needle} in {payloads}");
+    }
+
+    // A restart repeats nothing; a rename is said again; a room that leaves is said to have
+    // left, without a name.
+    drop(hooks);
+    let hooks = HooksProcess::start(&config, dir.path());
+    settle(&hooks, 2);
+    synapse_sql(
+        &db,
+        "UPDATE room_stats_state SET name = 'Emploi public' WHERE room_id = '!unnamed:x';
+         UPDATE rooms SET is_public = 0 WHERE room_id = '!forum:x';",
+    );
+    let later = settle(&hooks, 4);
+    // (Kafka orders within a partition only: compared as a set.)
+    let mut forum_now: Vec<_> = by_room(&later, forum)
+        .iter()
+        .map(|r| (r.listed, r.name.clone(), r.topic.clone()))
+        .collect();
+    forum_now.sort();
+    assert_eq!(
+        forum_now,
+        [
+            (false, None, None),
+            (
+                true,
+                Some("Forum Tchap info".to_owned()),
+                Some("Entraide entre agents".to_owned())
+            ),
+        ]
+    );
+    assert!(
+        by_room(&later, unnamed)
+            .iter()
+            .any(|r| r.listed && r.name.as_deref() == Some("Emploi public"))
+    );
+    drop(hooks);
+
+    // Turned off: nothing of the directory, from a fresh start.
+    let off = tempfile::tempdir().unwrap();
+    let off_broker = Broker::dedicated(BrokerKind::Mock);
+    let config = write_hooks_config(
+        off.path(),
+        &off_broker.bootstrap,
+        SERVER,
+        TOKEN,
+        Some(&db),
+        "public_directory = false",
+    );
+    let hooks = HooksProcess::start(&config, off.path());
+    synapse_sql(&db, "UPDATE rooms SET is_public = 1;");
+    let after = polls(&hooks) + 4;
+    wait_for(Duration::from_secs(30), || {
+        (polls(&hooks) >= after).then_some(())
+    })
+    .expect("polls");
+    assert!(
+        topic_records::<DirectoryRecord>(&off_broker.bootstrap).is_empty(),
+        "{}",
+        hooks.log_text()
+    );
+}

@@ -376,7 +376,6 @@ async fn synapse_activity_reaches_kafka_as_exactly_the_expected_records() {
         "iPhone",
         "Plans",
         "Secret",
-        "Forum",
         "#forum",
     ]
     .into_iter()
@@ -395,6 +394,22 @@ async fn synapse_activity_reaches_kafka_as_exactly_the_expected_records() {
     );
     needles.extend([&private, &public, &direct, &encrypted].map(|s| s.to_string()));
     needles.extend(expected_ids(&alice, [&private, &public, &direct, &encrypted]).await);
+    // The public room directory's room is the one room named (docs/design.md §3).
+    let directory = wait_until(
+        "the public room directory reaches Kafka",
+        60,
+        &hooks,
+        || {
+            let records = topic_records::<mxpulse_schemas::DirectoryRecord>(&broker.bootstrap);
+            (!records.is_empty()).then_some(records)
+        },
+    );
+    assert!(
+        directory
+            .iter()
+            .all(|r| r.room == p.room(&public) && r.name.as_deref() == Some("Forum")),
+        "{directory:?}"
+    );
     for needle in &needles {
         assert!(
             !published.contains(needle.as_str()),
@@ -680,6 +695,14 @@ async fn nothing_identifying_leaves_the_hooks_in_any_output() {
         }))
         .await;
     anne.join(&room).await;
+    // A forum of the public room directory: its name and topic line are what the directory
+    // shows every agent, and are published; the private room's never are.
+    let forum = jeanne
+        .create_room(json!({
+            "preset": "public_chat", "visibility": "public", "name": "Forum Tchap info",
+            "topic": "Entraide entre agents\nSecond paragraphe",
+        }))
+        .await;
     let hello = anne
         .send(
             &room,
@@ -713,6 +736,28 @@ async fn nothing_identifying_leaves_the_hooks_in_any_output() {
         (visits.iter().any(|v| v.platform == Platform::Android) && accounts.len() >= 2)
             .then_some(())
     });
+    let directory = wait_until(
+        "the public room directory reaches Kafka",
+        60,
+        &hooks,
+        || {
+            let records = topic_records::<mxpulse_schemas::DirectoryRecord>(&broker.bootstrap);
+            records.iter().any(|r| r.name.is_some()).then_some(records)
+        },
+    );
+    assert_eq!(
+        directory
+            .iter()
+            .map(|r| (r.room, r.listed, r.name.as_deref(), r.topic.as_deref()))
+            .collect::<Vec<_>>(),
+        [(
+            pseudonymizer().room(&forum),
+            true,
+            Some("Forum Tchap info"),
+            Some("Entraide entre agents")
+        )],
+        "the directory's one room, named; nothing of the private room"
+    );
     let kafka_events = topic_records::<EventRecord>(&broker.bootstrap);
     let kafka_accounts = topic_records::<AccountRecord>(&broker.bootstrap);
     // A poison message beside them: dead-lettered, and its headers tell nothing of its content.
@@ -860,6 +905,7 @@ async fn nothing_identifying_leaves_the_hooks_in_any_output() {
         .map(|s| s.to_string()),
     );
     needles.push(room.clone());
+    needles.push(forum.clone());
     needles.extend(expected_ids(&jeanne, [&room, &room, &room, &room]).await);
     let mut found = Vec::new();
     for (what, text) in &outputs {

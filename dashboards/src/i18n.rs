@@ -92,6 +92,8 @@ impl Lang {
             "month" => ("Mois", "Month"),
             "day" => ("Jour", "Day"),
             "rank" => ("Rang", "Rank"),
+            "forum" => ("Forum", "Forum"),
+            "topic" => ("Sujet", "Topic"),
             "members" => ("Membres", "Members"),
             "created" => ("Créé en", "Created"),
             "in_progress" => ("en cours", "in progress"),

@@ -386,14 +386,10 @@ pub fn figures_panel(
 
 /// The forums directory: rank, server, members, month of creation; the members as a ranking.
 pub fn forums_panel(forums: &[ForumRank], lang: Lang, title: &str) -> PanelContent {
-    let label = |f: &ForumRank| {
-        format!(
-            "{}. {}",
-            f.rank,
-            f.server
-                .trim_start_matches("agent.")
-                .trim_end_matches(".tchap.gouv.fr")
-        )
+    // A forum of a public room directory by its name there, else by its server.
+    let label = |f: &ForumRank| match &f.name {
+        Some(name) => format!("{}. {name}", f.rank),
+        None => format!("{}. {}", f.rank, short_name(&f.server)),
     };
     PanelContent {
         chart: (!forums.is_empty()).then(|| {
@@ -414,6 +410,8 @@ pub fn forums_panel(forums: &[ForumRank], lang: Lang, title: &str) -> PanelConte
         table: Table {
             headers: vec![
                 lang.t("rank").to_owned(),
+                lang.t("forum").to_owned(),
+                lang.t("topic").to_owned(),
                 lang.t("server").to_owned(),
                 lang.t("members").to_owned(),
                 lang.t("created").to_owned(),
@@ -424,6 +422,8 @@ pub fn forums_panel(forums: &[ForumRank], lang: Lang, title: &str) -> PanelConte
                     (
                         f.rank.to_string(),
                         vec![
+                            Value::Text(f.name.clone().unwrap_or_default()),
+                            Value::Text(f.topic.clone().unwrap_or_default()),
                             Value::Text(f.server.clone()),
                             Value::Number(f.members as f64),
                             Value::Text(lang.period(&f.created)),

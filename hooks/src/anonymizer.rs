@@ -5,7 +5,9 @@
 use std::sync::Arc;
 
 use mxpulse_schemas::vocabulary::{AccountChange, UserType};
-use mxpulse_schemas::{AccountRecord, SchemaVersion, UnixMillis, VisitRecord};
+use mxpulse_schemas::{
+    AccountRecord, DirectoryRecord, RoomPseudonym, SchemaVersion, UnixMillis, VisitRecord,
+};
 
 use crate::user_agent;
 use crate::{DomainReader, Pseudonymizer};
@@ -147,6 +149,28 @@ impl Anonymizer {
             domain: self.domain_of(user_id),
             change,
             user_type,
+        }
+    }
+
+    /// A room of the public room directory as read at `now_ms` (to the minute), or, with
+    /// `listed` false, a room that left it (then nothing else is said of it).
+    pub fn directory_entry(
+        &self,
+        room: RoomPseudonym,
+        listed: bool,
+        name: Option<String>,
+        topic: Option<String>,
+        now_ms: i64,
+    ) -> DirectoryRecord {
+        DirectoryRecord {
+            v: SchemaVersion::CURRENT,
+            key_id: self.pseudonymizer.key_id(),
+            ts: coarsened(now_ms, EVENT_TIME_MS),
+            server: self.server.clone(),
+            room,
+            listed,
+            name: name.filter(|_| listed),
+            topic: topic.filter(|_| listed),
         }
     }
 

@@ -15,7 +15,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use mxpulse_schemas::vocabulary::{AccountChange, UserType};
-use mxpulse_schemas::{AccountRecord, Record, SchemaVersion, UserPseudonym, VisitRecord};
+use mxpulse_schemas::{
+    AccountRecord, DirectoryRecord, Record, RoomPseudonym, SchemaVersion, UserPseudonym,
+    VisitRecord,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::Anonymizer;
@@ -87,6 +90,21 @@ pub struct TapState {
     /// key: the watermark counts in Synapse's times, the record carries the hour only.
     #[serde(default)]
     pub pending_created_s: BTreeMap<String, i64>,
+    /// The public room directory as last published; `None` until the first read.
+    #[serde(default)]
+    pub directory: Option<DirectoryState>,
+    #[serde(default)]
+    pub pending_directory: Vec<DirectoryRecord>,
+}
+
+/// The public room directory as the tap last published it: each listed room (by pseudonym)
+/// with its name and topic line, and the UTC day (days since the epoch) they were all said.
+/// Every listed room is said again on a new day, so that a reader knows which rooms a
+/// server's directory holds from its newest day alone.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct DirectoryState {
+    pub day: i64,
+    pub listed: BTreeMap<i64, (Option<String>, Option<String>)>,
 }
 
 impl TapState {
@@ -147,6 +165,8 @@ pub struct DbTap {
     pub anonymizer: Anonymizer,
     pub database_url: String,
     pub state_path: PathBuf,
+    /// Publish the public room directory (`hooks.public_directory`).
+    pub public_directory: bool,
 }
 
 /// What one poll published.
@@ -154,6 +174,7 @@ pub struct DbTap {
 pub struct PollOutcome {
     pub visits: usize,
     pub accounts: usize,
+    pub directory: usize,
 }
 
 impl DbTap {
@@ -250,6 +271,13 @@ impl DbTap {
         }
         state.deactivated = Some(deactivated_now);
 
+        if self.public_directory {
+            // The directory is not worth the visits and accounts: read on the next poll.
+            if let Err(error) = self.read_directory(&mut state, db, now_ms).await {
+                tracing::warn!(server = self.anonymizer.server(), %error, "public room directory not read");
+            }
+        }
+
         // Synapse adds rows to today and yesterday only; older days are closed. A row dated
         // ahead of the database's own clock (a wrong clock, a bad row) moves nothing: the
         // rows still to come would be skipped.
@@ -262,6 +290,54 @@ impl DbTap {
             .advance(newest_s.min(db_now_ms.div_euclid(1000)) - ACCOUNT_OVERLAP_S);
         state.save(&self.state_path)?;
         self.flush_pending(&mut state, producer).await
+    }
+
+    /// Compares the public room directory with what was last published: a room that came
+    /// in or whose name or topic changed is said, one that left is said to have left, and on
+    /// a new UTC day every listed room is said again.
+    async fn read_directory(
+        &self,
+        state: &mut TapState,
+        db: &SynapseDb,
+        now_ms: i64,
+    ) -> Result<(), TapError> {
+        let rooms = db.public_rooms().await?;
+        let today = now_ms.div_euclid(DAY_MS);
+        let said = state.directory.take().unwrap_or_default();
+        let new_day = said.day != today;
+        let mut listed = BTreeMap::new();
+        for room in rooms {
+            let pseudonym = self.anonymizer.pseudonymizer().room(&room.room_id);
+            let entry = (
+                room.name.as_deref().and_then(DirectoryRecord::one_line),
+                room.topic.as_deref().and_then(DirectoryRecord::one_line),
+            );
+            if new_day || said.listed.get(&pseudonym.to_i64()) != Some(&entry) {
+                state
+                    .pending_directory
+                    .push(self.anonymizer.directory_entry(
+                        pseudonym,
+                        true,
+                        entry.0.clone(),
+                        entry.1.clone(),
+                        now_ms,
+                    ));
+            }
+            listed.insert(pseudonym.to_i64(), entry);
+        }
+        for room in said.listed.keys().filter(|room| !listed.contains_key(room)) {
+            state
+                .pending_directory
+                .push(self.anonymizer.directory_entry(
+                    RoomPseudonym::from_i64(*room),
+                    false,
+                    None,
+                    None,
+                    now_ms,
+                ));
+        }
+        state.directory = Some(DirectoryState { day: today, listed });
+        Ok(())
     }
 
     fn change(
@@ -292,12 +368,15 @@ impl DbTap {
         let outcome = PollOutcome {
             visits: state.pending_visits.len(),
             accounts: state.pending_accounts.len(),
+            directory: state.pending_directory.len(),
         };
         if outcome == PollOutcome::default() {
             return Ok(outcome);
         }
         producer.publish(&state.pending_visits).await?;
         producer.publish(&state.pending_accounts).await?;
+        producer.publish(&state.pending_directory).await?;
+        state.pending_directory.clear();
         for record in std::mem::take(&mut state.pending_visits) {
             let day_ms = i64::from(record.partition_day()) * DAY_MS;
             if day_ms >= state.visits.from {
@@ -352,6 +431,7 @@ impl DbTap {
                             server,
                             visits = outcome.visits,
                             accounts = outcome.accounts,
+                            directory = outcome.directory,
                             "database tap published"
                         );
                     }

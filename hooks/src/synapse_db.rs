@@ -30,6 +30,15 @@ pub struct SynapseDb {
     postgres: bool,
 }
 
+/// A room of the public room directory, as Synapse holds it: what every user of the
+/// directory sees.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PublicRoom {
+    pub room_id: String,
+    pub name: Option<String>,
+    pub topic: Option<String>,
+}
+
 /// One event as the backfill reads it: its place in the stream and the client-format JSON
 /// rebuilt from `event_json` (which holds neither the event ID nor, since room version 12,
 /// always the room ID).
@@ -306,6 +315,29 @@ impl SynapseDb {
             .map(user_row)
             .collect::<Result<_, _>>()
             .map_err(query_error("users"))
+    }
+
+    /// The rooms of the homeserver's public room directory (`rooms.is_public`) with the
+    /// name and topic Synapse's room statistics hold for them.
+    pub async fn public_rooms(&self) -> Result<Vec<PublicRoom>, SynapseDbError> {
+        let rows = sqlx::query(
+            "SELECT r.room_id, s.name, s.topic FROM rooms AS r \
+             LEFT JOIN room_stats_state AS s ON s.room_id = r.room_id \
+             WHERE r.is_public = TRUE ORDER BY r.room_id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_error("rooms"))?;
+        rows.iter()
+            .map(|row| {
+                Ok(PublicRoom {
+                    room_id: row.try_get(0)?,
+                    name: row.try_get(1)?,
+                    topic: row.try_get(2)?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(query_error("rooms"))
     }
 
     fn event_filter() -> &'static str {

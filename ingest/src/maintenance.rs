@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use deltalake::DeltaTable;
 use futures::TryStreamExt;
-use mxpulse_schemas::{AccountRecord, EventRecord, Record, VisitRecord};
+use mxpulse_schemas::{AccountRecord, DirectoryRecord, EventRecord, Record, VisitRecord};
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -70,12 +70,14 @@ async fn table_status<R: Record>(
     })
 }
 
-/// The status of the three tables (created empty if missing).
+/// The status of the record tables (created empty if missing).
 pub async fn status(root: &LakeRoot, group: &str) -> Result<Vec<TableStatus>, IngestError> {
     Ok(vec![
         table_status::<EventRecord>(&open_or_create::<EventRecord>(root).await?, group).await?,
         table_status::<VisitRecord>(&open_or_create::<VisitRecord>(root).await?, group).await?,
         table_status::<AccountRecord>(&open_or_create::<AccountRecord>(root).await?, group).await?,
+        table_status::<DirectoryRecord>(&open_or_create::<DirectoryRecord>(root).await?, group)
+            .await?,
     ])
 }
 
@@ -129,6 +131,7 @@ pub async fn compact(root: &LakeRoot) -> Result<Vec<MaintenanceReport>, IngestEr
         compact_table::<EventRecord>(root).await?,
         compact_table::<VisitRecord>(root).await?,
         compact_table::<AccountRecord>(root).await?,
+        compact_table::<DirectoryRecord>(root).await?,
     ])
 }
 
@@ -161,6 +164,7 @@ pub async fn vacuum(
         vacuum_table::<EventRecord>(root, retain).await?,
         vacuum_table::<VisitRecord>(root, retain).await?,
         vacuum_table::<AccountRecord>(root, retain).await?,
+        vacuum_table::<DirectoryRecord>(root, retain).await?,
     ])
 }
 
@@ -275,6 +279,9 @@ pub async fn reset_offsets(
         t if t == AccountRecord::TOPIC => {
             reset_table_offsets::<AccountRecord>(root, group, partition, next, reason).await
         }
+        t if t == DirectoryRecord::TOPIC => {
+            reset_table_offsets::<DirectoryRecord>(root, group, partition, next, reason).await
+        }
         other => Err(IngestError::UnknownTopic(other.to_owned())),
     }
 }
@@ -304,6 +311,7 @@ pub async fn purge(
             purge_table::<EventRecord>(root, before_day).await?,
             purge_table::<VisitRecord>(root, before_day).await?,
             purge_table::<AccountRecord>(root, before_day).await?,
+            purge_table::<DirectoryRecord>(root, before_day).await?,
         ],
     })
 }
@@ -374,14 +382,23 @@ pub async fn rewrite(
                 AccountRecord::TABLE,
                 rewrite_table::<AccountRecord>(root, column, from, to).await?,
             ),
+            (
+                DirectoryRecord::TABLE,
+                rewrite_table::<DirectoryRecord>(root, column, from, to).await?,
+            ),
         ],
         ..Default::default()
     };
     report.rollup = Some(crate::rollup::run(root, rollup, RollupMode::Rebuild).await?);
-    let mut urls: Vec<url::Url> = [EventRecord::TABLE, VisitRecord::TABLE, AccountRecord::TABLE]
-        .iter()
-        .map(|t| crate::lake::table_url_at(root, t))
-        .collect();
+    let mut urls: Vec<url::Url> = [
+        EventRecord::TABLE,
+        VisitRecord::TABLE,
+        AccountRecord::TABLE,
+        DirectoryRecord::TABLE,
+    ]
+    .iter()
+    .map(|t| crate::lake::table_url_at(root, t))
+    .collect();
     urls.extend(
         [
             mxpulse_query::figures::rollup::CELLS_TABLE,

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 
 use mxpulse_schemas::{
-    AccountRecord, EventRecord, Record, SCHEMA_VERSION_HEADER, VisitRecord, topics,
+    AccountRecord, DirectoryRecord, EventRecord, Record, SCHEMA_VERSION_HEADER, VisitRecord, topics,
 };
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
@@ -82,11 +82,12 @@ impl ConsumerContext for IngestContext {
     }
 }
 
-/// The three tables, dispatched by topic.
+/// The record tables, dispatched by topic.
 struct Sinks {
     events: TableSink<EventRecord>,
     visits: TableSink<VisitRecord>,
     accounts: TableSink<AccountRecord>,
+    directory: TableSink<DirectoryRecord>,
 }
 
 /// What became of a commit: its report, or the failure that dropped its batch.
@@ -108,13 +109,16 @@ impl Sinks {
             if let Poll::Ready(outcome) = self.accounts.poll_join(cx) {
                 return Poll::Ready((AccountRecord::TOPIC, outcome));
             }
+            if let Poll::Ready(outcome) = self.directory.poll_join(cx) {
+                return Poll::Ready((DirectoryRecord::TOPIC, outcome));
+            }
             Poll::Pending
         })
     }
 }
 
-/// Calls `$body` with `$sink` bound to the sink of `$topic` (a macro because the three sinks
-/// are of different types).
+/// Calls `$body` with `$sink` bound to the sink of `$topic` (a macro because the sinks are
+/// of different types).
 macro_rules! with_sink {
     ($sinks:expr, $topic:expr, |$sink:ident| $body:expr, else $other:expr) => {
         match $topic {
@@ -128,6 +132,10 @@ macro_rules! with_sink {
             }
             t if t == topics::ACCOUNTS => {
                 let $sink = &mut $sinks.accounts;
+                $body
+            }
+            t if t == topics::DIRECTORY => {
+                let $sink = &mut $sinks.directory;
                 $body
             }
             _ => $other,
@@ -155,6 +163,11 @@ pub async fn run(
         ),
         accounts: TableSink::new(
             open_or_create::<AccountRecord>(root).await?,
+            &config.group_id,
+            config.identity_days,
+        ),
+        directory: TableSink::new(
+            open_or_create::<DirectoryRecord>(root).await?,
             &config.group_id,
             config.identity_days,
         ),
@@ -354,6 +367,7 @@ fn table_of(topic: &str) -> &'static str {
     match topic {
         t if t == topics::EVENTS => EventRecord::TABLE,
         t if t == topics::VISITS => VisitRecord::TABLE,
+        t if t == topics::DIRECTORY => DirectoryRecord::TABLE,
         _ => AccountRecord::TABLE,
     }
 }
@@ -402,7 +416,9 @@ async fn flush(
         !sinks.visits.in_flight() && (force || sinks.visits.is_due(&config.flush, now));
     let accounts_due =
         !sinks.accounts.in_flight() && (force || sinks.accounts.is_due(&config.flush, now));
-    if (events_due || visits_due || accounts_due) && dead_letters.pending() > 0 {
+    let directory_due =
+        !sinks.directory.in_flight() && (force || sinks.directory.is_due(&config.flush, now));
+    if (events_due || visits_due || accounts_due || directory_due) && dead_letters.pending() > 0 {
         // Dead letters first: their offsets are in the commits below. A table whose topic
         // still has letters pending does not commit this time.
         let acknowledged = match dead_letters.settle().await {
@@ -435,6 +451,9 @@ async fn flush(
     }
     if accounts_due && !dead_letters.holds(AccountRecord::TOPIC) {
         sinks.accounts.start_flush();
+    }
+    if directory_due && !dead_letters.holds(DirectoryRecord::TOPIC) {
+        sinks.directory.start_flush();
     }
     if force {
         join_all(consumer, sinks, metrics).await?;

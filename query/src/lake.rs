@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use datafusion::arrow::datatypes::SchemaRef;
 use deltalake::{DeltaTable, DeltaTableBuilder};
-use mxpulse_schemas::{AccountRecord, EventRecord, Record, VisitRecord};
+use mxpulse_schemas::{AccountRecord, DirectoryRecord, EventRecord, Record, VisitRecord};
 use url::Url;
 
 use crate::error::QueryError;
@@ -219,6 +219,7 @@ impl LakeSnapshot {
                 load::<EventRecord>(root).await?,
                 load::<VisitRecord>(root).await?,
                 load::<AccountRecord>(root).await?,
+                load::<DirectoryRecord>(root).await?,
             ],
             rollups: load_rollups(root).await?,
         })

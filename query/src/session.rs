@@ -33,6 +33,7 @@ pub const PSEUDONYM_COLUMNS: &[(&str, &[&str])] = &[
     ("events", &["sender", "room", "event", "target", "replaces"]),
     ("visits", &["user", "device"]),
     ("accounts", &["user"]),
+    ("directory", &["room"]),
 ];
 
 /// What a session may see.

@@ -770,3 +770,115 @@ async fn harness_records(root: &LakeRoot) -> Vec<mxpulse_schemas::EventRecord> {
         .unwrap();
     mxpulse_ingest::lake::read_all(&table).await.unwrap()
 }
+
+/// Issue 24, item 5: a forum in a homeserver's public room directory is shown with the name
+/// and topic that directory shows; a forum no longer in it (absent from its server's newest
+/// day, or said to have left) and a forum never in it are not named; from raw and rollups.
+#[tokio::test(flavor = "multi_thread")]
+async fn forums_are_named_from_the_public_directory_only() {
+    use mxpulse_schemas::{DirectoryRecord, KeyId, RoomPseudonym, SchemaVersion};
+    let (_dir, root) = lake();
+    write_lake(&root).await;
+    let mut e = Events(Vec::new());
+    let mut id = 6000u128;
+    for forum in [310u64, 311, 312, 313] {
+        id += 1;
+        late(
+            &mut e,
+            id,
+            11,
+            forum,
+            ms(2024, 5, 9, 9, 0),
+            EventType::RoomCreate,
+            |_| {},
+        );
+        id += 1;
+        late(
+            &mut e,
+            id,
+            11,
+            forum,
+            ms(2024, 5, 9, 9, 1),
+            EventType::RoomJoinRules,
+            |r| r.join_rule = Some(mxpulse_schemas::vocabulary::JoinRule::Public),
+        );
+        // 3 to 6 members: every forum is published at k = 3.
+        for user in 0..(forum - 307) {
+            id += 1;
+            late(
+                &mut e,
+                id,
+                20 + user,
+                forum,
+                ms(2024, 5, 10, 9, 0),
+                EventType::RoomMember,
+                |r| {
+                    r.target = Some(UserPseudonym(20 + user));
+                    r.membership = Some(Membership::Join);
+                },
+            );
+        }
+    }
+    write(&root, &e.0).await;
+    let entry = |room: u64, at, listed: bool, name: Option<&str>| DirectoryRecord {
+        v: SchemaVersion::CURRENT,
+        key_id: KeyId([1, 2, 3, 4]),
+        ts: at,
+        server: A.into(),
+        room: RoomPseudonym(room),
+        listed,
+        name: name.map(str::to_owned),
+        topic: name.map(|n| format!("{n} : entraide")),
+    };
+    let (day1, day2) = (ms(2024, 6, 1, 8, 0), ms(2024, 6, 2, 8, 0));
+    write(
+        &root,
+        &[
+            // 310: listed both days. 311: listed the first day only. 312: listed, then left
+            // on the newest day. 313: never listed.
+            entry(310, day1, true, Some("Forum Tchap info")),
+            entry(311, day1, true, Some("Ancien forum")),
+            entry(312, day1, true, Some("Cybersécurité")),
+            entry(310, day2, true, Some("Forum Tchap info")),
+            entry(312, day2, true, Some("Cybersécurité")),
+            entry(312, ms(2024, 6, 2, 9, 0), false, None),
+        ],
+    )
+    .await;
+    rollup(&root, RollupMode::Incremental).await;
+    let snapshot = LakeSnapshot::load(root.url()).await.unwrap();
+    let exact = Publication {
+        noise: 0,
+        ..publication()
+    };
+    for source in [FigureSource::Raw, FigureSource::Rollups] {
+        let cells = IndexCache::default();
+        let with = planner::Answering {
+            snapshot: &snapshot,
+            cells: &cells,
+            publication: &exact,
+            limits: &limits(),
+        };
+        let named: Vec<(i64, Option<String>, Option<String>)> =
+            planner::forums(&with, 10, None, source)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|f| (f.members, f.name, f.topic))
+                .collect();
+        assert_eq!(
+            named,
+            [
+                (6, None, None),
+                (5, None, None),
+                (4, None, None),
+                (
+                    3,
+                    Some("Forum Tchap info".to_owned()),
+                    Some("Forum Tchap info : entraide".to_owned())
+                ),
+            ],
+            "{source:?}"
+        );
+    }
+}

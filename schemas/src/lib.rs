@@ -1,12 +1,13 @@
-//! Record types of every mxpulse topic (`EventRecord`, `VisitRecord`, `AccountRecord`), their
-//! JSON wire format with its schema version, their Arrow schemas for the lake, and their JSON
-//! Schema files for other producers and consumers.
+//! Record types of every mxpulse topic (`EventRecord`, `VisitRecord`, `AccountRecord`,
+//! `DirectoryRecord`), their JSON wire format with its schema version, their Arrow schemas
+//! for the lake, and their JSON Schema files for other producers and consumers.
 //!
 //! This crate does no I/O and knows no Kafka, HTTP or Matrix type: it is the contract between
 //! the hooks, the ingest and the query service.
 
 mod account;
 mod arrow_form;
+mod directory;
 mod event;
 mod pseudonym;
 mod record;
@@ -18,6 +19,7 @@ mod wire;
 
 pub use account::AccountRecord;
 pub use arrow_form::{ArrowFormError, timestamp_type};
+pub use directory::{DIRECTORY_TEXT_CHARS, DirectoryRecord};
 pub use event::EventRecord;
 pub use pseudonym::{
     DevicePseudonym, EventPseudonym, KeyId, PseudonymFormatError, RoomPseudonym, UserPseudonym,

@@ -103,6 +103,29 @@ fn accounts(n: usize) -> Vec<AccountRecord> {
         .collect()
 }
 
+fn directory(n: usize) -> Vec<DirectoryRecord> {
+    let mut c = Cases(0xd1);
+    (0..n)
+        .map(|_| {
+            let listed = c.next().is_multiple_of(3);
+            DirectoryRecord {
+                v: SchemaVersion::CURRENT,
+                key_id: KeyId([1, 2, 3, 4]),
+                ts: UnixMillis(
+                    1_721_000_000_000 + (c.next() % 10_000_000_000) as i64 / 60_000 * 60_000,
+                ),
+                server: "agent.dinum.tchap.gouv.fr".into(),
+                room: RoomPseudonym(c.next()),
+                listed,
+                name: c
+                    .maybe(|c| format!("Forum {}", c.next() % 100))
+                    .filter(|_| listed),
+                topic: c.maybe(|_| "Entraide".to_owned()).filter(|_| listed),
+            }
+        })
+        .collect()
+}
+
 fn check_round_trips<R: Record>(records: Vec<R>) {
     for record in &records {
         let envelope = encode(record);
@@ -152,6 +175,25 @@ fn visit_records_round_trip_through_json_and_arrow() {
 #[test]
 fn account_records_round_trip_through_json_and_arrow() {
     check_round_trips(accounts(500));
+}
+
+#[test]
+fn directory_records_round_trip_through_json_and_arrow() {
+    check_round_trips(directory(200));
+}
+
+/// A directory shows a topic's first line: so does the record, cut to 200 characters.
+#[test]
+fn directory_texts_are_one_line_of_at_most_200_characters() {
+    assert_eq!(
+        DirectoryRecord::one_line("\n  Entraide entre agents  \nsecond line").as_deref(),
+        Some("Entraide entre agents")
+    );
+    assert_eq!(DirectoryRecord::one_line(" \n \t"), None);
+    let long = "é".repeat(500);
+    let cut = DirectoryRecord::one_line(&long).unwrap();
+    assert_eq!(cut.chars().count(), DIRECTORY_TEXT_CHARS);
+    assert!(cut.ends_with('…'));
 }
 
 #[test]
@@ -403,6 +445,7 @@ fn json_schema_files_match_the_types() {
     check_schema_file::<EventRecord>();
     check_schema_file::<VisitRecord>();
     check_schema_file::<AccountRecord>();
+    check_schema_file::<DirectoryRecord>();
 }
 
 #[test]

@@ -29,13 +29,12 @@ use rand_chacha::ChaCha8Rng;
 
 pub use activity::{Activity, EventBody, Membership, SimEvent, Visit};
 pub use calibration::MonthTargets;
-pub use federation::Federation;
+pub use federation::{DIRECTORY_FORUMS, Federation};
 pub use population::{Platform, Population};
 pub use rhythm::{day_ms, next_month};
 pub use rooms::{RoomKind, Rooms};
 
 use crate::activity::Talkers;
-use crate::federation::DIRECTORY_FORUMS;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SimulationError {

@@ -39,6 +39,12 @@ const SCHEMA: &[&str] = &[
     "CREATE UNIQUE INDEX events_stream_ordering ON events(stream_ordering)",
     "CREATE TABLE event_json(event_id TEXT NOT NULL, room_id TEXT NOT NULL, internal_metadata TEXT NOT NULL, \
      json TEXT NOT NULL, format_version INTEGER, UNIQUE(event_id))",
+    "CREATE TABLE rooms(room_id TEXT PRIMARY KEY NOT NULL, is_public BOOL, creator TEXT, room_version TEXT, \
+     has_auth_chain_index BOOLEAN)",
+    "CREATE TABLE room_stats_state(room_id TEXT NOT NULL, name TEXT, canonical_alias TEXT, join_rules TEXT, \
+     history_visibility TEXT, encryption TEXT, avatar TEXT, guest_access TEXT, is_federatable BOOLEAN, \
+     topic TEXT, room_type TEXT)",
+    "CREATE UNIQUE INDEX room_stats_state_room ON room_stats_state(room_id)",
 ];
 
 /// Rows per INSERT statement (SQLite allows 32,766 bound values).
@@ -259,6 +265,51 @@ impl SynapseDatabases {
                     .execute(&mut *tx)
                     .await
                     .map_err(self.error(server))?;
+            }
+            tx.commit().await.map_err(self.error(server))?;
+        }
+        Ok(())
+    }
+
+    /// Rows of `rooms` and `room_stats_state` for the forums of the published directory
+    /// created by `events`: in their server's public room directory, with their name and a
+    /// topic.
+    pub async fn write_directory(
+        &mut self,
+        sim: &Simulation,
+        events: &[SimEvent],
+    ) -> Result<(), SqliteError> {
+        let per_server = sim.by_server(events, |e| e.sender);
+        for (server, events) in per_server.iter().enumerate() {
+            let mut tx = self.pools[server]
+                .begin()
+                .await
+                .map_err(self.error(server))?;
+            for event in events {
+                let (crate::EventBody::Create { .. }, Some(name)) =
+                    (&event.body, sim.rooms.rooms[event.room as usize].name)
+                else {
+                    continue;
+                };
+                let room_id = sim.render(event)["room_id"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned();
+                sqlx::query("INSERT INTO rooms(room_id, is_public, creator, room_version) VALUES (?, 1, ?, '10')")
+                    .bind(&room_id)
+                    .bind(sim.user_id(event.sender))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(self.error(server))?;
+                sqlx::query(
+                    "INSERT INTO room_stats_state(room_id, name, join_rules, topic) VALUES (?, ?, 'public', ?)",
+                )
+                .bind(&room_id)
+                .bind(name)
+                .bind(format!("{name} : questions, annonces et entraide entre agents"))
+                .execute(&mut *tx)
+                .await
+                .map_err(self.error(server))?;
             }
             tx.commit().await.map_err(self.error(server))?;
         }

@@ -225,6 +225,7 @@ fn serve(config: &Config) -> anyhow::Result<()> {
                     state_path: hooks
                         .state_dir
                         .join(format!("{}.tap.json", homeserver.server_name)),
+                    public_directory: hooks.public_directory,
                 };
                 taps.push(tokio::spawn(tap.run(
                     producer.clone(),

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use mxpulse_ingest::LakeRoot;
 use mxpulse_ingest::lake::{open_or_create, partition_offsets};
-use mxpulse_schemas::{AccountRecord, EventRecord, Record, VisitRecord};
+use mxpulse_schemas::{AccountRecord, DirectoryRecord, EventRecord, Record, VisitRecord};
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
 
 use crate::config::Config;
@@ -21,6 +21,7 @@ async fn still_missing(config: &Config, root: &LakeRoot) -> anyhow::Result<Vec<S
         (EventRecord::TOPIC, EventRecord::TABLE),
         (VisitRecord::TOPIC, VisitRecord::TABLE),
         (AccountRecord::TOPIC, AccountRecord::TABLE),
+        (DirectoryRecord::TOPIC, DirectoryRecord::TABLE),
     ] {
         let highs = kafka_highs(config, topic).await?;
         let partitions = highs.len() as i32;
@@ -32,6 +33,10 @@ async fn still_missing(config: &Config, root: &LakeRoot) -> anyhow::Result<Vec<S
             }
             "visits" => {
                 let table = open_or_create::<VisitRecord>(root).await?;
+                partition_offsets(&table, group, topic, partitions).await?
+            }
+            "directory" => {
+                let table = open_or_create::<DirectoryRecord>(root).await?;
                 partition_offsets(&table, group, topic, partitions).await?
             }
             _ => {

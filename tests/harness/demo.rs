@@ -107,21 +107,9 @@ impl Demo {
 
     /// The same, or the error answer (a timeout while the demo is busy generating).
     pub fn try_monthly(&self, figures: &str, from: &str, to: &str) -> Result<Cells, String> {
-        let token = self.printed_value("viewer token");
-        let url = format!(
-            "http://{}/api/v1/figures/monthly?figures={figures}&from={from}&to={to}",
-            self.http
-        );
-        let answer: Value = super::block_on(async {
-            let response = reqwest::Client::new()
-                .get(&url)
-                .bearer_auth(&token)
-                .timeout(Duration::from_secs(300))
-                .send()
-                .await
-                .map_err(|e| e.to_string())?;
-            response.json().await.map_err(|e| e.to_string())
-        })?;
+        let answer = self.viewer_get(&format!(
+            "/api/v1/figures/monthly?figures={figures}&from={from}&to={to}"
+        ))?;
         let cells = answer["cells"]
             .as_array()
             .ok_or_else(|| answer.to_string())?;
@@ -136,6 +124,29 @@ impl Demo {
                 (key, c["value"].clone())
             })
             .collect())
+    }
+
+    /// The forums directory as the viewer gets it, or the error answer.
+    pub fn try_forums(&self) -> Result<Vec<Value>, String> {
+        let answer = self.viewer_get("/api/v1/figures/forums?limit=50")?;
+        answer.as_array().cloned().ok_or_else(|| answer.to_string())
+    }
+
+    /// A JSON answer of the query service to the viewer, or what went wrong (a timeout
+    /// while the demo is busy generating).
+    fn viewer_get(&self, path: &str) -> Result<Value, String> {
+        let token = self.printed_value("viewer token");
+        let url = format!("http://{}{path}", self.http);
+        super::block_on(async {
+            let response = reqwest::Client::new()
+                .get(&url)
+                .bearer_auth(&token)
+                .timeout(Duration::from_secs(300))
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            response.json().await.map_err(|e| e.to_string())
+        })
     }
 
     /// Ctrl-C, and the exit status.

@@ -98,7 +98,8 @@ pub struct FiguresReport {
     pub cells: Vec<FigureCell>,
 }
 
-/// One of the largest forums (public, unencrypted rooms), without any identifier.
+/// One of the largest forums (public, unencrypted rooms), without any identifier; named
+/// only if it is in a homeserver's public room directory (docs/design.md §5).
 #[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct ForumRank {
     pub rank: usize,
@@ -107,6 +108,12 @@ pub struct ForumRank {
     pub members: i64,
     /// Month of its creation, in the configured time zone.
     pub created: String,
+    /// Its name in the public room directory.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The first line of its topic in the public room directory.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
 }
 
 /// The figures between two periods (inclusive; months `YYYY-MM` or days `YYYY-MM-DD`),

@@ -133,11 +133,19 @@ pub async fn forums(
     match source {
         FigureSource::Rollups => {
             let index = cache.index(snapshot, limits, &publication.timezone).await?;
+            // The directory is a small raw table, read as it is now.
+            let whole = Scope {
+                server: None,
+                pseudonyms: true,
+            };
+            let ctx = session::session(snapshot, &whole, limits, None).await?;
+            let names = super::forums::directory_names(&ctx).await?;
             Ok(rollup::read::top_forums(
                 &index,
                 limit,
                 &publication.rule(),
                 scope,
+                &names,
             ))
         }
         FigureSource::Raw => {

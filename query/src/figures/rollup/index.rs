@@ -222,7 +222,7 @@ impl CellIndex {
             .replace("created_at", "r.created_at");
         let sql = format!(
             "SELECT r.server, m.members, m.members_key, arrow_cast(r.created_at, 'Int64'), \
-                    to_char({time}, '%Y-%m') \
+                    to_char({time}, '%Y-%m'), r.room \
              FROM rooms AS r JOIN (SELECT room, count(*) AS members, \
                                           sum(target & {mask}) AS members_key FROM forum_members \
                                    WHERE membership = 'join' GROUP BY room) AS m ON m.room = r.room \

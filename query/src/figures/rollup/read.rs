@@ -138,6 +138,7 @@ pub fn top_forums(
     limit: usize,
     rule: &super::super::disclosure::CellKeyRule,
     scope: Option<&str>,
+    names: &super::super::forums::DirectoryNames,
 ) -> Vec<ForumRank> {
-    super::super::forums::ranked(index.forums.iter(), limit, rule, scope)
+    super::super::forums::ranked(index.forums.iter(), limit, rule, scope, names)
 }
