@@ -96,7 +96,9 @@ async fn kafka_highs(config: &Config, topic: &'static str) -> anyhow::Result<BTr
             .map_or(0, |t| t.partitions().len());
         (0..partitions as i32)
             .map(|partition| {
-                let (_, high) = super::lake::watermarks(&config, topic, partition)?;
+                let (_, high) = consumer
+                    .fetch_watermarks(topic, partition, Duration::from_secs(10))
+                    .with_context(|| format!("the offsets of {topic} partition {partition}"))?;
                 Ok((partition, high))
             })
             .collect()

@@ -286,11 +286,7 @@ pub fn run(args: &LakeArgs, config: &Config) -> anyhow::Result<()> {
 }
 
 /// The first and next offsets Kafka holds for a partition.
-pub(super) fn watermarks(
-    config: &Config,
-    topic: &str,
-    partition: i32,
-) -> anyhow::Result<(i64, i64)> {
+fn watermarks(config: &Config, topic: &str, partition: i32) -> anyhow::Result<(i64, i64)> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     let mut client = rdkafka::ClientConfig::new();
     client.set("bootstrap.servers", &config.kafka.brokers);

@@ -2,7 +2,7 @@
 //! read as they come, its figures API asked, stopped with Ctrl-C.
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{Receiver, channel};
 use std::time::Duration;
@@ -20,6 +20,8 @@ pub struct Demo {
     lines: Receiver<String>,
     printed: Vec<String>,
     pub http: String,
+    /// Where its standard error goes: the reason it stopped, if it did.
+    stderr: PathBuf,
 }
 
 impl Drop for Demo {
@@ -67,6 +69,7 @@ impl Demo {
             lines,
             printed: Vec::new(),
             http,
+            stderr: dir.join("demo.stderr"),
         }
     }
 
@@ -85,8 +88,9 @@ impl Demo {
             }
         }
         panic!(
-            "no line with {text:?} in time; printed so far:\n{}",
-            self.printed.join("\n")
+            "no line with {text:?} in time; printed so far:\n{}\nits standard error:\n{}",
+            self.printed.join("\n"),
+            std::fs::read_to_string(&self.stderr).unwrap_or_default()
         );
     }
 
