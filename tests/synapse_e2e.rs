@@ -400,14 +400,19 @@ async fn synapse_activity_reaches_kafka_as_exactly_the_expected_records() {
         60,
         &hooks,
         || {
+            // Synapse fills its room statistics a moment after the room: the tap may see
+            // the room first unnamed, then named.
             let records = topic_records::<mxpulse_schemas::DirectoryRecord>(&broker.bootstrap);
-            (!records.is_empty()).then_some(records)
+            records
+                .iter()
+                .any(|r| r.name.as_deref() == Some("Forum"))
+                .then_some(records)
         },
     );
     assert!(
         directory
             .iter()
-            .all(|r| r.room == p.room(&public) && r.name.as_deref() == Some("Forum")),
+            .all(|r| r.room == p.room(&public) && r.listed),
         "{directory:?}"
     );
     for needle in &needles {
@@ -741,22 +746,23 @@ async fn nothing_identifying_leaves_the_hooks_in_any_output() {
         60,
         &hooks,
         || {
+            // Synapse fills its room statistics a moment after the room: the tap may see
+            // the room first unnamed, then named.
             let records = topic_records::<mxpulse_schemas::DirectoryRecord>(&broker.bootstrap);
-            records.iter().any(|r| r.name.is_some()).then_some(records)
+            records
+                .iter()
+                .any(|r| {
+                    r.name.as_deref() == Some("Forum Tchap info")
+                        && r.topic.as_deref() == Some("Entraide entre agents")
+                })
+                .then_some(records)
         },
     );
-    assert_eq!(
+    assert!(
         directory
             .iter()
-            .map(|r| (r.room, r.listed, r.name.as_deref(), r.topic.as_deref()))
-            .collect::<Vec<_>>(),
-        [(
-            pseudonymizer().room(&forum),
-            true,
-            Some("Forum Tchap info"),
-            Some("Entraide entre agents")
-        )],
-        "the directory's one room, named; nothing of the private room"
+            .all(|r| r.room == pseudonymizer().room(&forum) && r.listed),
+        "the directory's one room; nothing of the private room: {directory:?}"
     );
     let kafka_events = topic_records::<EventRecord>(&broker.bootstrap);
     let kafka_accounts = topic_records::<AccountRecord>(&broker.bootstrap);
