@@ -721,7 +721,8 @@ async fn an_events_table_from_before_replaces_gains_the_column() {
             .value(0)
     };
     assert_eq!((column(0), column(1)), (events.len() as i64, 0));
-    members_in_rooms_view(&snapshot, 202).await;
+    // The `rooms` view plans over the table as it is: forum 202 has no member yet.
+    assert_eq!(members_in_rooms_view(&snapshot, 202).await, 0);
 
     // The ingest opens it: the column is added, old and new rows read together.
     let table = mxpulse_ingest::lake::open_or_create::<EventRecord>(&root)
