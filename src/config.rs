@@ -232,6 +232,10 @@ pub struct HooksSection {
     /// topic line (what the directory shows every user), for the forums directory; no other
     /// room is ever named. `false` publishes nothing of the directory.
     pub public_directory: bool,
+    /// The operator's user-agent rules (`[[hooks.client_rules]]`: `like`, `family`,
+    /// `platform`), tried before the shipped ones (docs/design.md §3): a new app is counted
+    /// under its own family without a release.
+    pub client_rules: Vec<mxpulse_hooks::user_agent::ClientRule>,
 }
 
 impl Default for HooksSection {
@@ -252,6 +256,7 @@ impl Default for HooksSection {
             broker_probe_ms: 10_000,
             remote_only_ms: 3_600_000,
             public_directory: true,
+            client_rules: Vec::new(),
         }
     }
 }
@@ -484,7 +489,17 @@ impl Config {
         Ok(config)
     }
 
+    /// The user-agent rules of the hooks: the operator's, then the shipped ones.
+    pub fn client_rules(&self) -> Result<mxpulse_hooks::user_agent::ClientRules, ConfigError> {
+        mxpulse_hooks::user_agent::ClientRules::with_operator_rules(&self.hooks.client_rules)
+            .map_err(|e| ConfigError::Invalid {
+                key: "hooks.client_rules",
+                message: e.to_string(),
+            })
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
+        self.client_rules()?;
         if self.privacy.min_users == 0 {
             return Err(ConfigError::Invalid {
                 key: "privacy.min_users",

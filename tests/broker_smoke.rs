@@ -49,6 +49,7 @@ fn one_of_each() -> (EventRecord, VisitRecord, AccountRecord) {
         domain: None,
         platform: Platform::Android,
         client: Client::Tchap,
+        family: "tchap_x_android".parse().ok(),
     };
     let account = AccountRecord {
         v: SchemaVersion::CURRENT,

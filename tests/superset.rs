@@ -32,6 +32,7 @@ async fn lake(dir: &std::path::Path) -> std::path::PathBuf {
                 domain: None,
                 platform: Platform::Web,
                 client: Client::Tchap,
+                family: None,
             });
         }
     }

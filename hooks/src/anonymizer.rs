@@ -9,7 +9,7 @@ use mxpulse_schemas::{
     AccountRecord, DirectoryRecord, RoomPseudonym, SchemaVersion, UnixMillis, VisitRecord,
 };
 
-use crate::user_agent;
+use crate::user_agent::ClientRules;
 use crate::{DomainReader, Pseudonymizer};
 
 /// An event's time as published: to the minute. Millisecond times with year-long pseudonyms
@@ -31,6 +31,7 @@ pub struct Anonymizer {
     server: String,
     pseudonymizer: Arc<Pseudonymizer>,
     domains: Arc<DomainReader>,
+    clients: ClientRules,
 }
 
 /// One row of Synapse's `user_daily_visits`.
@@ -82,7 +83,14 @@ impl Anonymizer {
             server: server.into(),
             pseudonymizer,
             domains,
+            clients: ClientRules::shipped(),
         }
+    }
+
+    /// Classifies visits' user agents with `clients` (the operator's rules and the shipped).
+    pub fn with_client_rules(mut self, clients: ClientRules) -> Self {
+        self.clients = clients;
+        self
     }
 
     pub fn server(&self) -> &str {
@@ -116,7 +124,7 @@ impl Anonymizer {
 
     pub fn visit(&self, row: &VisitRow) -> Option<VisitRecord> {
         let day = chrono::DateTime::from_timestamp_millis(row.timestamp_ms)?.date_naive();
-        let (platform, client) = user_agent::classify(row.user_agent.as_deref());
+        let client = self.clients.classify(row.user_agent.as_deref());
         Some(VisitRecord {
             v: SchemaVersion::CURRENT,
             key_id: self.pseudonymizer.key_id(),
@@ -128,8 +136,9 @@ impl Anonymizer {
                 .as_deref()
                 .map(|device| self.pseudonymizer.device(&row.user_id, device)),
             domain: self.domain_of(&row.user_id),
-            platform,
-            client,
+            platform: client.platform,
+            client: client.client,
+            family: Some(client.family),
         })
     }
 

@@ -7,6 +7,7 @@
 
 mod account;
 mod arrow_form;
+mod client_family;
 mod directory;
 mod event;
 mod pseudonym;
@@ -19,6 +20,7 @@ mod wire;
 
 pub use account::AccountRecord;
 pub use arrow_form::{ArrowFormError, timestamp_type};
+pub use client_family::{CLIENT_FAMILY_CHARS, ClientFamily};
 pub use directory::{DIRECTORY_TEXT_CHARS, DirectoryRecord};
 pub use event::EventRecord;
 pub use pseudonym::{

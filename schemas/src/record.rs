@@ -18,8 +18,18 @@ pub struct SchemaVersion(pub u16);
 
 impl SchemaVersion {
     pub const V1: SchemaVersion = SchemaVersion(1);
+    /// Visits gained their client family (docs/design.md §3); every other record is as in 1.
+    pub const V2: SchemaVersion = SchemaVersion(2);
     /// What this build writes.
-    pub const CURRENT: SchemaVersion = SchemaVersion::V1;
+    pub const CURRENT: SchemaVersion = SchemaVersion::V2;
+    /// The oldest version this build still reads: records already in Kafka and in the lake
+    /// stay readable when the hooks move to a newer version (fields only ever added).
+    pub const OLDEST_READ: SchemaVersion = SchemaVersion::V1;
+
+    /// Whether this build reads records of this version.
+    pub fn is_read(self) -> bool {
+        (Self::OLDEST_READ..=Self::CURRENT).contains(&self)
+    }
 }
 
 impl fmt::Display for SchemaVersion {
@@ -36,9 +46,9 @@ impl Serialize for SchemaVersion {
 
 impl<'de> Deserialize<'de> for SchemaVersion {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let found = u16::deserialize(deserializer)?;
-        if found == SchemaVersion::CURRENT.0 {
-            Ok(SchemaVersion(found))
+        let found = SchemaVersion(u16::deserialize(deserializer)?);
+        if found.is_read() {
+            Ok(found)
         } else {
             Err(serde::de::Error::custom(format_args!(
                 "unsupported schema version {found}"
@@ -52,7 +62,11 @@ impl JsonSchema for SchemaVersion {
         "SchemaVersion".into()
     }
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        json_schema!({ "type": "integer", "const": SchemaVersion::CURRENT.0 })
+        json_schema!({
+            "type": "integer",
+            "minimum": SchemaVersion::OLDEST_READ.0,
+            "maximum": SchemaVersion::CURRENT.0,
+        })
     }
 }
 

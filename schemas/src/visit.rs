@@ -10,6 +10,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::arrow_form::{ArrowFormError, CellAt, Columns, field, parsed, required};
+use crate::client_family::ClientFamily;
 use crate::pseudonym::{DevicePseudonym, KeyId, UserPseudonym};
 use crate::record::{Record, RecordKey, SchemaVersion};
 use crate::time::{date_to_days, days_to_date};
@@ -18,7 +19,7 @@ use crate::vocabulary::{Client, Platform};
 
 /// One (user, device, UTC day), as the hooks publish it on `mxpulse.visits.v1`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[schemars(title = "mxpulse visit record, v1")]
+#[schemars(title = "mxpulse visit record, v2")]
 pub struct VisitRecord {
     /// Schema version (also in the `mxpulse-schema-version` header).
     pub v: SchemaVersion,
@@ -38,6 +39,10 @@ pub struct VisitRecord {
     pub domain: Option<String>,
     pub platform: Platform,
     pub client: Client,
+    /// The app, by the hooks' user-agent rules (schema version 2; absent in version 1, whose
+    /// visits are counted under the family `unknown`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub family: Option<ClientFamily>,
 }
 
 fn visit_key(user: UserPseudonym, device: Option<DevicePseudonym>, day: NaiveDate) -> RecordKey {
@@ -56,6 +61,8 @@ static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         field("client", DataType::Utf8, false),
         field("key_id", DataType::Utf8, false),
         field("v", DataType::Int16, false),
+        // Version 2: tables written before it gain the column (nullable, at the end).
+        field("family", DataType::Utf8, true),
     ]))
 });
 
@@ -129,6 +136,10 @@ impl Record for VisitRecord {
                 r.iter().map(|e| e.key_id.to_string()),
             )),
             Arc::new(Int16Array::from_iter_values(r.iter().map(|e| e.v.0 as i16))),
+            Arc::new(StringArray::from_iter(
+                r.iter()
+                    .map(|e| e.family.as_ref().map(ClientFamily::as_str)),
+            )),
         ];
         RecordBatch::try_new(Self::arrow_schema(), columns)
     }
@@ -148,6 +159,13 @@ impl Record for VisitRecord {
             c.strings("key_id")?,
             c.i16s("v")?,
         );
+        // A batch of a table written before version 2 has no `family` column.
+        let family = batch
+            .schema()
+            .index_of("family")
+            .ok()
+            .map(|_| c.strings("family"))
+            .transpose()?;
         (0..batch.num_rows())
             .map(|row| {
                 let days = required("day", row, day.at(row))?;
@@ -169,6 +187,10 @@ impl Record for VisitRecord {
                         parsed("platform", row, platform.at(row))?,
                     )?,
                     client: required("client", row, parsed("client", row, client.at(row))?)?,
+                    family: match &family {
+                        Some(column) => parsed("family", row, column.at(row))?,
+                        None => None,
+                    },
                 })
             })
             .collect()

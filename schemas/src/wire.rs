@@ -29,7 +29,7 @@ impl Envelope {
 pub enum DecodeError {
     #[error("not a JSON object: {reason}")]
     NotJson { reason: String },
-    #[error("unknown schema version {found} (this build reads {supported})")]
+    #[error("unknown schema version {found} (this build reads 1 to {supported})")]
     UnknownVersion {
         found: String,
         supported: SchemaVersion,
@@ -86,7 +86,11 @@ pub fn decode<R: Record>(header: Option<&[u8]>, payload: &[u8]) -> Result<R, Dec
     };
     let supported = SchemaVersion::CURRENT;
     let found_text = found.to_string();
-    if found.as_u64() != Some(u64::from(supported.0)) {
+    let readable = found
+        .as_u64()
+        .and_then(|v| u16::try_from(v).ok())
+        .is_some_and(|v| SchemaVersion(v).is_read());
+    if !readable {
         return Err(DecodeError::UnknownVersion {
             found: shown_version(&found_text),
             supported,

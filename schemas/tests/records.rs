@@ -83,6 +83,11 @@ fn visits(n: usize) -> Vec<VisitRecord> {
             domain: c.maybe(|_| "numerique.gouv.fr".into()),
             platform: c.pick(Platform::ALL),
             client: c.pick(Client::ALL),
+            family: c.maybe(|c| {
+                c.pick(&["tchap_x_android", "tchap_ios", "web", "other"])
+                    .parse()
+                    .unwrap()
+            }),
         })
         .collect()
 }
@@ -204,9 +209,45 @@ fn pseudonyms_are_fixed_width_hex_on_the_wire() {
     let json: serde_json::Value = serde_json::from_slice(&encode(&event).payload).unwrap();
     assert_eq!(json["sender"], "0000000000000007");
     assert_eq!(json["event"], "00000000000000000000000000000007");
-    assert_eq!(json["v"], 1);
+    assert_eq!(json["v"], 2);
     assert_eq!(json["key_id"], "01020304");
     assert_eq!(encode(&event).key.0, "00000000000000000000000000000007");
+}
+
+/// A version 1 visit, as the hooks wrote them before the client family: it still decodes,
+/// with no family, into the same table as version 2 visits (docs/design.md §3).
+#[test]
+fn version_one_records_stay_readable_beside_version_two() {
+    let v1 = br#"{"v":1,"key_id":"09090909","day":"2024-07-26","server":"agent.dinum.tchap.gouv.fr","user":"0000000000000001","device":"0000000000000002","platform":"android","client":"tchap"}"#;
+    let old = decode::<VisitRecord>(Some(b"1"), v1).unwrap();
+    assert_eq!((old.v, old.family.as_ref()), (SchemaVersion::V1, None));
+    let mut new = visits(1).remove(0);
+    new.family = Some("tchap_x_android".parse().unwrap());
+    let envelope = encode(&new);
+    let json: serde_json::Value = serde_json::from_slice(&envelope.payload).unwrap();
+    assert_eq!(
+        (json["v"].as_u64(), json["family"].as_str()),
+        (Some(2), Some("tchap_x_android"))
+    );
+    let new = decode::<VisitRecord>(Some(b"2"), &envelope.payload).unwrap();
+    let batch = VisitRecord::to_record_batch(&[old.clone(), new.clone()]).unwrap();
+    assert_eq!(
+        VisitRecord::from_record_batch(&batch).unwrap(),
+        [old.clone(), new]
+    );
+    // A batch of a table written before version 2 has no family column.
+    let without = batch
+        .project(&(0..batch.num_columns() - 1).collect::<Vec<_>>())
+        .unwrap();
+    assert_eq!(without.schema().index_of("family").ok(), None);
+    assert_eq!(VisitRecord::from_record_batch(&without).unwrap()[0], old);
+    // A family that is user-agent text is refused, without repeating it.
+    let leaky = String::from_utf8(v1.to_vec())
+        .unwrap()
+        .replace("\"v\":1", "\"v\":2")
+        .replace("}", ",\"family\":\"Tchap X/25.04 (Pixel 8)\"}");
+    let err = decode::<VisitRecord>(None, leaky.as_bytes()).unwrap_err();
+    assert!(!err.to_string().contains("Pixel"), "{err}");
 }
 
 #[test]
@@ -241,15 +282,22 @@ fn payload_with(edit: impl FnOnce(&mut serde_json::Map<String, serde_json::Value
 #[test]
 fn decode_errors_name_what_is_wrong() {
     let future = payload_with(|o| {
-        o.insert("v".into(), 2.into());
+        o.insert("v".into(), 3.into());
     });
     assert_eq!(
         decode::<EventRecord>(None, &future),
         Err(DecodeError::UnknownVersion {
-            found: "2".into(),
-            supported: SchemaVersion::V1
+            found: "3".into(),
+            supported: SchemaVersion::V2
         })
     );
+    let none = payload_with(|o| {
+        o.insert("v".into(), 0.into());
+    });
+    assert!(matches!(
+        decode::<EventRecord>(None, &none),
+        Err(DecodeError::UnknownVersion { .. })
+    ));
 
     let no_version = payload_with(|o| {
         o.remove("v");
@@ -271,7 +319,7 @@ fn decode_errors_name_what_is_wrong() {
 
     let good = payload_with(|_| {});
     assert!(matches!(
-        decode::<EventRecord>(Some(b"2"), &good),
+        decode::<EventRecord>(Some(b"1"), &good),
         Err(DecodeError::VersionMismatch { .. })
     ));
 

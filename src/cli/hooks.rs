@@ -123,7 +123,10 @@ pub fn anonymizer(config: &Config, key: &PseudonymKey, server: &str) -> Anonymiz
         learned,
         Pseudonymizer::new(key),
     );
+    // The rules were checked when the configuration was loaded (`Config::validate`).
+    let clients = config.client_rules().unwrap_or_default();
     Anonymizer::new(server, Arc::new(Pseudonymizer::new(key)), Arc::new(domains))
+        .with_client_rules(clients)
 }
 
 fn domains_file(config: &Config, server: &str) -> std::path::PathBuf {

@@ -78,6 +78,7 @@ pub fn visits(rng: &mut Rng, n: usize) -> Vec<VisitRecord> {
             domain: None,
             platform: Platform::Web,
             client: Client::Tchap,
+            family: "web".parse().ok(),
         })
         .collect()
 }

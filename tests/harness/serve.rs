@@ -163,6 +163,7 @@ pub fn visit(user: u64, server: &str, day: u32) -> VisitRecord {
         domain: None,
         platform: Platform::Web,
         client: Client::Tchap,
+        family: "web".parse().ok(),
     }
 }
 

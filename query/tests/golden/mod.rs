@@ -10,8 +10,8 @@ use mxpulse_schemas::vocabulary::{
     RoomType, Source, UserType,
 };
 use mxpulse_schemas::{
-    AccountRecord, EventPseudonym, EventRecord, KeyId, Record, RoomPseudonym, SchemaVersion,
-    UnixMillis, UserPseudonym, VisitRecord,
+    AccountRecord, ClientFamily, EventPseudonym, EventRecord, KeyId, Record, RoomPseudonym,
+    SchemaVersion, UnixMillis, UserPseudonym, VisitRecord,
 };
 
 pub const A: &str = "agent.interieur.tchap.gouv.fr";
@@ -42,7 +42,20 @@ pub fn visit(
         domain: Some(domain.into()),
         platform,
         client: Client::Tchap,
+        family: Some(classic_family(platform)),
     }
+}
+
+/// The family of a classic Tchap app on `platform` (the golden visits before Tchap X).
+pub fn classic_family(platform: Platform) -> ClientFamily {
+    let name = match platform {
+        Platform::Web => ClientFamily::WEB,
+        Platform::Android => ClientFamily::TCHAP_ANDROID,
+        Platform::Ios => ClientFamily::TCHAP_IOS,
+        Platform::Desktop => ClientFamily::TCHAP_DESKTOP,
+        Platform::Unknown => ClientFamily::OTHER,
+    };
+    name.parse().unwrap()
 }
 
 pub struct Events(pub Vec<EventRecord>);
