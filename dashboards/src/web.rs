@@ -221,6 +221,7 @@ pub struct PageQuery {
     server: Option<String>,
     domain: Option<String>,
     platform: Option<String>,
+    family: Option<String>,
     lang: Option<String>,
     /// `semicolon` for a CSV a French spreadsheet opens as is.
     sep: Option<String>,
@@ -242,6 +243,7 @@ impl PageQuery {
             ("server", &self.server),
             ("domain", &self.domain),
             ("platform", &self.platform),
+            ("family", &self.family),
         ] {
             if let Some(value) = nonempty(value) {
                 pairs.push((name, value));
@@ -548,6 +550,7 @@ async fn build(
         server: nonempty(&query.server),
         domain: nonempty(&query.domain),
         platform: nonempty(&query.platform),
+        family: nonempty(&query.family),
     };
     let figures: Vec<String> = dashboard.figures().into_iter().collect();
     let mut breakdowns: Vec<Dim> = dashboard

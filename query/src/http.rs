@@ -137,10 +137,13 @@ struct FigureQuery {
     domain: Option<String>,
     /// Only this platform (web, android, ios, desktop): the figures of visits only.
     platform: Option<String>,
+    /// Only this client family (`tchap_x_android`, `tchap_ios`, `web`, ...): the figures of
+    /// visits only.
+    family: Option<String>,
     /// Only these figures, comma-separated (e.g. `active_users,messages`); all by default.
     figures: Option<String>,
-    /// The breakdowns besides the total, comma-separated (`server,domain,platform`, the
-    /// default), or `none` for totals only.
+    /// The breakdowns besides the total, comma-separated (`server,domain,platform,family`,
+    /// the default), or `none` for totals only.
     breakdowns: Option<String>,
     /// `auto` (the rollups when they can answer, the default), `rollups` or `raw`.
     source: Option<String>,
@@ -170,7 +173,7 @@ impl FigureQuery {
                 .map(|name| {
                     Dim::parse(name).ok_or_else(|| {
                         QueryError::Invalid(format!(
-                            "breakdown {name:?}: server, domain, platform or none"
+                            "breakdown {name:?}: server, domain, platform, family or none"
                         ))
                     })
                 })
@@ -184,6 +187,7 @@ impl FigureQuery {
                 server: self.server,
                 domain: self.domain,
                 platform: self.platform,
+                family: self.family,
             },
             breakdowns,
             from: self.from,

@@ -57,6 +57,7 @@ fn filters(server: Option<&str>, domain: Option<&str>, platform: Option<&str>) -
         server: server.map(str::to_owned),
         domain: domain.map(str::to_owned),
         platform: platform.map(str::to_owned),
+        family: None,
     }
 }
 

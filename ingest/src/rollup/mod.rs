@@ -28,10 +28,11 @@ use deltalake::datafusion::prelude::SessionContext;
 use deltalake::kernel::Transaction;
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake::protocol::{DeltaOperation, SaveMode};
+use mxpulse_query::figures::definitions::MONTHLY_USER_FIGURES;
 use mxpulse_query::figures::grouping::quote;
 use mxpulse_query::figures::rollup::{
-    self as tables, CELLS_TABLE, FORUM_MEMBERS_TABLE, MONTH_COLUMN, PURGED_BEFORE_APP_ID,
-    R30_FIGURE, ROOMS_TABLE, TIMEZONE_KEY, watermark_app_id,
+    self as tables, CELLS_TABLE, CUBE_VERSION, CUBE_VERSION_APP_ID, FORUM_MEMBERS_TABLE,
+    MONTH_COLUMN, PURGED_BEFORE_APP_ID, ROOMS_TABLE, TIMEZONE_KEY, watermark_app_id,
 };
 use mxpulse_schemas::{AccountRecord, EventRecord, Record, VisitRecord};
 
@@ -77,6 +78,8 @@ pub struct RollupState {
     /// Raw table -> the version whose changes the rollups hold.
     pub watermarks: BTreeMap<&'static str, i64>,
     pub purged_before: Option<NaiveDate>,
+    /// What the cube holds (`CUBE_VERSION`; 1 when the table does not say).
+    pub cube: i64,
     /// The cells table's version and its commit time (milliseconds).
     pub version: i64,
     pub written_ms: Option<i64>,
@@ -181,8 +184,12 @@ async fn read_state(cells: &DeltaTable) -> Result<RollupState, IngestError> {
     let purged_before = committed_offset(cells, PURGED_BEFORE_APP_ID)
         .await?
         .and_then(|days| epoch().checked_add_days(Days::new(u64::try_from(days.0).ok()?)));
+    let cube = committed_offset(cells, CUBE_VERSION_APP_ID)
+        .await?
+        .map_or(1, |v| v.0);
     let version = snapshot.version();
     Ok(RollupState {
+        cube,
         timezone,
         watermarks,
         purged_before,
@@ -219,7 +226,8 @@ const R30_DAYS: u64 = 59;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Recount {
     Everything,
-    /// Every cell but r30, whose 60-day window reaches purged days.
+    /// Every cell but the monthly user figures, whose windows (r30's 60 days, the client
+    /// moves' month before) reach purged days.
     AllButR30,
     Nothing,
 }
@@ -230,9 +238,10 @@ fn recount(month: &str, purged_before: Option<NaiveDate>) -> Recount {
     else {
         return Recount::Everything;
     };
+    let month_before = start.checked_sub_months(chrono::Months::new(1));
     if start - Days::new(1) < before {
         Recount::Nothing
-    } else if end - Days::new(R30_DAYS) < before {
+    } else if end - Days::new(R30_DAYS) < before || month_before.is_none_or(|m| m < before) {
         Recount::AllButR30
     } else {
         Recount::Everything
@@ -245,10 +254,17 @@ fn months_of_changes(changes: &BTreeMap<&'static str, BTreeSet<NaiveDate>>) -> B
     for (table, days) in changes {
         for day in days {
             if *table == VisitRecord::TABLE {
-                // Visits are counted by UTC day; r30 of the months ending within 59 days.
+                // Visits are counted by UTC day; r30 of the months ending within 59 days, and
+                // the client moves of the month after.
                 let mut d = *day;
                 let last = *day + Days::new(R30_DAYS);
                 months.insert(month_of(d));
+                if let Some(next) = day
+                    .with_day(1)
+                    .and_then(|first| first.checked_add_months(chrono::Months::new(1)))
+                {
+                    months.insert(month_of(next));
+                }
                 while let Some(next) = d
                     .with_day(1)
                     .and_then(|first| first.checked_add_months(chrono::Months::new(1)))
@@ -333,6 +349,20 @@ pub async fn run(
         cells = open_cells(root, &config.timezone).await?;
         state = read_state(&cells).await?;
     }
+    // A cube of an older version lacks breakdowns (docs/design.md §7): every month that can
+    // be is recounted; months frozen by retention keep what they hold.
+    let mode = if state.cube < CUBE_VERSION {
+        if state.version > 0 {
+            tracing::info!(
+                from = state.cube,
+                to = CUBE_VERSION,
+                "the rollups are of an older cube: recounting them from the raw tables"
+            );
+        }
+        RollupMode::Rebuild
+    } else {
+        mode
+    };
     let (rooms_table, members_table) = open_rooms(root).await?;
     let raw: [(&'static str, &'static str, &DeltaTable); 3] = [
         (RAW_TABLES[0].0, RAW_TABLES[0].1, &events),
@@ -414,11 +444,14 @@ pub async fn run(
         cell_count += batch.num_rows();
         batches.push(batch);
     }
-    let txns: Vec<Transaction> = versions
+    let mut txns: Vec<Transaction> = versions
         .iter()
         .filter(|(name, version)| **version >= 0 && state.watermarks.get(**name) != Some(*version))
         .map(|(name, version)| Transaction::new(watermark_app_id(name), *version))
         .collect();
+    if state.cube != CUBE_VERSION {
+        txns.push(Transaction::new(CUBE_VERSION_APP_ID, CUBE_VERSION));
+    }
     let properties = CommitProperties::default().with_application_transactions(txns.clone());
     if mode == RollupMode::Rebuild {
         let write = cells
@@ -456,7 +489,8 @@ pub async fn run(
     })
 }
 
-/// The cells a recount replaces: the months recounted whole, and all but r30 of the others.
+/// The cells a recount replaces: the months recounted whole, and all but the monthly user
+/// figures (r30, client moves) of the others.
 fn replaced(recounted: &[(String, Recount)]) -> String {
     let list = |how: Recount| {
         recounted
@@ -466,14 +500,16 @@ fn replaced(recounted: &[(String, Recount)]) -> String {
             .collect::<Vec<_>>()
     };
     let (whole, partial) = (list(Recount::Everything), list(Recount::AllButR30));
+    let windowed: Vec<String> = MONTHLY_USER_FIGURES.iter().map(|f| quote(f)).collect();
     let mut parts = Vec::new();
     if !whole.is_empty() {
         parts.push(format!("{MONTH_COLUMN} IN ({})", whole.join(", ")));
     }
     if !partial.is_empty() {
         parts.push(format!(
-            "({MONTH_COLUMN} IN ({}) AND figure <> '{R30_FIGURE}')",
-            partial.join(", ")
+            "({MONTH_COLUMN} IN ({}) AND figure NOT IN ({}))",
+            partial.join(", "),
+            windowed.join(", ")
         ));
     }
     parts.join(" OR ")
@@ -482,7 +518,8 @@ fn replaced(recounted: &[(String, Recount)]) -> String {
 /// What a rebuild replaces when raw days were purged: everything not frozen.
 fn frozen_predicate(purged_before: Option<NaiveDate>) -> Option<String> {
     let before = purged_before?;
-    // The first month recounted whole, and the months before it whose r30 stays.
+    // The first month recounted whole, and the months before it whose monthly user figures
+    // (r30, client moves) stay.
     let mut month = month_of(before);
     while recount(&month, purged_before) == Recount::Nothing {
         month = month_of(month_start(&month)?.checked_add_months(chrono::Months::new(1))?);
@@ -495,9 +532,11 @@ fn frozen_predicate(purged_before: Option<NaiveDate>) -> Option<String> {
     }
     let mut predicate = format!("{MONTH_COLUMN} >= {}", quote(&month));
     if !r30_kept.is_empty() {
+        let windowed: Vec<String> = MONTHLY_USER_FIGURES.iter().map(|f| quote(f)).collect();
         predicate.push_str(&format!(
-            " AND NOT ({MONTH_COLUMN} IN ({}) AND figure = '{R30_FIGURE}')",
-            r30_kept.join(", ")
+            " AND NOT ({MONTH_COLUMN} IN ({}) AND figure IN ({}))",
+            r30_kept.join(", "),
+            windowed.join(", ")
         ));
     }
     Some(predicate)
@@ -563,12 +602,14 @@ mod tests {
         // Events: the local month of a UTC day is that of the day before or after it.
         assert_eq!(months("events", &["2024-05-31"]), ["2024-05", "2024-06"]);
         assert_eq!(months("events", &["2024-05-15"]), ["2024-05"]);
-        // Visits: their UTC day's month, and r30 at the end of the months 59 days on.
+        // Visits: their UTC day's month, r30 at the end of the months 59 days on, and the
+        // client moves of the month after (31 July is 61 days after 1 July).
         assert_eq!(
             months("visits", &["2024-05-15"]),
             ["2024-05", "2024-06", "2024-07"]
         );
         assert_eq!(months("visits", &["2024-05-01"]), ["2024-05", "2024-06"]);
+        assert_eq!(months("visits", &["2024-07-01"]), ["2024-07", "2024-08"]);
     }
 
     #[test]
@@ -583,17 +624,25 @@ mod tests {
         assert_eq!(recount("2024-03", before), Recount::Nothing);
         assert_eq!(recount("2024-04", before), Recount::AllButR30);
         assert_eq!(recount("2024-05", before), Recount::Everything);
+        // The client moves of May read April; r30 at 31 May reads 2 April on.
+        let before = Some(day("2024-04-02"));
+        assert_eq!(recount("2024-05", before), Recount::AllButR30);
+        let before = Some(day("2024-03-15"));
         assert_eq!(recount("2020-01", None), Recount::Everything);
         assert_eq!(
             frozen_predicate(before).as_deref(),
-            Some("month >= '2024-04' AND NOT (month IN ('2024-04') AND figure = 'r30_users')")
+            Some(
+                "month >= '2024-04' AND NOT (month IN ('2024-04') AND figure IN ('r30_users', \
+                 'client_moves_to_x', 'client_moves_to_classic', 'clients_both'))"
+            )
         );
         assert_eq!(
             replaced(&[
                 ("2024-04".into(), Recount::AllButR30),
                 ("2024-05".into(), Recount::Everything)
             ]),
-            "month IN ('2024-05') OR (month IN ('2024-04') AND figure <> 'r30_users')"
+            "month IN ('2024-05') OR (month IN ('2024-04') AND figure NOT IN ('r30_users', \
+             'client_moves_to_x', 'client_moves_to_classic', 'clients_both'))"
         );
     }
 }

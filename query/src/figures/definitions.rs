@@ -58,14 +58,29 @@ impl Source {
         }
     }
 
-    /// The breakdowns of its figures: by server and e-mail domain, and by platform for visits.
+    /// The breakdowns of its figures: by server and e-mail domain, and by platform and client
+    /// family for visits.
     pub fn dims(self) -> &'static [Dim] {
         match self {
-            Source::Visits => &[Dim::Server, Dim::Domain, Dim::Platform],
+            Source::Visits => &[Dim::Server, Dim::Domain, Dim::Platform, Dim::Family],
             _ => &[Dim::Server, Dim::Domain],
         }
     }
+
+    /// The relation its figures are counted from: the table, where a visit of schema version
+    /// 1 (no client family) is of the family `unknown`, so that every visit has one.
+    pub fn relation(self) -> String {
+        match self {
+            Source::Visits => format!(
+                "(SELECT * EXCLUDE (family), coalesce(family, '{UNKNOWN_FAMILY}') AS family FROM visits)"
+            ),
+            other => other.table().to_owned(),
+        }
+    }
 }
+
+/// The client family of a visit the hooks did not classify (schema version 1).
+pub const UNKNOWN_FAMILY: &str = "unknown";
 
 /// A breakdown column.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -73,16 +88,24 @@ pub enum Dim {
     Server,
     Domain,
     Platform,
+    Family,
 }
 
+/// How many breakdown columns there are.
+pub const DIM_COUNT: usize = 4;
+
+/// A cell's key in each breakdown column, by `Dim::index` (`None`: not grouped by it).
+pub type DimKeys<T = String> = [Option<T>; DIM_COUNT];
+
 impl Dim {
-    pub const ALL: [Dim; 3] = [Dim::Server, Dim::Domain, Dim::Platform];
+    pub const ALL: [Dim; DIM_COUNT] = [Dim::Server, Dim::Domain, Dim::Platform, Dim::Family];
 
     pub fn name(self) -> &'static str {
         match self {
             Dim::Server => "server",
             Dim::Domain => "domain",
             Dim::Platform => "platform",
+            Dim::Family => "family",
         }
     }
 
@@ -95,6 +118,7 @@ impl Dim {
             Dim::Server => 1,
             Dim::Domain => 2,
             Dim::Platform => 4,
+            Dim::Family => 8,
         }
     }
 
@@ -103,6 +127,7 @@ impl Dim {
             Dim::Server => 0,
             Dim::Domain => 1,
             Dim::Platform => 2,
+            Dim::Family => 3,
         }
     }
 }
@@ -290,7 +315,23 @@ pub const ACCOUNT_CHANGES: Figure = Figure {
 };
 
 /// Monthly figures computed on their own (running totals, windows across months).
-pub const SPECIAL_FIGURES: [&str; 2] = ["total_active_accounts", "r30_users"];
+pub const SPECIAL_FIGURES: [&str; 5] = [
+    "total_active_accounts",
+    "r30_users",
+    "client_moves_to_x",
+    "client_moves_to_classic",
+    "clients_both",
+];
+
+/// The special figures that count users over a window reaching before the month, by server
+/// and domain: r30 (60 days) and the client moves (the month before); `grouping::r30` and
+/// `grouping::client_moves` count them.
+pub const MONTHLY_USER_FIGURES: [&str; 4] = [
+    "r30_users",
+    "client_moves_to_x",
+    "client_moves_to_classic",
+    "clients_both",
+];
 
 /// What a figure counts, for people: the definitions of `FIGURES` and the special figures.
 pub fn description(name: &str) -> Option<&'static str> {
@@ -301,6 +342,15 @@ pub fn description(name: &str) -> Option<&'static str> {
         "r30_users" => Some(
             "Retained users (Synapse's r30v2) at the end of the month: users seen, platform known, on two days more than 30 days apart within the 60 days up to the month's last day.",
         ),
+        "client_moves_to_x" => Some(
+            "Users who moved to Tchap X: seen on a classic Tchap mobile app (Android, iOS, NEO) in the month before, and this month on Tchap X and on no classic mobile app.",
+        ),
+        "client_moves_to_classic" => Some(
+            "Users who went back to the classic apps: seen on Tchap X in the month before, and this month on a classic Tchap mobile app and not on Tchap X.",
+        ),
+        "clients_both" => {
+            Some("Users seen this month on both a classic Tchap mobile app and Tchap X.")
+        }
         _ => FIGURES
             .iter()
             .find(|f| f.name == name)
@@ -359,7 +409,7 @@ pub fn publication_views(timezone: &str) -> [String; 2] {
                     value = figure.value_sql(),
                     user = source.user(),
                     time = source.time(timezone),
-                    table = source.table(),
+                    table = source.relation(),
                     filter = figure.filter,
                     cell_key = super::disclosure::cell_key_sql(source.user(), "true"),
                     sets = sets.join(", "),
@@ -395,7 +445,7 @@ mod tests {
                 DimSet::NONE.with(Dim::Server).with(Dim::Domain)
             ]
         );
-        assert_eq!(DimSet::subsets(Source::Visits.dims()).len(), 8);
+        assert_eq!(DimSet::subsets(Source::Visits.dims()).len(), 16);
     }
 
     #[test]

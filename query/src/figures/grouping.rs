@@ -8,7 +8,9 @@ use datafusion::arrow::array::{Array, ArrayRef, AsArray, StringArray};
 use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
 use datafusion::prelude::SessionContext;
 
-use super::definitions::{Dim, DimSet, Figure};
+use mxpulse_schemas::ClientFamily;
+
+use super::definitions::{Dim, DimKeys, DimSet, Figure};
 use super::periods::DateRange;
 use crate::error::QueryError;
 
@@ -44,7 +46,7 @@ pub struct GroupRow {
     pub period: String,
     pub dims: DimSet,
     /// The value of each grouped dimension, by `Dim::index` (NULL stays `None`).
-    pub keys: [Option<String>; 3],
+    pub keys: DimKeys,
     pub tallies: Vec<Option<Tally>>,
 }
 
@@ -156,7 +158,7 @@ pub async fn grouped(ctx: &SessionContext, scan: &Scan<'_>) -> Result<Vec<GroupR
          GROUP BY GROUPING SETS ({sets})",
         period_format = scan.period_format,
         time = source.time(scan.timezone),
-        table = source.table(),
+        table = source.relation(),
         sets = sets.join(", "),
     );
     let batches = ctx.sql(&sql).await?.collect().await?;
@@ -198,7 +200,7 @@ pub async fn grouped(ctx: &SessionContext, scan: &Scan<'_>) -> Result<Vec<GroupR
                 continue;
             }
             let mut set = DimSet::NONE;
-            let mut row_keys: [Option<String>; 3] = [None, None, None];
+            let mut row_keys: DimKeys = Default::default();
             for (i, dim) in dims.iter().enumerate() {
                 if dim_flags[i].as_primitive::<Int64Type>().value(row) == 0 {
                     set = set.with(*dim);
@@ -264,6 +266,27 @@ pub async fn r30(
     for condition in conditions {
         filter.push_str(&format!(" AND ({condition})"));
     }
+    let (grouping, [server, domain, server_flag, domain_flag]) = monthly_user_sets(sets);
+    let sql = format!(
+        "SELECT period, {server}, {domain}, {server_flag}, {domain_flag}, \
+                COUNT(DISTINCT \"user\"), CAST({key} AS BIGINT) \
+         FROM (SELECT e.period, v.\"user\", v.server, v.domain, min(v.day) AS first_day, max(v.day) AS last_day \
+               FROM visits AS v JOIN (VALUES {values}) AS e(period, end_day) \
+                 ON v.day > e.end_day - INTERVAL '60 days' AND v.day <= e.end_day \
+               WHERE {filter} \
+               GROUP BY e.period, v.\"user\", v.server, v.domain) AS seen \
+         WHERE arrow_cast(last_day, 'Int32') - arrow_cast(first_day, 'Int32') > 30 \
+         GROUP BY GROUPING SETS ({grouping})",
+        values = values.join(", "),
+        key = super::disclosure::cell_key_sql("\"user\"", "true"),
+    );
+    let batches = ctx.sql(&sql).await?.collect().await?;
+    monthly_user_rows(&batches, 1)
+}
+
+/// The grouping sets of a monthly count of users, by server and domain (`r30`,
+/// `client_moves`): the SQL list, and the selected key columns and grouping flags.
+fn monthly_user_sets(sets: &[DimSet]) -> (String, [String; 4]) {
     let grouping: Vec<String> = sets
         .iter()
         .map(|set| {
@@ -284,32 +307,35 @@ pub async fn r30(
         ),
     };
     let ((server, server_flag), (domain, domain_flag)) = (column(Dim::Server), column(Dim::Domain));
-    let sql = format!(
-        "SELECT period, {server}, {domain}, {server_flag}, {domain_flag}, \
-                COUNT(DISTINCT \"user\"), CAST({key} AS BIGINT) \
-         FROM (SELECT e.period, v.\"user\", v.server, v.domain, min(v.day) AS first_day, max(v.day) AS last_day \
-               FROM visits AS v JOIN (VALUES {values}) AS e(period, end_day) \
-                 ON v.day > e.end_day - INTERVAL '60 days' AND v.day <= e.end_day \
-               WHERE {filter} \
-               GROUP BY e.period, v.\"user\", v.server, v.domain) AS seen \
-         WHERE arrow_cast(last_day, 'Int32') - arrow_cast(first_day, 'Int32') > 30 \
-         GROUP BY GROUPING SETS ({grouping})",
-        values = values.join(", "),
-        grouping = grouping.join(", "),
-        key = super::disclosure::cell_key_sql("\"user\"", "true"),
-    );
-    let batches = ctx.sql(&sql).await?.collect().await?;
+    (
+        grouping.join(", "),
+        [server, domain, server_flag, domain_flag],
+    )
+}
+
+/// The rows of a monthly count of users: columns period, server, domain, their two grouping
+/// flags, then (distinct users, cell key) for each of `figures` counts.
+fn monthly_user_rows(
+    batches: &[datafusion::arrow::array::RecordBatch],
+    figures: usize,
+) -> Result<Vec<GroupRow>, QueryError> {
     let mut rows = Vec::new();
     for batch in batches {
         let period = utf8(batch.column(0))?;
         let (server, domain) = (utf8(batch.column(1))?, utf8(batch.column(2))?);
         let (server_flag, domain_flag) = (int64(batch.column(3))?, int64(batch.column(4))?);
-        let users = batch.column(5).as_primitive::<Int64Type>();
-        let cell_keys = batch.column(6).as_primitive::<Int64Type>();
+        let counts: Vec<(ArrayRef, ArrayRef)> = (0..figures)
+            .map(|i| {
+                Ok((
+                    int64(batch.column(5 + 2 * i))?,
+                    int64(batch.column(6 + 2 * i))?,
+                ))
+            })
+            .collect::<Result<_, QueryError>>()?;
         let period = period.as_string::<i32>();
         for row in 0..batch.num_rows() {
             let mut set = DimSet::NONE;
-            let mut keys: [Option<String>; 3] = [None, None, None];
+            let mut keys: DimKeys = Default::default();
             if server_flag.as_primitive::<Int64Type>().value(row) == 0 {
                 set = set.with(Dim::Server);
                 keys[Dim::Server.index()] = key_at(server.as_string::<i32>(), row);
@@ -318,19 +344,103 @@ pub async fn r30(
                 set = set.with(Dim::Domain);
                 keys[Dim::Domain.index()] = key_at(domain.as_string::<i32>(), row);
             }
-            let users = users.value(row);
+            let tallies = counts
+                .iter()
+                .map(|(users, cell_keys)| {
+                    let users = users.as_primitive::<Int64Type>().value(row);
+                    (users != 0).then(|| Tally {
+                        value: users as f64,
+                        users,
+                        key: cell_keys.as_primitive::<Int64Type>().value(row),
+                    })
+                })
+                .collect();
             rows.push(GroupRow {
                 grain: Grain::Period,
                 period: period.value(row).to_owned(),
                 dims: set,
                 keys,
-                tallies: vec![Some(Tally {
-                    value: users as f64,
-                    users,
-                    key: cell_keys.value(row),
-                })],
+                tallies,
             });
         }
     }
     Ok(rows)
+}
+
+/// The figures of the move between the classic Tchap mobile apps and Tchap X, in the order
+/// `client_moves` counts them (docs/design.md §5).
+pub const CLIENT_MOVES: [&str; 3] = [
+    "client_moves_to_x",
+    "client_moves_to_classic",
+    "clients_both",
+];
+
+/// The moves between the classic Tchap mobile apps and Tchap X in each month of `months`
+/// (`(month, first day, last day)`, UTC days as visits are), by each of `sets` of server and
+/// domain: users seen on a classic app in the month before and, this month, on Tchap X and
+/// on no classic app; the reverse; and users seen on both this month.
+pub async fn client_moves(
+    ctx: &SessionContext,
+    months: &[(String, chrono::NaiveDate, chrono::NaiveDate)],
+    conditions: &[String],
+    sets: &[DimSet],
+) -> Result<Vec<GroupRow>, QueryError> {
+    let (Some((_, first_start, _)), Some((_, _, last_end))) = (months.first(), months.last())
+    else {
+        return Ok(Vec::new());
+    };
+    let values: Vec<String> = months
+        .iter()
+        .filter_map(|(period, start, end)| {
+            let before = start.checked_sub_months(chrono::Months::new(1))?;
+            Some(format!(
+                "('{period}', DATE '{before}', DATE '{start}', DATE '{end}')"
+            ))
+        })
+        .collect();
+    let Some(earliest) = first_start.checked_sub_months(chrono::Months::new(1)) else {
+        return Ok(Vec::new());
+    };
+    let mut filter = format!("v.day >= DATE '{earliest}' AND v.day <= DATE '{last_end}'");
+    for condition in conditions {
+        filter.push_str(&format!(" AND ({condition})"));
+    }
+    let classic: Vec<String> = ClientFamily::CLASSIC_MOBILE
+        .iter()
+        .map(|f| format!("'{f}'"))
+        .collect();
+    let classic = format!("v.family IN ({})", classic.join(", "));
+    let tchap_x = format!("starts_with(v.family, '{}')", ClientFamily::TCHAP_X_PREFIX);
+    let (grouping, [server, domain, server_flag, domain_flag]) = monthly_user_sets(sets);
+    let moved = [
+        "classic_before AND x_now AND NOT classic_now",
+        "x_before AND classic_now AND NOT x_now",
+        "classic_now AND x_now",
+    ];
+    let counts: String = moved
+        .iter()
+        .map(|condition| {
+            format!(
+                ", COUNT(DISTINCT \"user\") FILTER (WHERE {condition}), CAST({key} AS BIGINT)",
+                key = super::disclosure::cell_key_sql("\"user\"", condition),
+            )
+        })
+        .collect();
+    let sql = format!(
+        "SELECT period, {server}, {domain}, {server_flag}, {domain_flag}{counts} \
+         FROM (SELECT e.period, v.\"user\", v.server, v.domain, \
+                 bool_or(v.day < e.start_day AND {classic}) AS classic_before, \
+                 bool_or(v.day < e.start_day AND {tchap_x}) AS x_before, \
+                 bool_or(v.day >= e.start_day AND {classic}) AS classic_now, \
+                 bool_or(v.day >= e.start_day AND {tchap_x}) AS x_now \
+               FROM {visits} AS v JOIN (VALUES {values}) AS e(period, before_day, start_day, end_day) \
+                 ON v.day >= e.before_day AND v.day <= e.end_day \
+               WHERE {filter} \
+               GROUP BY e.period, v.\"user\", v.server, v.domain) AS seen \
+         GROUP BY GROUPING SETS ({grouping})",
+        visits = super::definitions::Source::Visits.relation(),
+        values = values.join(", "),
+    );
+    let batches = ctx.sql(&sql).await?.collect().await?;
+    monthly_user_rows(&batches, CLIENT_MOVES.len())
 }

@@ -187,7 +187,7 @@ pub async fn cells(
                 .iter()
                 .map(|(_, t)| &t.cells)
                 .chain(tallies.account_changes.iter())
-                .chain(tallies.r30.iter()),
+                .chain(tallies.monthly_users.values()),
         ),
         rule,
     };
@@ -231,12 +231,13 @@ pub async fn cells(
         };
         publish_series(&shown, &series, &no_peaks, &mut budget, &mut out).await;
     }
-    if let Some(r30) = tallies.r30
-        && request.shows_special("r30_users")
-    {
+    for (name, cells) in &tallies.monthly_users {
+        if !request.shows_special(name) {
+            continue;
+        }
         let series = Series {
-            name: "r30_users",
-            cells: &r30,
+            name,
+            cells,
             dims: breakdowns_of(request, &[Dim::Server, Dim::Domain]),
         };
         publish_series(&shown, &series, &no_peaks, &mut budget, &mut out).await;

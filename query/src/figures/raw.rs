@@ -111,7 +111,18 @@ pub async fn tallies(
         out.account_changes = Some(account_changes(ctx, request, timezone).await?);
     }
     if request.shows_special("r30_users") {
-        out.r30 = Some(r30(ctx, request, &first).await?);
+        let cells = r30(ctx, request, &first).await?;
+        out.monthly_users.insert("r30_users", cells);
+    }
+    if grouping::CLIENT_MOVES
+        .iter()
+        .any(|name| request.shows_special(name))
+    {
+        for (name, cells) in client_moves(ctx, request, &first).await? {
+            if request.shows_special(name) {
+                out.monthly_users.insert(name, cells);
+            }
+        }
     }
     Ok(out)
 }
@@ -136,6 +147,37 @@ async fn account_changes(
     };
     let rows = grouping::grouped(ctx, &scan).await?;
     Ok(request_cells(&rows, 0, &Base::UNFILTERED, &request.breakdowns, dims).cells)
+}
+
+/// The client moves of each month from `first` to `to`.
+async fn client_moves(
+    ctx: &SessionContext,
+    request: &FigureRequest,
+    first: &str,
+) -> Result<Vec<(&'static str, Cells)>, QueryError> {
+    let spans = months(first, &request.to)?
+        .into_iter()
+        .map(|month| {
+            let (start, end) = (month_start(&month)?, month_end(&month)?);
+            Ok((month, start, end))
+        })
+        .collect::<Result<Vec<_>, QueryError>>()?;
+    let dims = [Dim::Server, Dim::Domain];
+    let sets: Vec<DimSet> = request_sets(request, &dims, false)
+        .into_iter()
+        .map(|s| s.dims)
+        .collect();
+    let rows =
+        grouping::client_moves(ctx, &spans, &conditions(request, &dims, "v."), &sets).await?;
+    Ok(grouping::CLIENT_MOVES
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let cells =
+                request_cells(&rows, i, &Base::UNFILTERED, &request.breakdowns, &dims).cells;
+            (*name, cells)
+        })
+        .collect())
 }
 
 /// r30 at the end of each month from `first` to `to`.

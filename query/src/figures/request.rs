@@ -21,6 +21,8 @@ pub struct Filters {
     pub server: Option<String>,
     pub domain: Option<String>,
     pub platform: Option<String>,
+    /// A client family (`tchap_x_android`, ...): visits only, like `platform`.
+    pub family: Option<String>,
 }
 
 impl Filters {
@@ -29,7 +31,13 @@ impl Filters {
             Dim::Server => self.server.as_deref(),
             Dim::Domain => self.domain.as_deref(),
             Dim::Platform => self.platform.as_deref(),
+            Dim::Family => self.family.as_deref(),
         }
+    }
+
+    /// Whether a filter only visits have (platform, client family) is set.
+    pub fn visits_only(&self) -> bool {
+        self.platform.is_some() || self.family.is_some()
     }
 
     /// The filtered dimensions, among `dims`.
@@ -134,23 +142,20 @@ impl FigureRequest {
         self.only.is_empty() || self.only.iter().any(|n| n == name)
     }
 
-    /// The grouped figures shown: with a platform filter, those of visits only.
+    /// The grouped figures shown: with a platform or family filter, those of visits only.
     pub fn shown(&self) -> Vec<&'static Figure> {
         FIGURES
             .iter()
             .filter(|f| {
-                (self.filters.platform.is_none() || f.source == Source::Visits)
-                    && self.wants(f.name)
+                (!self.filters.visits_only() || f.source == Source::Visits) && self.wants(f.name)
             })
             .collect()
     }
 
-    /// The special figures shown: monthly only, and neither is by platform.
+    /// The special figures shown: monthly only, and none is by platform or family.
     pub fn shows_special(&self, name: &str) -> bool {
         debug_assert!(SPECIAL_FIGURES.contains(&name));
-        self.granularity == Granularity::Month
-            && self.filters.platform.is_none()
-            && self.wants(name)
+        self.granularity == Granularity::Month && !self.filters.visits_only() && self.wants(name)
     }
 
     /// The first period read: a year before `from` for monthly requests (year over year).

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use super::definitions::{Dim, DimSet, Figure};
+use super::definitions::{Dim, DimKeys, DimSet, Figure};
 use super::grouping::{Grain, GroupRow, Tally};
 use super::request::Filters;
 
@@ -24,8 +24,9 @@ pub struct FigureTallies {
 #[derive(Debug, Default)]
 pub struct Tallies {
     pub figures: Vec<(&'static Figure, FigureTallies)>,
-    /// `r30_users`: users retained at each month's end.
-    pub r30: Option<Cells>,
+    /// The monthly counts of users over a window reaching before the month (`r30_users`,
+    /// the client moves: `definitions::MONTHLY_USER_FIGURES`), those the request shows.
+    pub monthly_users: BTreeMap<&'static str, Cells>,
     /// Net change of regular accounts per month, over all history up to `to`.
     pub account_changes: Option<Cells>,
 }
@@ -40,7 +41,11 @@ impl Tallies {
                 .into_iter()
                 .map(|f| (f, FigureTallies::default()))
                 .collect(),
-            r30: request.shows_special("r30_users").then(Cells::new),
+            monthly_users: super::definitions::MONTHLY_USER_FIGURES
+                .into_iter()
+                .filter(|name| request.shows_special(name))
+                .map(|name| (name, Cells::new()))
+                .collect(),
             account_changes: request
                 .shows_special("total_active_accounts")
                 .then(Cells::new),
@@ -54,18 +59,18 @@ impl Tallies {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Base {
     pub dims: DimSet,
-    pub keys: [Option<String>; 3],
+    pub keys: DimKeys,
 }
 
 impl Base {
     pub const UNFILTERED: Base = Base {
         dims: DimSet::NONE,
-        keys: [None, None, None],
+        keys: [None, None, None, None],
     };
 
     /// The cube coordinates of `filters`, among `dims`.
     pub fn of_filters(filters: &Filters, dims: &[Dim]) -> Base {
-        let mut keys: [Option<String>; 3] = [None, None, None];
+        let mut keys: DimKeys = Default::default();
         for dim in dims {
             keys[dim.index()] = filters.value(*dim).map(str::to_owned);
         }
@@ -75,7 +80,7 @@ impl Base {
         }
     }
 
-    fn matches(&self, dims: DimSet, keys: &[Option<String>; 3]) -> bool {
+    fn matches(&self, dims: DimSet, keys: &DimKeys) -> bool {
         self.dims
             .dims()
             .all(|d| dims.contains(d) && keys[d.index()] == self.keys[d.index()])
@@ -139,7 +144,7 @@ mod tests {
     use super::*;
 
     fn row(grain: Grain, period: &str, dims: &[(Dim, &str)], value: f64) -> GroupRow {
-        let mut keys: [Option<String>; 3] = [None, None, None];
+        let mut keys: DimKeys = Default::default();
         let mut set = DimSet::NONE;
         for (dim, key) in dims {
             set = set.with(*dim);

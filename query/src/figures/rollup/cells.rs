@@ -11,9 +11,9 @@ use datafusion::arrow::array::{
 };
 use datafusion::prelude::SessionContext;
 
-use super::super::definitions::{ACCOUNT_CHANGES, Dim, DimSet, FIGURES, Figure, Source};
+use super::super::definitions::{ACCOUNT_CHANGES, DIM_COUNT, Dim, DimSet, FIGURES, Figure, Source};
 use super::super::grouping::{self, Grain, GroupRow, GroupingSet, Scan, quote};
-use super::super::periods::{DateRange, month_end};
+use super::super::periods::{DateRange, month_end, month_start};
 use super::{GRAIN_DAY, GRAIN_MONTH, MONTH_COLUMN, R30_FIGURE, cells_schema};
 use crate::error::QueryError;
 
@@ -44,7 +44,7 @@ struct CellColumns {
     period: Vec<String>,
     figure: Vec<&'static str>,
     dims: Vec<i32>,
-    keys: [Vec<Option<String>>; 3],
+    keys: [Vec<Option<String>>; DIM_COUNT],
     value: Vec<f64>,
     users: Vec<i64>,
     key: Vec<i64>,
@@ -74,7 +74,7 @@ impl CellColumns {
 
     fn batch(self, month: &str) -> Result<RecordBatch, QueryError> {
         let n = self.grain.len();
-        let [server, domain, platform] = self.keys;
+        let [server, domain, platform, family] = self.keys;
         let columns: Vec<ArrayRef> = vec![
             Arc::new(StringArray::from_iter_values(std::iter::repeat_n(month, n))),
             Arc::new(StringArray::from_iter_values(self.grain)),
@@ -87,13 +87,15 @@ impl CellColumns {
             Arc::new(Float64Array::from(self.value)),
             Arc::new(Int64Array::from(self.users)),
             Arc::new(Int64Array::from(self.key)),
+            Arc::new(StringArray::from(family)),
         ];
         Ok(RecordBatch::try_new(cells_schema(), columns)?)
     }
 }
 
 /// The cells of local month `month` (`YYYY-MM`), as one batch of the cells table; without
-/// `with_r30`, all but r30 (whose window reaches raw days that were purged).
+/// `with_r30`, all but the monthly user figures, r30 and the client moves (whose windows
+/// reach raw days that were purged).
 pub async fn month_cells(
     ctx: &SessionContext,
     month: &str,
@@ -146,6 +148,15 @@ pub async fn month_cells(
         )
         .await?;
         out.add(rows, &[R30_FIGURE]);
+        let start = month_start(month)?;
+        let rows = grouping::client_moves(
+            ctx,
+            &[(month.to_owned(), start, month_end(month)?)],
+            &[],
+            &r30_sets,
+        )
+        .await?;
+        out.add(rows, &grouping::CLIENT_MOVES);
     }
     out.batch(month)
 }

@@ -10,7 +10,7 @@ use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
 use datafusion::prelude::SessionContext;
 
-use super::super::definitions::DimSet;
+use super::super::definitions::{DimKeys, DimSet};
 use super::super::grouping::{Grain, GroupRow, Tally};
 use super::GRAIN_DAY;
 use crate::error::QueryError;
@@ -18,7 +18,7 @@ use crate::lake::LakeSnapshot;
 use crate::session::{self, Limits};
 
 /// A cell's breakdown keys (by `Dim::index`) and tally.
-type KeyedTally = ([Option<Arc<str>>; 3], Tally);
+type KeyedTally = (DimKeys<Arc<str>>, Tally);
 
 pub use super::super::forums::ForumRow;
 
@@ -117,7 +117,7 @@ impl CellIndex {
         dims: DimSet,
         grain: Grain,
         (first, last): (&str, &str),
-        keys: &[Option<String>; 3],
+        keys: &DimKeys,
     ) -> Vec<GroupRow> {
         let Some(by_period) = self.cells.get(&(figure.to_owned(), dims, grain)) else {
             return Vec::new();
@@ -158,7 +158,7 @@ impl CellIndex {
         };
         let mut interned: HashMap<String, Arc<str>> = HashMap::new();
         let batches = ctx
-            .sql("SELECT figure, grain, period, dims, server, domain, platform, value, users, cell_key FROM figure_cells")
+            .sql("SELECT figure, grain, period, dims, server, domain, platform, family, value, users, cell_key FROM figure_cells")
             .await?
             .collect()
             .await?;
@@ -167,10 +167,10 @@ impl CellIndex {
                 |i: usize| datafusion::arrow::compute::cast(batch.column(i), &DataType::Utf8);
             let (figure, grain, period) = (text(0)?, text(1)?, text(2)?);
             let dims = datafusion::arrow::compute::cast(batch.column(3), &DataType::Int64)?;
-            let keys = [text(4)?, text(5)?, text(6)?];
-            let value = datafusion::arrow::compute::cast(batch.column(7), &DataType::Float64)?;
-            let users = datafusion::arrow::compute::cast(batch.column(8), &DataType::Int64)?;
-            let cell_key = datafusion::arrow::compute::cast(batch.column(9), &DataType::Int64)?;
+            let keys = [text(4)?, text(5)?, text(6)?, text(7)?];
+            let value = datafusion::arrow::compute::cast(batch.column(8), &DataType::Float64)?;
+            let users = datafusion::arrow::compute::cast(batch.column(9), &DataType::Int64)?;
+            let cell_key = datafusion::arrow::compute::cast(batch.column(10), &DataType::Int64)?;
             let cell_key = cell_key.as_primitive::<Int64Type>();
             let (figure, grain, period) = (
                 figure.as_string::<i32>(),
@@ -193,7 +193,7 @@ impl CellIndex {
                             .clone()
                     })
                 };
-                let cell_keys = [key(0), key(1), key(2)];
+                let cell_keys = [key(0), key(1), key(2), key(3)];
                 let grain = if grain.value(row) == GRAIN_DAY {
                     Grain::Day
                 } else {

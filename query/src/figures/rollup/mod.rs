@@ -46,6 +46,14 @@ pub const R30_FIGURE: &str = "r30_users";
 /// are recounted (`mxpulse_ingest::rollup`).
 pub const CELL_KEY_COLUMN: &str = "cell_key";
 
+/// What the cube holds: 2 since visits are broken down by client family. Rollups of an older
+/// cube (no application transaction `CUBE_VERSION_APP_ID`: version 1) are recounted from the
+/// raw tables, months frozen by retention excepted (those keep their older breakdowns).
+pub const CUBE_VERSION: i64 = 2;
+
+/// The application transaction of `figure_cells` holding its `CUBE_VERSION`.
+pub const CUBE_VERSION_APP_ID: &str = "mxpulse-rollup-cube";
+
 /// The table property of `figure_cells` naming the time zone its months were cut in.
 pub const TIMEZONE_KEY: &str = "mxpulse.rollup.timezone";
 
@@ -71,7 +79,8 @@ static CELLS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new("grain", DataType::Utf8, false),
         Field::new("period", DataType::Utf8, false),
         Field::new("figure", DataType::Utf8, false),
-        // The breakdown columns the cell is grouped by: 1 server, 2 domain, 4 platform.
+        // The breakdown columns the cell is grouped by: 1 server, 2 domain, 4 platform,
+        // 8 client family.
         Field::new("dims", DataType::Int32, false),
         Field::new("server", DataType::Utf8, true),
         Field::new("domain", DataType::Utf8, true),
@@ -80,6 +89,9 @@ static CELLS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new("users", DataType::Int64, false),
         // The cell key of the distinct users (docs/design.md §4).
         Field::new(CELL_KEY_COLUMN, DataType::Int64, false),
+        // Cube version 2: the client family of visits (dims bit 8). Added at the end, as
+        // tables only grow; the rollups of version 1 are recounted (`CUBE_VERSION`).
+        Field::new("family", DataType::Utf8, true),
     ]))
 });
 

@@ -3,11 +3,10 @@
 //! index's list. The same `Tallies` as the raw path, so the same publication follows.
 
 use super::super::ForumRank;
-use super::super::definitions::{ACCOUNT_CHANGES, Dim, Figure, Source};
+use super::super::definitions::{ACCOUNT_CHANGES, Dim, Figure, MONTHLY_USER_FIGURES, Source};
 use super::super::grouping::{Grain, GroupRow};
 use super::super::request::{FigureRequest, Granularity};
 use super::super::tally::{Base, Tallies, request_cells};
-use super::R30_FIGURE;
 use super::index::CellIndex;
 use crate::error::QueryError;
 
@@ -117,17 +116,21 @@ pub fn tallies(
         out.account_changes =
             Some(request_cells(&rows, 0, &base, &request.breakdowns, &special_dims).cells);
     }
-    if request.shows_special("r30_users") {
+    for name in MONTHLY_USER_FIGURES {
+        if !request.shows_special(name) {
+            continue;
+        }
         let rows = cells_around(
             index,
-            R30_FIGURE,
+            name,
             &base,
             &request.breakdowns,
             &special_dims,
             Grain::Period,
             (&first, &request.to),
         );
-        out.r30 = Some(request_cells(&rows, 0, &base, &request.breakdowns, &special_dims).cells);
+        let cells = request_cells(&rows, 0, &base, &request.breakdowns, &special_dims).cells;
+        out.monthly_users.insert(name, cells);
     }
     Ok(out)
 }
