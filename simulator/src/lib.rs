@@ -321,11 +321,13 @@ impl Simulation {
         let account = &self.population.accounts[visit.account as usize];
         // Every account has a first device; a visit names one of its devices.
         let device = usize::from(visit.device).min(account.devices.len().saturating_sub(1));
+        let moved = population::tchap_x_day(self.spec.seed, visit.account, device)
+            .is_some_and(|day| visit.day >= day);
         let user_agent = account
             .devices
             .get(device)
             .map_or(Platform::Web, |p| *p)
-            .user_agent();
+            .user_agent(moved);
         (
             self.user_id(visit.account),
             account.device_id(visit.account, device),

@@ -19,17 +19,49 @@ pub enum Platform {
     Ios,
 }
 
+/// The day the Tchap X mobile apps are published in the simulated history (an assumption of
+/// the simulation, not a published figure: docs/design.md §8).
+pub const TCHAP_X_LAUNCH: (i32, u32, u32) = (2024, 6, 1);
+
+/// Half of the mobile devices that move to Tchap X have moved this many days after launch.
+const TCHAP_X_MEDIAN_DAYS: f64 = 120.0;
+
+/// The share of mobile devices that never move within the history.
+const TCHAP_X_NEVER: f64 = 0.1;
+
+/// The day a mobile device of `account` moves from the classic Tchap app to Tchap X, if it
+/// does: drawn once per device, exponential after the launch.
+pub fn tchap_x_day(seed: u64, account: u32, device: usize) -> Option<NaiveDate> {
+    let launch = NaiveDate::from_ymd_opt(TCHAP_X_LAUNCH.0, TCHAP_X_LAUNCH.1, TCHAP_X_LAUNCH.2)?;
+    let draw = unit(
+        seed,
+        u64::from(account) ^ ((device as u64) << 40),
+        0x7c4a_9058,
+    );
+    if draw >= 1.0 - TCHAP_X_NEVER {
+        return None;
+    }
+    let p = draw / (1.0 - TCHAP_X_NEVER);
+    let days = -(1.0 - p).ln() * TCHAP_X_MEDIAN_DAYS / std::f64::consts::LN_2;
+    launch.checked_add_days(chrono::Days::new(days as u64))
+}
+
 impl Platform {
-    /// A user agent of the Tchap client on this platform, as Synapse records it.
-    pub fn user_agent(self) -> &'static str {
-        match self {
-            Platform::Web => {
+    /// A user agent of the Tchap client on this platform, as Synapse records it: the classic
+    /// mobile apps, or Tchap X (Element X's format under Tchap's name).
+    pub fn user_agent(self, tchap_x: bool) -> &'static str {
+        match (self, tchap_x) {
+            (Platform::Web, _) => {
                 "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36"
             }
-            Platform::Android => {
+            (Platform::Android, false) => {
                 "Tchap/4.3.2 (Android 14; SM-S911B; Samsung; Build/UP1A; Flavour GooglePlay; MatrixAndroidSdk2 1.6.10)"
             }
-            Platform::Ios => "Tchap/2.8.1 (iPhone; iOS 17.5; Scale/3.00)",
+            (Platform::Android, true) => {
+                "Tchap X/25.04.2 (Samsung SM-S911B; Android 14; UP1A.231005.007; Sdk 25.04.1)"
+            }
+            (Platform::Ios, false) => "Tchap/2.8.1 (iPhone; iOS 17.5; Scale/3.00)",
+            (Platform::Ios, true) => "Tchap X/25.04.2 (iPhone 13; iOS 17.5; Scale/3.00)",
         }
     }
 
@@ -248,4 +280,33 @@ pub(crate) fn mix(mut x: u64) -> u64 {
 pub(crate) fn unit(seed: u64, key: u64, salt: u64) -> f64 {
     let hash = mix(seed ^ mix(key ^ mix(salt)));
     (hash >> 11) as f64 / (1u64 << 53) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tchap_x_rolls_out_after_its_launch_and_not_everywhere() {
+        let launch =
+            NaiveDate::from_ymd_opt(TCHAP_X_LAUNCH.0, TCHAP_X_LAUNCH.1, TCHAP_X_LAUNCH.2).unwrap();
+        let days: Vec<Option<NaiveDate>> = (0..10_000u32)
+            .map(|account| tchap_x_day(7, account, 0))
+            .collect();
+        assert!(days.iter().flatten().all(|day| *day >= launch));
+        let by = |months: u32| {
+            let end = launch
+                .checked_add_months(chrono::Months::new(months))
+                .unwrap();
+            days.iter().flatten().filter(|d| **d < end).count() as f64 / days.len() as f64
+        };
+        // Half of the 90% who move within four months, two thirds of all by the end of 2024.
+        assert!((0.40..0.50).contains(&by(4)), "{}", by(4));
+        assert!((0.58..0.70).contains(&by(7)), "{}", by(7));
+        let never = days.iter().filter(|d| d.is_none()).count() as f64 / days.len() as f64;
+        assert!((0.08..0.12).contains(&never), "{never}");
+        // A device's day is its own: the same again, another for its second device.
+        assert_eq!(tchap_x_day(7, 3, 0), days[3]);
+        assert_ne!(tchap_x_day(7, 3, 1), days[3]);
+    }
 }
