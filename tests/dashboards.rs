@@ -18,11 +18,12 @@ use harness::serve::{ANALYST, B, B_ANALYST, Serve, VIEWER, get, login_cookie, st
 use reqwest::StatusCode;
 use serde_json::Value;
 
-const SHIPPED: [&str; 6] = [
+const SHIPPED: [&str; 7] = [
     "overview",
     "ministries",
     "platforms",
     "features",
+    "transitions",
     "forums",
     "period",
 ];

@@ -161,12 +161,13 @@ fn csv_files(bytes: &[u8], separator: char) -> BTreeMap<String, Vec<Vec<String>>
 }
 
 /// The CSV files by the sheet they match (the tables' French titles).
-const TABLES: [(&str, &str); 6] = [
+const TABLES: [(&str, &str); 7] = [
     ("headline.csv", "Chiffres clés"),
     ("by_server.csv", "Par ministère (serveur)"),
     ("by_platform.csv", "Par plateforme"),
     ("daily.csv", "Jour par jour"),
     ("features.csv", "Fonctionnalités"),
+    ("transitions.csv", "Passage à Tchap X"),
     ("forums.csv", "Forums les plus suivis"),
 ];
 
@@ -410,6 +411,41 @@ async fn a_months_report_in_every_format_holds_the_apis_numbers_frozen_then_revi
         assert_eq!(xlsx_value(&row[1]), api[&key], "{server}");
     }
     assert_eq!(book["Jour par jour"].len(), 32, "a header and 31 days");
+    // The move to Tchap X (launched in June in the generated history): the app families of
+    // July's active users and the moves, as the API publishes them.
+    let transitions = &book["Passage à Tchap X"];
+    let row_of = |label: &str| {
+        transitions
+            .iter()
+            .find(|r| r[0] == Data::String(label.to_owned()))
+            .unwrap_or_else(|| panic!("{label} in {transitions:?}"))
+    };
+    for family in ["tchap_x_android", "tchap_android", "web"] {
+        let key = (
+            "active_users".to_owned(),
+            "family".to_owned(),
+            family.to_owned(),
+        );
+        let row = row_of(&format!("{} — {family}", label_of("active_users")));
+        assert_eq!(xlsx_value(&row[1]), api[&key], "{family}");
+        assert!(
+            api[&key].is_some_and(|v| v > 0.0),
+            "{family} has users in July"
+        );
+    }
+    let moved = (
+        "client_moves_to_x".to_owned(),
+        "total".to_owned(),
+        String::new(),
+    );
+    assert!(
+        api[&moved].is_some_and(|v| v > 0.0),
+        "people moved to Tchap X in July"
+    );
+    assert_eq!(
+        xlsx_value(&row_of(&label_of("client_moves_to_x"))[1]),
+        api[&moved]
+    );
 
     // The charts: PNG at twice the pages' size, drawn.
     for chart in ["active_users", "messages", "servers", "rooms"] {

@@ -58,7 +58,8 @@ pub struct Panel {
     /// The figures shown (names of the figures API); one per series when several.
     #[serde(default)]
     pub figures: Vec<toml::Spanned<String>>,
-    /// `total` (default), or a breakdown: a series per server, domain or platform.
+    /// `total` (default), or a breakdown: a series per server, domain, platform or client
+    /// family.
     #[serde(default = "total")]
     pub breakdown: String,
     /// With a breakdown: the keys with the largest values only (the table keeps them all).
@@ -179,9 +180,11 @@ impl Dashboard {
             if !ids.insert(panel.id.as_str()) {
                 return Err(invalid(format!("two panels with id {:?}", panel.id)));
             }
-            if !["total", "server", "domain", "platform"].contains(&panel.breakdown.as_str()) {
+            if !["total", "server", "domain", "platform", "family"]
+                .contains(&panel.breakdown.as_str())
+            {
                 return Err(invalid(format!(
-                    "panel {:?}: breakdown {:?} (total, server, domain or platform)",
+                    "panel {:?}: breakdown {:?} (total, server, domain, platform or family)",
                     panel.id, panel.breakdown
                 )));
             }
@@ -252,6 +255,10 @@ pub const SHIPPED: &[(&str, &str)] = &[
         "features.toml",
         include_str!("../definitions/features.toml"),
     ),
+    (
+        "transitions.toml",
+        include_str!("../definitions/transitions.toml"),
+    ),
     ("forums.toml", include_str!("../definitions/forums.toml")),
     ("period.toml", include_str!("../definitions/period.toml")),
 ];
@@ -316,6 +323,7 @@ mod tests {
                 "ministries",
                 "platforms",
                 "features",
+                "transitions",
                 "forums",
                 "period"
             ]

@@ -61,6 +61,7 @@ impl Lang {
             "server" => ("Serveur", "Server"),
             "domain" => ("Domaine", "Domain"),
             "platform" => ("Plateforme", "Platform"),
+            "family" => ("Application", "App"),
             "all" => ("Tous", "All"),
             "apply" => ("Afficher", "Show"),
             "table" => ("Voir le tableau", "Show the table"),
@@ -116,6 +117,7 @@ impl Lang {
             "by_platform" => ("Par plateforme", "By platform"),
             "daily" => ("Jour par jour", "Day by day"),
             "features" => ("Fonctionnalités", "Features"),
+            "transitions" => ("Passage à Tchap X", "The move to Tchap X"),
             "top_forums" => ("Forums les plus suivis", "Largest forums"),
             "events" => ("Événements du mois", "Events of the month"),
             "annex" => (
@@ -179,6 +181,15 @@ impl Lang {
             "live_location_shares" => ("Partages de position en direct", "Live location shares"),
             "total_active_accounts" => ("Comptes ouverts", "Open accounts"),
             "r30_users" => ("Utilisateurs fidèles (r30)", "Retained users (r30)"),
+            "client_moves_to_x" => ("Passés à Tchap X", "Moved to Tchap X"),
+            "client_moves_to_classic" => (
+                "Revenus aux applications classiques",
+                "Back to the classic apps",
+            ),
+            "clients_both" => (
+                "Sur Tchap X et une application classique",
+                "On Tchap X and a classic app",
+            ),
             other => (other, other),
         };
         match self {
@@ -211,6 +222,9 @@ impl Lang {
             "live_location_shares" => "Partages de position en direct lancés (m.beacon_info avec live).",
             "total_active_accounts" => "Comptes d'agents ouverts à la fin du mois : créés, moins désactivés, plus réactivés, depuis le début de l'historique.",
             "r30_users" => "Utilisateurs fidèles (r30v2 de Synapse) à la fin du mois : vus, plateforme connue, deux jours séparés de plus de 30 jours dans les 60 jours précédents.",
+            "client_moves_to_x" => "Utilisateurs passés à Tchap X : vus sur une application mobile Tchap classique (Android, iOS, NEO) le mois précédent, et ce mois-ci sur Tchap X et sur aucune application mobile classique.",
+            "client_moves_to_classic" => "Utilisateurs revenus aux applications classiques : vus sur Tchap X le mois précédent, et ce mois-ci sur une application mobile Tchap classique et pas sur Tchap X.",
+            "clients_both" => "Utilisateurs vus ce mois-ci à la fois sur une application mobile Tchap classique et sur Tchap X.",
             _ => "",
         }
         .to_owned()

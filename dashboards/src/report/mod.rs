@@ -201,6 +201,13 @@ const BY_SERVER: [&str; 4] = [
     "accounts_created",
 ];
 
+/// The figures of the move to Tchap X, after the active users by app family.
+const TRANSITIONS: [&str; 3] = [
+    "client_moves_to_x",
+    "client_moves_to_classic",
+    "clients_both",
+];
+
 const FEATURES: [&str; 10] = [
     "calls_started",
     "call_participants",
@@ -555,6 +562,34 @@ pub async fn build(
             })
             .collect(),
     };
+    // The move to Tchap X: active users by app family this month, then the moves.
+    let family_rows = cells
+        .keys("active_users", "family", &this_month)
+        .into_iter()
+        .map(|family| {
+            let cell = cells.get("active_users", month, "family", Some(family));
+            (
+                format!("{} — {family}", lang.figure("active_users")),
+                vec![
+                    cells.value("active_users", month, "family", Some(family)),
+                    change_value(cell.and_then(|c| c.mom)),
+                ],
+            )
+        });
+    let move_rows = TRANSITIONS.iter().map(|figure| {
+        let cell = cells.get(figure, month, "total", None);
+        (
+            lang.figure(figure),
+            vec![
+                cells.value(figure, month, "total", None),
+                change_value(cell.and_then(|c| c.mom)),
+            ],
+        )
+    });
+    let transitions = Table {
+        headers: vec![t("figure"), month_name.clone(), t("mom")],
+        rows: family_rows.chain(move_rows).collect(),
+    };
     let forum_table = crate::panel::forums_panel(&forums, lang, "").table;
 
     // Charts: the month day by day, the servers, the kinds of rooms.
@@ -675,6 +710,7 @@ pub async fn build(
             named("by_platform", "by_platform", by_platform),
             named("daily", "daily", daily_table),
             named("features", "features", features),
+            named("transitions", "transitions", transitions),
             named("forums", "top_forums", forum_table),
         ],
         charts,
