@@ -862,6 +862,31 @@ mod tests {
     }
 
     #[test]
+    fn operator_client_rules_come_from_the_file_and_are_checked_at_load() {
+        let (_dir, path) = file(
+            "[[hooks.client_rules]]\nlike = \"Tchap Pro/%Android%\"\nfamily = \"tchap_x_pro\"\nplatform = \"android\"\n",
+        );
+        let config = Config::load(Some(&path), vars(&[])).unwrap();
+        let rules = config.client_rules().unwrap();
+        let pro = rules.classify(Some("Tchap Pro/1.0 (Fairphone 5; Android 14)"));
+        assert_eq!(pro.family.as_str(), "tchap_x_pro");
+        // The shipped rules still follow.
+        let classic = rules.classify(Some("Tchap/2.12.3 (Pixel 8; Android 14)"));
+        assert_eq!(classic.family.as_str(), "tchap_android");
+
+        let (_dir, path) = file(
+            "[[hooks.client_rules]]\nlike = \"Tchap Pro/%\"\nfamily = \"Tchap Pro\"\nplatform = \"android\"\n",
+        );
+        let err = Config::load(Some(&path), vars(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("hooks.client_rules") && err.contains("client rule 0"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn a_string_key_keeps_digits_as_text() {
         let config = Config::load(None, vars(&[("MXPULSE_LAKE_ROOT", "2024")])).unwrap();
         assert_eq!(config.lake.root, "2024");

@@ -209,14 +209,24 @@ fn the_demo_prints_where_to_look_keeps_activity_flowing_and_stops_on_ctrl_c() {
             .unwrap();
         let cookie = login.headers()["set-cookie"].to_str().unwrap().to_owned();
         let cookie = cookie.split(';').next().unwrap_or_default().to_owned();
-        let page = client
-            .get(&url)
-            .header("cookie", cookie)
-            .send()
+        let get = |path: String| client.get(path).header("cookie", cookie.clone()).send();
+        let page = get(url.clone()).await.unwrap();
+        let transitions = get(format!("{origin}/d/transitions?from=2024-06&to=2024-07"))
             .await
             .unwrap();
-        page.text().await.unwrap_or_default()
+        (
+            page.text().await.unwrap_or_default(),
+            transitions.text().await.unwrap_or_default(),
+        )
     });
+    let (page, transitions) = page;
+    // The Tchap X rollout of the simulated history: its annotation, its app families.
+    assert!(
+        transitions.contains("Tchap X publié (hypothèse de la démo)")
+            && transitions.contains("tchap_x_android"),
+        "the Transitions dashboard shows the rollout: {}",
+        &transitions[..transitions.len().min(2000)]
+    );
     assert!(
         // The apostrophe is HTML-escaped by the template.
         page.contains("<h1>Vue d&#39;ensemble</h1>") && page.contains("<svg"),

@@ -191,7 +191,7 @@ async fn bad_messages_become_dead_letters_and_the_good_ones_flow_on() {
     let good = events(&mut rng, 3);
     let payload = |r: &EventRecord| encode(r).payload;
     let mut future = serde_json::to_value(&good[0]).unwrap();
-    future["v"] = 2.into();
+    future["v"] = 3.into();
     let mut missing = serde_json::to_value(&good[1]).unwrap();
     missing.as_object_mut().unwrap().remove("room");
     let truncated = payload(&good[2])[..20].to_vec();
@@ -201,7 +201,7 @@ async fn bad_messages_become_dead_letters_and_the_good_ones_flow_on() {
         (
             "future",
             serde_json::to_vec(&future).unwrap(),
-            "unknown schema version 2",
+            "unknown schema version 3",
         ),
         (
             "missing",
@@ -212,7 +212,8 @@ async fn bad_messages_become_dead_letters_and_the_good_ones_flow_on() {
     // All on one key, hence one partition, interleaved with valid records.
     produce(&producer, &good[..1]).await;
     for (key, bytes, _) in &bad {
-        produce_raw(&producer, topics::EVENTS, key, bytes, Some("1")).await;
+        let header = Envelope::version_header();
+        produce_raw(&producer, topics::EVENTS, key, bytes, Some(&header)).await;
     }
     produce(&producer, &good[1..]).await;
 
@@ -268,6 +269,57 @@ async fn bad_messages_become_dead_letters_and_the_good_ones_flow_on() {
             "{letter:?}"
         );
     }
+}
+
+/// Hooks that still write schema version 1 and hooks of version 2 on the same topic: both
+/// kinds of visit reach the lake, the older without a client family (docs/design.md §3).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn visits_of_schema_versions_one_and_two_share_a_topic_and_a_table() {
+    let mut rng = Rng(seed());
+    let Setup {
+        broker,
+        dir,
+        lake,
+        config,
+        producer,
+    } = Setup::mock(GROUP, 1_000);
+    let mut old = visits(&mut rng, 20);
+    for visit in &mut old {
+        visit.v = SchemaVersion::V1;
+        visit.family = None;
+    }
+    let mut new = visits(&mut rng, 20);
+    for (i, visit) in new.iter_mut().enumerate() {
+        visit.family = Some(
+            if i % 2 == 0 { "tchap_x_android" } else { "web" }
+                .parse()
+                .unwrap(),
+        );
+    }
+    for (i, visit) in old.iter().enumerate() {
+        // As a version 1 producer wrote it: no `family` field at all, header 1.
+        let mut json = serde_json::to_value(visit).unwrap();
+        assert!(json.get("family").is_none());
+        json["v"] = 1.into();
+        let bytes = serde_json::to_vec(&json).unwrap();
+        produce_raw(&producer, topics::VISITS, &visit.key().0, &bytes, Some("1")).await;
+        produce(&producer, &new[i..=i]).await;
+    }
+
+    let ingest = Ingest::start(&config, dir.path(), "mixed-versions");
+    wait_caught_up(&broker.bootstrap, &lake, GROUP, Duration::from_secs(60)).await;
+    assert_eq!(ingest.metric("mxpulse_ingest_dead_letters_total"), 0);
+    assert!(ingest.stop());
+    let expected: Vec<VisitRecord> = old.iter().chain(&new).cloned().collect();
+    let stored = lake_records::<VisitRecord>(&lake).await;
+    assert_eq!(
+        stored
+            .iter()
+            .filter(|v| v.v == SchemaVersion::V1 && v.family.is_none())
+            .count(),
+        20
+    );
+    assert_exactly(stored, &expected);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -596,6 +596,7 @@ async fn a_months_report_in_every_format_holds_the_apis_numbers_frozen_then_revi
         "messages",
         "rooms_created",
         "accounts_created",
+        "client_moves_to_x",
     ] {
         let value = &find(figure)["value"];
         assert!(value.is_i64(), "{figure}: an integer, not {value}");

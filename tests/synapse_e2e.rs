@@ -26,6 +26,8 @@ const AS_TOKEN: &str = "as-token-synapse-e2e-0123456789";
 const WEB_UA: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0";
 const ANDROID_UA: &str = "Tchap/2.12.3 (Samsung SM-G991B; Android 14; UP1A.231005.007; Flavour GooglePlay; MatrixAndroidSdk2 1.5.30)";
 const IOS_UA: &str = "Tchap/2.10.1 (iPhone; iOS 17.5.1; Scale/3.00)";
+/// Tchap X on iOS (Element X's format under Tchap's name).
+const TCHAP_X_IOS_UA: &str = "Tchap X/25.04.2 (iPhone 13; iOS 17.5; Scale/3.00)";
 
 fn pseudonymizer() -> Pseudonymizer {
     Pseudonymizer::new(
@@ -73,7 +75,7 @@ async fn synapse_activity_reaches_kafka_as_exactly_the_expected_records() {
     let bob = synapse
         .register("paul.durand-finances.gouv.fr", ANDROID_UA)
         .await;
-    let carol = synapse.register("carol", IOS_UA).await;
+    let carol = synapse.register("carol", TCHAP_X_IOS_UA).await;
 
     let private = alice
         .create_room(json!({"preset": "private_chat", "name": "Plans", "invite": [bob.user_id]}))
@@ -282,6 +284,7 @@ async fn synapse_activity_reaches_kafka_as_exactly_the_expected_records() {
                 v.day,
                 v.platform,
                 v.client,
+                v.family.as_ref().map(|f| f.to_string()),
                 v.domain.clone(),
             )
         })
@@ -294,6 +297,7 @@ async fn synapse_activity_reaches_kafka_as_exactly_the_expected_records() {
             today,
             Platform::Web,
             Client::Other,
+            Some("web".to_owned()),
             Some("interieur.gouv.fr".to_owned()),
         ),
         (
@@ -302,6 +306,7 @@ async fn synapse_activity_reaches_kafka_as_exactly_the_expected_records() {
             today,
             Platform::Android,
             Client::Tchap,
+            Some("tchap_android".to_owned()),
             Some("finances.gouv.fr".to_owned()),
         ),
         (
@@ -310,6 +315,7 @@ async fn synapse_activity_reaches_kafka_as_exactly_the_expected_records() {
             today,
             Platform::Ios,
             Client::Tchap,
+            Some("tchap_x_ios".to_owned()),
             None,
         ),
     ];
@@ -371,6 +377,8 @@ async fn synapse_activity_reaches_kafka_as_exactly_the_expected_records() {
         WEB_UA,
         ANDROID_UA,
         IOS_UA,
+        TCHAP_X_IOS_UA,
+        "Tchap X",
         "Firefox",
         "Samsung",
         "iPhone",

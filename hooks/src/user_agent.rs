@@ -459,7 +459,7 @@ mod tests {
             rule(&"%".repeat(MAX_PATTERN_CHARS + 1), "tchap_x", "android"),
         ];
         for bad in refused {
-            let err = ClientRules::with_operator_rules(&[bad.clone()]).unwrap_err();
+            let err = ClientRules::with_operator_rules(std::slice::from_ref(&bad)).unwrap_err();
             assert!(err.to_string().starts_with("client rule 0:"), "{err}");
         }
     }

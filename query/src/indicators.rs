@@ -56,12 +56,16 @@ pub fn from_figures(
             .iter()
             .find(|c| c.figure == name && c.period == month && c.breakdown == "total")
     };
-    let indicators = crate::figures::FIGURES
+    // The counted figures, then the special ones (open accounts, r30, the client moves).
+    let names = crate::figures::FIGURES
         .iter()
-        .map(|figure| {
-            let cell = total(figure.name);
+        .map(|f| f.name)
+        .chain(crate::figures::SPECIAL_FIGURES);
+    let indicators = names
+        .map(|name| {
+            let cell = total(name);
             Indicator {
-                name: figure.name,
+                name,
                 // Every figure counts things: its value is whole (`round` only guards against
                 // a float sum's last bit).
                 value: cell
@@ -128,6 +132,10 @@ mod tests {
         }
     }
 
+    fn find_name(indicators: &MonthlyIndicators, name: &str) -> bool {
+        indicators.indicators.iter().any(|i| i.name == name)
+    }
+
     #[test]
     fn integers_or_null_for_every_figure_of_the_month_only() {
         let figures = FiguresReport {
@@ -148,7 +156,11 @@ mod tests {
         };
         let got = from_figures("2024-07", &figures, None, true);
         assert_eq!(got.schema, SCHEMA);
-        assert_eq!(got.indicators.len(), crate::figures::FIGURES.len());
+        assert_eq!(
+            got.indicators.len(),
+            crate::figures::FIGURES.len() + crate::figures::SPECIAL_FIGURES.len()
+        );
+        assert!(find_name(&got, "client_moves_to_x") && find_name(&got, "r30_users"));
         let find = |name: &str| got.indicators.iter().find(|i| i.name == name).unwrap();
         assert_eq!(find("active_users").value, Some(230_561));
         assert!(find("calls_started").suppressed && find("calls_started").value.is_none());

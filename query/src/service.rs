@@ -41,7 +41,7 @@ enum Ask {
 
 #[derive(Clone)]
 enum Answer {
-    Figures(crate::figures::FiguresReport),
+    Figures(Box<crate::figures::FiguresReport>),
     Forums(Vec<crate::figures::ForumRank>),
 }
 
@@ -306,7 +306,7 @@ impl QueryService {
     ) -> Result<crate::figures::FiguresReport, QueryError> {
         request.check(&self.spans)?;
         match self.ask(lane, who, choice, Ask::Figures(request)).await? {
-            Answer::Figures(report) => Ok(report),
+            Answer::Figures(report) => Ok(*report),
             Answer::Forums(_) => Err(QueryError::Internal("forums for figures".into())),
         }
     }
@@ -377,7 +377,7 @@ impl QueryService {
                     Ask::Figures(request) => {
                         planner::figures(&with, &request, scope.as_deref(), source)
                             .await
-                            .map(Answer::Figures)
+                            .map(|report| Answer::Figures(Box::new(report)))
                     }
                     Ask::Forums(limit) => planner::forums(&with, limit, scope.as_deref(), source)
                         .await

@@ -255,3 +255,116 @@ async fn the_move_to_tchap_x_is_counted_alike_from_raw_and_rollups() {
     .value(0);
     assert_eq!(nulls, 5);
 }
+
+/// Rollups written before the client family (a cube of version 1: no `family` column, no cube
+/// version) are recounted by the next run, even one that finds no raw change: else a request
+/// by family would find no cell where the raw tables have people.
+#[tokio::test(flavor = "multi_thread")]
+async fn rollups_of_an_older_cube_are_recounted_with_the_family() {
+    use deltalake::kernel::Transaction;
+    use deltalake::kernel::transaction::CommitProperties;
+    use mxpulse_query::figures::rollup::{
+        CELLS_TABLE, MONTH_COLUMN, TIMEZONE_KEY, cells_schema, watermark_app_id,
+    };
+
+    let dir = tempfile::tempdir().unwrap();
+    let root = LakeRoot::parse(&dir.path().display().to_string()).unwrap();
+    write_lake(&root).await;
+    // The rollups as version 1 left them: every raw version held, one (stale) cell.
+    let visits = mxpulse_ingest::lake::open_or_create::<VisitRecord>(&root)
+        .await
+        .unwrap();
+    let events = mxpulse_ingest::lake::open_or_create::<mxpulse_schemas::EventRecord>(&root)
+        .await
+        .unwrap();
+    let accounts = mxpulse_ingest::lake::open_or_create::<mxpulse_schemas::AccountRecord>(&root)
+        .await
+        .unwrap();
+    let full = cells_schema();
+    let old_fields: Vec<_> = full
+        .fields()
+        .iter()
+        .filter(|f| f.name() != "family")
+        .cloned()
+        .collect();
+    let old_schema = std::sync::Arc::new(datafusion::arrow::datatypes::Schema::new(old_fields));
+    let spec = mxpulse_ingest::lake::TableSpec {
+        name: CELLS_TABLE,
+        schema: old_schema.clone(),
+        partition_columns: &[MONTH_COLUMN],
+        configuration: vec![(TIMEZONE_KEY, TZ.to_owned())],
+    };
+    let cells = mxpulse_ingest::lake::open_or_create_at(
+        mxpulse_ingest::lake::table_url_at(&root, CELLS_TABLE),
+        &spec,
+    )
+    .await
+    .unwrap();
+    use datafusion::arrow::array::{ArrayRef, Float64Array, Int32Array, Int64Array, StringArray};
+    let text = |v: Option<&str>| std::sync::Arc::new(StringArray::from(vec![v])) as ArrayRef;
+    let stale = datafusion::arrow::array::RecordBatch::try_new(
+        old_schema,
+        vec![
+            text(Some("2024-06")),
+            text(Some("month")),
+            text(Some("2024-06")),
+            text(Some("active_users")),
+            std::sync::Arc::new(Int32Array::from(vec![0])),
+            text(None),
+            text(None),
+            text(None),
+            std::sync::Arc::new(Float64Array::from(vec![999.0])),
+            std::sync::Arc::new(Int64Array::from(vec![999])),
+            std::sync::Arc::new(Int64Array::from(vec![0])),
+        ],
+    )
+    .unwrap();
+    let versions = [
+        ("events", events.version().unwrap_or(0) as i64),
+        ("visits", visits.version().unwrap_or(0) as i64),
+        ("accounts", accounts.version().unwrap_or(0) as i64),
+    ];
+    cells
+        .write(vec![stale])
+        .with_partition_columns([MONTH_COLUMN])
+        .with_commit_properties(
+            CommitProperties::default().with_application_transactions(
+                versions
+                    .iter()
+                    .map(|(table, version)| Transaction::new(watermark_app_id(table), *version))
+                    .collect(),
+            ),
+        )
+        .await
+        .unwrap();
+
+    let config = RollupConfig {
+        timezone: TZ.into(),
+    };
+    let report = rollup::run(&root, &config, RollupMode::Incremental)
+        .await
+        .unwrap();
+    assert!(report.months.contains(&"2024-06".to_owned()), "{report:?}");
+    let everything = request(Filters::default());
+    let rolled = answer(&root, &everything, FigureSource::Rollups).await;
+    assert_eq!(
+        value(&rolled, "active_users", "2024-06", "total", None),
+        Some(14.0)
+    );
+    assert_eq!(
+        value(
+            &rolled,
+            "active_users",
+            "2024-06",
+            "family",
+            Some("tchap_x_android")
+        ),
+        Some(7.0)
+    );
+    assert_eq!(rolled, answer(&root, &everything, FigureSource::Raw).await);
+    // Recounted once: the next run has nothing to do.
+    let again = rollup::run(&root, &config, RollupMode::Incremental)
+        .await
+        .unwrap();
+    assert!(again.months.is_empty(), "{again:?}");
+}

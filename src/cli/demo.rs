@@ -160,6 +160,27 @@ fn write_config(
         quote(&access.analyst),
         quote(&access.viewer),
     );
+    // The rollout the simulated history carries (an assumption: docs/design.md §8), drawn on
+    // the charts like any operator's annotation.
+    let (y, m, d) = mxpulse_simulator::population::TCHAP_X_LAUNCH;
+    let annotations = dir.join("annotations.toml");
+    std::fs::write(
+        &annotations,
+        format!(
+            "# Written by `mxpulse demo`: the rollouts of the simulated history.
+             [[annotation]]
+from = {y}-{m:02}-{d:02}
+to = {y}-{m:02}-{end:02}
+             fr = \"Tchap X publié (hypothèse de la démo)\"
+             en = \"Tchap X released (the demo's assumption)\"
+",
+            end = d + 6,
+        ),
+    )?;
+    config.push_str(&format!(
+        "\n[dashboards]\nannotations_file = {}\n",
+        quote(&annotations.display().to_string())
+    ));
     for server in &sim.spec.federation.servers {
         config.push_str(&format!(
             "\n[[hooks.homeservers]]\nserver_name = {}\nhs_token = {}\nsynapse_db = {}\n",
