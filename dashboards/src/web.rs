@@ -92,6 +92,7 @@ struct Words {
     server: &'static str,
     domain: &'static str,
     platform: &'static str,
+    family: &'static str,
     all: &'static str,
     apply: &'static str,
     what_changed: &'static str,
@@ -121,6 +122,7 @@ impl Words {
             server: lang.t("server"),
             domain: lang.t("domain"),
             platform: lang.t("platform"),
+            family: lang.t("family"),
             all: lang.t("all"),
             apply: lang.t("apply"),
             what_changed: lang.t("what_changed"),
@@ -204,6 +206,7 @@ struct DashboardPage {
     domain: String,
     servers: Vec<SelectOption>,
     platforms: Vec<SelectOption>,
+    families: Vec<SelectOption>,
     error: Option<String>,
     changes: Vec<String>,
     changes_month: String,
@@ -225,6 +228,26 @@ pub struct PageQuery {
     lang: Option<String>,
     /// `semicolon` for a CSV a French spreadsheet opens as is.
     sep: Option<String>,
+}
+
+/// The client families of the filter: the shipped ones and `unknown` (visits of schema
+/// version 1), and an operator's own family when the page asks for it.
+fn family_options(selected: Option<&str>) -> Vec<SelectOption> {
+    let mut names: Vec<&str> = mxpulse_schemas::ClientFamily::SHIPPED.to_vec();
+    names.push(mxpulse_query::figures::definitions::UNKNOWN_FAMILY);
+    if let Some(own) = selected
+        .filter(|s| !names.contains(s) && s.parse::<mxpulse_schemas::ClientFamily>().is_ok())
+    {
+        names.push(own);
+    }
+    names
+        .into_iter()
+        .map(|name| SelectOption {
+            value: name.to_owned(),
+            label: name.to_owned(),
+            selected: selected == Some(name),
+        })
+        .collect()
 }
 
 fn nonempty(value: &Option<String>) -> Option<String> {
@@ -892,6 +915,7 @@ async fn dashboard_page(
                 selected: query.platform.as_deref() == Some(*p),
             })
             .collect(),
+        families: family_options(query.family.as_deref()),
         error,
         changes: built.changes,
         changes_month: built.changes_month,

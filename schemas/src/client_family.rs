@@ -32,6 +32,20 @@ impl ClientFamily {
     pub const WEB: &'static str = "web";
     pub const OTHER: &'static str = "other";
 
+    /// Every family of the shipped rules, Tchap X first.
+    pub const SHIPPED: [&'static str; 10] = [
+        Self::TCHAP_X_ANDROID,
+        Self::TCHAP_X_IOS,
+        Self::TCHAP_ANDROID,
+        Self::TCHAP_IOS,
+        Self::TCHAP_NEO,
+        Self::TCHAP_DESKTOP,
+        Self::WEB,
+        Self::ELEMENT_X,
+        Self::ELEMENT,
+        Self::OTHER,
+    ];
+
     /// The prefix naming a Tchap X family: the figures of the move to Tchap X count every
     /// family spelled so, an operator's own included (docs/design.md §5).
     pub const TCHAP_X_PREFIX: &'static str = "tchap_x";
