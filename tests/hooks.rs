@@ -315,6 +315,73 @@ async fn an_unreachable_database_is_retried_and_shown_in_health() {
     assert_eq!(status, StatusCode::OK);
 }
 
+/// `mxpulse hooks classify` tries the configured rules on user agents: an operator's new app
+/// is counted under its family, before the shipped rules, without a release.
+#[test]
+fn classify_shows_what_the_configured_rules_make_of_user_agents() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("rules.toml");
+    std::fs::write(
+        &config,
+        "[[hooks.client_rules]]\nlike = \"Tchap Pro/%Android%\"\nfamily = \"tchap_x_pro\"\nplatform = \"android\"\n",
+    )
+    .unwrap();
+    let run = |args: &[&str], stdin: &str| {
+        use std::io::Write as _;
+        let mut child = std::process::Command::new(harness::mxpulse_bin())
+            .arg("--config")
+            .arg(&config)
+            .args(["hooks", "classify"])
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        let output = child.wait_with_output().unwrap();
+        assert!(output.status.success(), "{output:?}");
+        (
+            String::from_utf8(output.stdout).unwrap(),
+            String::from_utf8(output.stderr).unwrap(),
+        )
+    };
+    let (out, counts) = run(
+        &[
+            "Tchap Pro/1.0 (Fairphone 5; Android 14)",
+            "Tchap X/25.04.2 (iPhone 13; iOS 17.5; Scale/3.00)",
+        ],
+        "",
+    );
+    assert_eq!(
+        out,
+        "tchap_x_pro\tandroid\tTchap Pro/1.0 (Fairphone 5; Android 14)\n\
+         tchap_x_ios\tios\tTchap X/25.04.2 (iPhone 13; iOS 17.5; Scale/3.00)\n"
+    );
+    assert!(
+        counts.contains("tchap_x_ios: 1") && counts.contains("tchap_x_pro: 1"),
+        "{counts}"
+    );
+    // From standard input, one per line, as an export of user_daily_visits gives them.
+    let (out, counts) = run(
+        &[],
+        "Tchap/2.12.3 (Pixel 8; Android 14)\n\ncurl/8.5.0\nTchap/2.10.1 (iPhone; iOS 17.5.1)\n",
+    );
+    assert_eq!(out.lines().count(), 3, "{out}");
+    assert!(out.starts_with("tchap_android\tandroid\t"), "{out}");
+    assert!(
+        counts.contains("tchap_android: 1")
+            && counts.contains("other: 1")
+            && counts.contains("tchap_ios: 1"),
+        "{counts}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_generated_registration_works_end_to_end() {
     let output = std::process::Command::new(harness::mxpulse_bin())

@@ -43,6 +43,14 @@ enum HooksCommand {
         #[arg(long)]
         table: Option<std::path::PathBuf>,
     },
+    /// Show the client family and platform the configured rules give user agents (the
+    /// arguments, else one per line of standard input, e.g. Synapse's
+    /// `SELECT user_agent FROM user_daily_visits`), then how many of each family: to try an
+    /// operator's [[hooks.client_rules]] before deploying them. Nothing is published.
+    Classify {
+        /// User agents to classify; none: read standard input.
+        user_agents: Vec<String>,
+    },
 }
 
 /// Writes `text` to the new file `path`, 0600 (an existing file is not replaced: its tokens
@@ -84,8 +92,40 @@ pub fn run(args: &HooksArgs, config: &Config) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Some(HooksCommand::Classify { user_agents }) => classify(config, user_agents),
         None => serve(config),
     }
+}
+
+/// `mxpulse hooks classify`: each user agent with its family and platform, then the count of
+/// each family. The user agents are the operator's own input and are printed back to them
+/// only.
+fn classify(config: &Config, user_agents: &[String]) -> anyhow::Result<()> {
+    use std::io::{BufRead as _, Write as _};
+    let rules = config.client_rules()?;
+    let mut counts: std::collections::BTreeMap<String, u64> = Default::default();
+    let mut out = std::io::stdout().lock();
+    let mut one = |ua: &str| -> std::io::Result<()> {
+        let found = rules.classify(Some(ua));
+        *counts.entry(found.family.to_string()).or_default() += 1;
+        writeln!(out, "{}\t{}\t{ua}", found.family, found.platform.as_str())
+    };
+    if user_agents.is_empty() {
+        for line in std::io::stdin().lock().lines() {
+            let line = line.context("cannot read standard input")?;
+            if !line.trim().is_empty() {
+                one(&line)?;
+            }
+        }
+    } else {
+        for ua in user_agents {
+            one(ua)?;
+        }
+    }
+    for (family, count) in &counts {
+        eprintln!("{family}: {count}");
+    }
+    Ok(())
 }
 
 /// The pseudonymization key from `pseudonym.key_file` or `MXPULSE_PSEUDONYM_KEY`.
