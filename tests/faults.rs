@@ -381,13 +381,14 @@ async fn produce_on_one_partition(
     key: &str,
     records: &[EventRecord],
 ) {
+    let version = Envelope::version_header();
     for record in records {
         produce_raw(
             producer,
             topics::EVENTS,
             key,
             &encode(record).payload,
-            Some("1"),
+            Some(&version),
         )
         .await;
     }

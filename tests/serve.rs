@@ -576,7 +576,7 @@ async fn jdbc_tools_connect_prepare_and_read_the_catalog_within_the_same_guard_a
     // The columns of the view asked for, in the table's order, with PostgreSQL's types.
     assert_eq!(
         facts["visits_columns"],
-        "day:date,server:text,domain:text,user:int8,device:int8,platform:text,client:text,key_id:text,v:int2",
+        "day:date,server:text,domain:text,user:int8,device:int8,platform:text,client:text,key_id:text,v:int2,family:text",
     );
     // Seven executions of one prepared statement (named and binary after the fifth): the
     // bound value selects, it is never SQL text.
