@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use mxpulse_schemas::ClientFamily;
 use mxpulse_schemas::vocabulary::{Client, Platform};
-use regex::Regex;
+use regex::{Regex, RegexSet};
 use serde::{Deserialize, Serialize};
 
 /// One rule as written in the configuration.
@@ -55,12 +55,16 @@ pub struct ClientOf {
     pub family: ClientFamily,
 }
 
+/// What a rule gives a matching visit.
 #[derive(Debug)]
-struct CompiledRule {
-    pattern: Regex,
+struct Outcome {
     family: ClientFamily,
     platform: Platform,
 }
+
+/// The rules read at most this much of a user agent (real ones are a few hundred bytes; a
+/// client may send kilobytes): a visit's classification costs the same whatever it sent.
+pub const MAX_USER_AGENT_BYTES: usize = 1024;
 
 /// The shipped rules, in order (docs/design.md §3 lists them).
 const SHIPPED: &[(&str, &str, Platform)] = &[
@@ -138,7 +142,7 @@ const SHIPPED: &[(&str, &str, Platform)] = &[
 ];
 
 /// `LIKE` as an anchored regular expression.
-fn like_to_regex(like: &str) -> Result<Regex, regex::Error> {
+fn like_to_expression(like: &str) -> String {
     let mut expression = String::from("(?s)^");
     let mut literal = [0u8; 4];
     for c in like.chars() {
@@ -149,13 +153,16 @@ fn like_to_regex(like: &str) -> Result<Regex, regex::Error> {
         }
     }
     expression.push('$');
-    Regex::new(&expression)
+    expression
 }
 
-/// The rule table a homeserver's visits are classified with.
+/// The rule table a homeserver's visits are classified with: every pattern in one
+/// `RegexSet`, so a user agent is read once whatever the number of rules; the first rule
+/// that matches (the lowest index) gives the outcome.
 #[derive(Debug, Clone)]
 pub struct ClientRules {
-    rules: Arc<[CompiledRule]>,
+    patterns: Arc<RegexSet>,
+    outcomes: Arc<[Outcome]>,
 }
 
 impl Default for ClientRules {
@@ -165,16 +172,19 @@ impl Default for ClientRules {
 }
 
 impl ClientRules {
-    /// Only the shipped rules.
+    /// Only the shipped rules (literals, tested below: with no operator rule nothing can fail;
+    /// an empty table, classifying every visit `other`, stands for the impossible case).
     pub fn shipped() -> Self {
         Self::with_operator_rules(&[]).unwrap_or_else(|_| ClientRules {
-            rules: Arc::from(Vec::new()),
+            patterns: Arc::new(RegexSet::empty()),
+            outcomes: Arc::from(Vec::new()),
         })
     }
 
     /// The operator's rules, then the shipped ones.
     pub fn with_operator_rules(operator: &[ClientRule]) -> Result<Self, ClientRuleError> {
-        let mut rules = Vec::with_capacity(operator.len() + SHIPPED.len());
+        let mut expressions = Vec::with_capacity(operator.len() + SHIPPED.len());
+        let mut outcomes = Vec::with_capacity(operator.len() + SHIPPED.len());
         for (index, rule) in operator.iter().enumerate() {
             let family = rule.family.parse().map_err(|_| ClientRuleError::Family {
                 index,
@@ -190,26 +200,27 @@ impl ClientRules {
             if rule.like.is_empty() || rule.like.chars().count() > MAX_PATTERN_CHARS {
                 return Err(ClientRuleError::Pattern { index });
             }
-            let pattern =
-                like_to_regex(&rule.like).map_err(|_| ClientRuleError::Pattern { index })?;
-            rules.push(CompiledRule {
-                pattern,
-                family,
-                platform,
-            });
+            let expression = like_to_expression(&rule.like);
+            Regex::new(&expression).map_err(|_| ClientRuleError::Pattern { index })?;
+            expressions.push(expression);
+            outcomes.push(Outcome { family, platform });
         }
         for (like, family, platform) in SHIPPED {
-            // The shipped patterns are literals tested below; one that failed would be skipped.
-            if let (Ok(pattern), Ok(family)) = (like_to_regex(like), family.parse()) {
-                rules.push(CompiledRule {
-                    pattern,
+            // The shipped families are literals tested below; one that failed would be skipped.
+            if let Ok(family) = family.parse() {
+                expressions.push(like_to_expression(like));
+                outcomes.push(Outcome {
                     family,
                     platform: *platform,
                 });
             }
         }
+        let patterns = RegexSet::new(&expressions).map_err(|_| ClientRuleError::Pattern {
+            index: operator.len().saturating_sub(1),
+        })?;
         Ok(ClientRules {
-            rules: Arc::from(rules),
+            patterns: Arc::new(patterns),
+            outcomes: Arc::from(outcomes),
         })
     }
 
@@ -223,10 +234,16 @@ impl ClientRules {
                 family: ClientFamily::other(),
             };
         };
+        let mut end = ua.len().min(MAX_USER_AGENT_BYTES);
+        while !ua.is_char_boundary(end) {
+            end -= 1;
+        }
         let (platform, family) = self
-            .rules
+            .patterns
+            .matches(&ua[..end])
             .iter()
-            .find(|rule| rule.pattern.is_match(ua))
+            .next()
+            .and_then(|first| self.outcomes.get(first))
             .map_or((Platform::Unknown, ClientFamily::other()), |rule| {
                 (rule.platform, rule.family.clone())
             });
@@ -412,6 +429,12 @@ mod tests {
         );
         // Case matters, as in LIKE.
         check(&rules, Some("TCHAP X/25.04 (Android 14)"), Unknown, "other");
+        // Only the first kilobyte is read: what a client adds after it decides nothing.
+        let padded = format!(
+            "Tchap X/25.04 ({}; Android 14)",
+            "é".repeat(MAX_USER_AGENT_BYTES)
+        );
+        check(&rules, Some(&padded), Unknown, "other");
         // A newline does not stop `%`.
         check(
             &rules,

@@ -29,7 +29,10 @@ impl Envelope {
 pub enum DecodeError {
     #[error("not a JSON object: {reason}")]
     NotJson { reason: String },
-    #[error("unknown schema version {found} (this build reads 1 to {supported})")]
+    #[error(
+        "unknown schema version {found} (this build reads {} to {supported})",
+        SchemaVersion::OLDEST_READ
+    )]
     UnknownVersion {
         found: String,
         supported: SchemaVersion,

@@ -163,18 +163,17 @@ fn write_config(
     // The rollout the simulated history carries (an assumption: docs/design.md §8), drawn on
     // the charts like any operator's annotation.
     let (y, m, d) = mxpulse_simulator::population::TCHAP_X_LAUNCH;
+    let launch = chrono::NaiveDate::from_ymd_opt(y, m, d)
+        .ok_or_else(|| anyhow::anyhow!("the Tchap X launch {y}-{m}-{d} is no day"))?;
     let annotations = dir.join("annotations.toml");
     std::fs::write(
         &annotations,
         format!(
-            "# Written by `mxpulse demo`: the rollouts of the simulated history.
-             [[annotation]]
-from = {y}-{m:02}-{d:02}
-to = {y}-{m:02}-{end:02}
-             fr = \"Tchap X publié (hypothèse de la démo)\"
-             en = \"Tchap X released (the demo's assumption)\"
-",
-            end = d + 6,
+            "# Written by `mxpulse demo`: the rollouts of the simulated history.\n\
+             [[annotation]]\nfrom = {launch}\nto = {end}\n\
+             fr = \"Tchap X publié (hypothèse de la démo)\"\n\
+             en = \"Tchap X released (the demo's assumption)\"\n",
+            end = launch + chrono::Days::new(6),
         ),
     )?;
     config.push_str(&format!(

@@ -21,6 +21,7 @@ use std::sync::Arc;
 
 use mxpulse_query::QueryError;
 use mxpulse_query::access::Principal;
+use mxpulse_query::figures::definitions::CLIENT_MOVES;
 use mxpulse_query::figures::planner::SourceChoice;
 use mxpulse_query::figures::{FigureRequest, Granularity, periods};
 use mxpulse_query::service::{Lane, QueryService};
@@ -199,13 +200,6 @@ const BY_SERVER: [&str; 4] = [
     "messages",
     "rooms_created",
     "accounts_created",
-];
-
-/// The figures of the move to Tchap X, after the active users by app family.
-const TRANSITIONS: [&str; 3] = [
-    "client_moves_to_x",
-    "client_moves_to_classic",
-    "clients_both",
 ];
 
 const FEATURES: [&str; 10] = [
@@ -576,7 +570,7 @@ pub async fn build(
                 ],
             )
         });
-    let move_rows = TRANSITIONS.iter().map(|figure| {
+    let move_rows = CLIENT_MOVES.iter().map(|figure| {
         let cell = cells.get(figure, month, "total", None);
         (
             lang.figure(figure),

@@ -314,13 +314,21 @@ pub const ACCOUNT_CHANGES: Figure = Figure {
     ),
 };
 
+/// The figures of the move between the classic Tchap mobile apps and Tchap X, in the order
+/// `grouping::client_moves` counts them (docs/design.md §5).
+pub const CLIENT_MOVES: [&str; 3] = [
+    "client_moves_to_x",
+    "client_moves_to_classic",
+    "clients_both",
+];
+
 /// Monthly figures computed on their own (running totals, windows across months).
 pub const SPECIAL_FIGURES: [&str; 5] = [
     "total_active_accounts",
     "r30_users",
-    "client_moves_to_x",
-    "client_moves_to_classic",
-    "clients_both",
+    CLIENT_MOVES[0],
+    CLIENT_MOVES[1],
+    CLIENT_MOVES[2],
 ];
 
 /// The special figures that count users over a window reaching before the month, by server
@@ -328,9 +336,9 @@ pub const SPECIAL_FIGURES: [&str; 5] = [
 /// `grouping::client_moves` count them.
 pub const MONTHLY_USER_FIGURES: [&str; 4] = [
     "r30_users",
-    "client_moves_to_x",
-    "client_moves_to_classic",
-    "clients_both",
+    CLIENT_MOVES[0],
+    CLIENT_MOVES[1],
+    CLIENT_MOVES[2],
 ];
 
 /// What a figure counts, for people: the definitions of `FIGURES` and the special figures.

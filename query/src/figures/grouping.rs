@@ -10,6 +10,7 @@ use datafusion::prelude::SessionContext;
 
 use mxpulse_schemas::ClientFamily;
 
+pub use super::definitions::CLIENT_MOVES;
 use super::definitions::{Dim, DimKeys, DimSet, Figure};
 use super::periods::DateRange;
 use crate::error::QueryError;
@@ -366,14 +367,6 @@ fn monthly_user_rows(
     }
     Ok(rows)
 }
-
-/// The figures of the move between the classic Tchap mobile apps and Tchap X, in the order
-/// `client_moves` counts them (docs/design.md §5).
-pub const CLIENT_MOVES: [&str; 3] = [
-    "client_moves_to_x",
-    "client_moves_to_classic",
-    "clients_both",
-];
 
 /// The moves between the classic Tchap mobile apps and Tchap X in each month of `months`
 /// (`(month, first day, last day)`, UTC days as visits are), by each of `sets` of server and
