@@ -237,11 +237,16 @@ impl CellIndex {
 /// The index of the newest rollups, loaded when their version changes.
 #[derive(Debug, Default)]
 pub struct IndexCache {
-    cached: tokio::sync::Mutex<Option<Arc<CellIndex>>>,
+    cached: Arc<tokio::sync::Mutex<Option<Arc<CellIndex>>>>,
 }
 
 impl IndexCache {
     /// The index of `snapshot`'s rollups (loaded now if the cached one is of another version).
+    ///
+    /// The load runs as a task of its own that fills the cache when it ends: a request cut by
+    /// its time limit while waiting for it does not cut the load, so the next request finds
+    /// it done (or still running, and waits for it) instead of starting it again. Else a
+    /// cube that takes longer to load than the limit would never be answered from.
     pub async fn index(
         &self,
         snapshot: &LakeSnapshot,
@@ -252,21 +257,32 @@ impl IndexCache {
             return Err(QueryError::Lake("the lake has no rollups".into()));
         };
         let version = rollups.cells.version();
-        let mut cached = self.cached.lock().await;
-        if let Some(index) = cached.as_ref()
+        if let Some(index) = self.cached.lock().await.as_ref()
             && index.version == version
         {
             return Ok(index.clone());
         }
         let ctx = session::rollup_session(snapshot, limits).await?;
-        let index = Arc::new(CellIndex::load(&ctx, version, timezone).await?);
-        tracing::info!(
-            cells = index.len,
-            forums = index.forums.len(),
-            ?version,
-            "rollups loaded"
-        );
-        *cached = Some(index.clone());
-        Ok(index)
+        let (cache, timezone) = (self.cached.clone(), timezone.to_owned());
+        let loading = tokio::spawn(async move {
+            let mut cached = cache.lock().await;
+            if let Some(index) = cached.as_ref()
+                && index.version == version
+            {
+                return Ok(index.clone());
+            }
+            let index = Arc::new(CellIndex::load(&ctx, version, &timezone).await?);
+            tracing::info!(
+                cells = index.len,
+                forums = index.forums.len(),
+                ?version,
+                "rollups loaded"
+            );
+            *cached = Some(index.clone());
+            Ok::<_, QueryError>(index)
+        });
+        loading
+            .await
+            .map_err(|e| QueryError::Internal(format!("loading the rollups: {e}")))?
     }
 }
