@@ -142,6 +142,26 @@ async fn figures_from_rollups_equal_the_raw_tables_and_no_request_holds_the_serv
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
 
+    // A process's first rollups request loads the cube, in a task of its own that a cut
+    // request does not stop: loaded (a question asked until answered) before the limits are tried.
+    let warm =
+        "/api/v1/figures/monthly?from=2024-06&to=2024-06&figures=rooms_created&breakdowns=none";
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while status_of(&serve, warm).await.0 != StatusCode::OK {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the rollups load within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let rollups_answers = |metrics: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("mxpulse_query_figures_total{source=\"rollups\"} "))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let warmed = rollups_answers(&harness::serve::metrics(&serve).await);
     // The raw tables take seconds for three months of days in this build: cut at 600 ms...
     let (status, _, answer) = status_of(&serve, SLOW).await;
     assert_eq!(status, StatusCode::REQUEST_TIMEOUT, "{answer}");
@@ -180,8 +200,5 @@ async fn figures_from_rollups_equal_the_raw_tables_and_no_request_holds_the_serv
         metrics.contains("mxpulse_query_busy_total 1\n"),
         "{metrics}"
     );
-    assert!(
-        metrics.contains("mxpulse_query_figures_total{source=\"rollups\"} 2\n"),
-        "{metrics}"
-    );
+    assert_eq!(rollups_answers(&metrics), warmed + 2, "{metrics}");
 }
